@@ -1,0 +1,83 @@
+#include "layerstore/io.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <vector>
+
+#include "layerstore/errors.h"
+
+namespace kiln {
+
+Fd& Fd::operator=(Fd&& other) noexcept {
+  if (this != &other) {
+    reset();
+    fd_ = std::exchange(other.fd_, -1);
+  }
+  return *this;
+}
+
+Fd::~Fd() { reset(); }
+
+void Fd::reset() {
+  if (fd_ >= 0) {
+    // close() errors after a successful fsync carry no information we could act on.
+    ::close(fd_);
+    fd_ = -1;
+  }
+}
+
+Fd open_or_throw(const std::string& path, int flags, unsigned mode) {
+  int fd = ::open(path.c_str(), flags | O_CLOEXEC, mode);
+  if (fd < 0) throw_errno(fmt::format("open `{}`", path));
+  return Fd(fd);
+}
+
+Fd openat_or_throw(int dirfd, const std::string& path, int flags, unsigned mode) {
+  int fd = ::openat(dirfd, path.c_str(), flags | O_CLOEXEC, mode);
+  if (fd < 0) throw_errno(fmt::format("open `{}`", path));
+  return Fd(fd);
+}
+
+size_t FdReader::read(std::span<std::byte> buf) {
+  for (;;) {
+    ssize_t n = ::read(fd_, buf.data(), buf.size());
+    if (n >= 0) return static_cast<size_t>(n);
+    if (errno != EINTR) throw_errno(fmt::format("read `{}`", name_));
+  }
+}
+
+void FdWriter::write(std::span<const std::byte> data) {
+  while (!data.empty()) {
+    ssize_t n = ::write(fd_, data.data(), data.size());
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      throw_errno(fmt::format("write `{}`", name_));
+    }
+    data = data.subspan(static_cast<size_t>(n));
+  }
+}
+
+uint64_t copy_stream(Reader& in, Writer& out) {
+  std::vector<std::byte> buf(1 << 20);
+  uint64_t total = 0;
+  for (;;) {
+    size_t n = in.read(buf);
+    if (n == 0) return total;
+    out.write(std::span(buf).first(n));
+    total += n;
+  }
+}
+
+size_t read_full(Reader& in, std::span<std::byte> buf) {
+  size_t got = 0;
+  while (got < buf.size()) {
+    size_t n = in.read(buf.subspan(got));
+    if (n == 0) break;
+    got += n;
+  }
+  return got;
+}
+
+}  // namespace kiln
