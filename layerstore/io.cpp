@@ -48,6 +48,17 @@ size_t FdReader::read(std::span<std::byte> buf) {
   }
 }
 
+size_t PreadReader::read(std::span<std::byte> buf) {
+  for (;;) {
+    ssize_t n = ::pread(fd_, buf.data(), buf.size(), static_cast<off_t>(offset_));
+    if (n >= 0) {
+      offset_ += static_cast<uint64_t>(n);
+      return static_cast<size_t>(n);
+    }
+    if (errno != EINTR) throw_errno(fmt::format("read `{}`", name_));
+  }
+}
+
 void FdWriter::write(std::span<const std::byte> data) {
   while (!data.empty()) {
     ssize_t n = ::write(fd_, data.data(), data.size());

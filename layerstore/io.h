@@ -61,6 +61,33 @@ class FdReader : public Reader {
   std::string name_;
 };
 
+// Reads an fd (which it does not own) from an offset with pread, leaving the file position alone.
+class PreadReader : public Reader {
+ public:
+  PreadReader(int fd, std::string name, uint64_t offset = 0) : fd_(fd), name_(std::move(name)), offset_(offset) {}
+  size_t read(std::span<std::byte> buf) override;
+
+ private:
+  int fd_;
+  std::string name_;
+  uint64_t offset_;
+};
+
+// Reads through `in` and copies every byte read to `copy` (a tee).
+class TeeReader : public Reader {
+ public:
+  TeeReader(Reader& in, Writer& copy) : in_(in), copy_(copy) {}
+  size_t read(std::span<std::byte> buf) override {
+    size_t n = in_.read(buf);
+    copy_.write(buf.first(n));
+    return n;
+  }
+
+ private:
+  Reader& in_;
+  Writer& copy_;
+};
+
 // Writes to an fd (which it does not own). Retries EINTR and short writes.
 class FdWriter : public Writer {
  public:

@@ -1,0 +1,310 @@
+// images, history, inspect, tag, rmi, prune, version: looking at and naming what is in the store.
+#include <algorithm>
+#include <chrono>
+#include <iostream>
+
+#include "cli/context.h"
+#include "cli/format.h"
+#include "layerstore/errors.h"
+#include "layerstore/files.h"
+
+namespace kiln::cli {
+
+using nlohmann::json;
+using nlohmann::ordered_json;
+
+namespace {
+
+int64_t now_seconds() {
+  return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+int64_t created_seconds(const std::string& created) { return parse_rfc3339_seconds(created).value_or(0); }
+
+std::string created_since(const std::string& created) {
+  auto secs = parse_rfc3339_seconds(created);
+  return secs ? human_since(*secs, now_seconds()) : "N/A";
+}
+
+// Docker's `image inspect` document for one image.
+ordered_json inspect_json(const Store& store, const Image& img) {
+  ordered_json j;
+  j["Id"] = img.id().str();
+  j["RepoTags"] = ordered_json::array();
+  for (const auto& n : img.names) j["RepoTags"].push_back(n.familiar());
+  j["RepoDigests"] = ordered_json::array();
+  j["Parent"] = "";
+  const auto history = img.config.history();
+  j["Comment"] = history.empty() ? "" : history.back().comment;
+  j["Created"] = img.config.created();
+  j["DockerVersion"] = "";
+  j["Author"] = img.config.author();
+  j["Config"] = img.config.container_config();
+  j["Architecture"] = img.config.architecture();
+  if (img.config.doc().contains("variant")) j["Variant"] = img.config.doc()["variant"];
+  j["Os"] = img.config.os();
+  j["Size"] = store.image_size(img);
+  ordered_json layers = ordered_json::array();
+  for (const auto& d : img.config.diff_ids()) layers.push_back(d.str());
+  j["RootFS"] = {{"Type", "layers"}, {"Layers", layers}};
+  j["Metadata"] = {{"LastTagTime", "0001-01-01T00:00:00Z"}};
+  j["Descriptor"] = img.manifest_descriptor.to_json();
+  return j;
+}
+
+}  // namespace
+
+void add_image_commands(CLI::App& app, Context& ctx) {
+  {
+    auto* cmd = app.add_subcommand("images", "List images");
+    cmd->alias("ls");
+    auto quiet = std::make_shared<bool>(false);
+    auto no_trunc = std::make_shared<bool>(false);
+    auto digests = std::make_shared<bool>(false);
+    auto all = std::make_shared<bool>(false);
+    auto format = std::make_shared<std::string>();
+    auto filter = std::make_shared<std::string>();
+    cmd->add_flag("-q,--quiet", *quiet, "Only show image IDs");
+    cmd->add_flag("--no-trunc", *no_trunc, "Don't truncate output");
+    cmd->add_flag("--digests", *digests, "Show manifest digests");
+    cmd->add_flag("-a,--all", *all, "Show all images (kiln keeps no intermediate images; same as default)");
+    cmd->add_option("--format", *format, "Output format: table (default), json, or a Go template subset");
+    cmd->add_option("repository", *filter, "Only images of this repository[:tag]")->type_name("REPOSITORY[:TAG]");
+    cmd->footer("Example: kiln images busybox");
+    cmd->callback([&ctx, quiet, no_trunc, digests, format, filter] {
+      Store store = ctx.open_store();
+      auto images = store.images();
+      std::sort(images.begin(), images.end(), [](const Image& a, const Image& b) {
+        return created_seconds(a.config.created()) > created_seconds(b.config.created());
+      });
+      std::optional<Reference> want;
+      bool want_tag = false;
+      if (!filter->empty()) {
+        want = Reference::parse(*filter);
+        want_tag = filter->find(':', filter->rfind('/') == std::string::npos ? 0 : filter->rfind('/')) != std::string::npos;
+      }
+      struct Row {
+        const Image* image;
+        std::string repo, tag;
+      };
+      std::vector<Row> rows;
+      for (const auto& img : images) {
+        if (img.names.empty()) {
+          if (!want) rows.push_back({&img, "<none>", "<none>"});
+          continue;
+        }
+        for (const auto& n : img.names) {
+          if (want && (n.repository() != want->repository() || (want_tag && n.tag() != want->tag()))) continue;
+          rows.push_back({&img, n.familiar_repository(), n.tag().value_or("<none>")});
+        }
+      }
+      if (*quiet) {
+        std::vector<std::string> seen;
+        for (const auto& r : rows) {
+          std::string id = *no_trunc ? r.image->id().str() : r.image->id().short_id();
+          if (std::find(seen.begin(), seen.end(), id) != seen.end()) continue;
+          seen.push_back(id);
+          fmt::print("{}\n", id);
+        }
+        return;
+      }
+      auto row_json = [&](const Row& r) {
+        ordered_json j;
+        j["Containers"] = "N/A";
+        j["CreatedAt"] = r.image->config.created();
+        j["CreatedSince"] = created_since(r.image->config.created());
+        j["Digest"] = r.image->manifest_descriptor.digest.str();
+        j["ID"] = *no_trunc ? r.image->id().str() : r.image->id().short_id();
+        j["Repository"] = r.repo;
+        j["Size"] = human_size(store.image_size(*r.image));
+        j["Tag"] = r.tag;
+        return j;
+      };
+      if (*format == "json") {
+        for (const auto& r : rows) fmt::print("{}\n", row_json(r).dump());
+        return;
+      }
+      if (!format->empty() && *format != "table") {
+        for (const auto& r : rows) fmt::print("{}\n", render_template(*format, json(row_json(r))));
+        return;
+      }
+      std::vector<std::vector<std::string>> table;
+      if (*digests) {
+        table.push_back({"REPOSITORY", "TAG", "DIGEST", "IMAGE ID", "CREATED", "SIZE"});
+      } else {
+        table.push_back({"REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"});
+      }
+      for (const auto& r : rows) {
+        std::vector<std::string> line{r.repo, r.tag};
+        if (*digests) line.push_back(r.image->manifest_descriptor.digest.str());
+        line.push_back(*no_trunc ? r.image->id().str() : r.image->id().short_id());
+        line.push_back(created_since(r.image->config.created()));
+        line.push_back(human_size(store.image_size(*r.image)));
+        table.push_back(line);
+      }
+      fmt::print("{}", format_table(table));
+    });
+  }
+  {
+    auto* cmd = app.add_subcommand("history", "Show the history of an image");
+    auto image = std::make_shared<std::string>();
+    auto no_trunc = std::make_shared<bool>(false);
+    auto quiet = std::make_shared<bool>(false);
+    auto human = std::make_shared<bool>(true);
+    auto format = std::make_shared<std::string>();
+    cmd->add_option("image", *image, "Image")->required()->type_name("IMAGE");
+    cmd->add_flag("--no-trunc", *no_trunc, "Don't truncate output");
+    cmd->add_flag("-q,--quiet", *quiet, "Only show image IDs");
+    cmd->add_option("-H,--human", *human, "Print sizes and dates in human readable format")->default_str("true");
+    cmd->add_option("--format", *format, "Output format: table (default), json, or a Go template subset");
+    cmd->footer("Example: kiln history --no-trunc busybox");
+    cmd->callback([&ctx, image, no_trunc, quiet, human, format] {
+      Store store = ctx.open_store();
+      Image img = store.resolve(*image);
+      auto history = img.config.history();
+      // Each non-empty history entry owns the next layer, in order.
+      std::vector<int64_t> sizes(history.size(), 0);
+      size_t layer = 0;
+      for (size_t i = 0; i < history.size(); ++i) {
+        if (history[i].empty_layer || layer >= img.manifest.layers.size()) continue;
+        auto info = store.layer_info(img.manifest.layers[layer].digest);
+        sizes[i] = static_cast<int64_t>(info ? info->uncompressed_size : static_cast<uint64_t>(img.manifest.layers[layer].size));
+        ++layer;
+      }
+      std::vector<ordered_json> rows;
+      for (size_t k = history.size(); k-- > 0;) {
+        const auto& h = history[k];
+        ordered_json j;
+        std::string id = k + 1 == history.size() ? (*no_trunc ? img.id().str() : img.id().short_id()) : "<missing>";
+        j["Comment"] = h.comment;
+        j["CreatedAt"] = h.created;
+        std::string by = h.created_by;
+        j["CreatedBy"] = *no_trunc ? by : ellipsis(by, 45);
+        j["CreatedSince"] = *human ? created_since(h.created) : h.created;
+        j["ID"] = id;
+        j["Size"] = *human ? human_size(static_cast<uint64_t>(sizes[k])) : std::to_string(sizes[k]);
+        rows.push_back(j);
+      }
+      if (*quiet) {
+        for (const auto& r : rows) fmt::print("{}\n", r["ID"].get<std::string>());
+        return;
+      }
+      if (*format == "json") {
+        for (const auto& r : rows) fmt::print("{}\n", r.dump());
+        return;
+      }
+      if (!format->empty() && *format != "table") {
+        for (const auto& r : rows) fmt::print("{}\n", render_template(*format, json(r)));
+        return;
+      }
+      std::vector<std::vector<std::string>> table{{"IMAGE", "CREATED", "CREATED BY", "SIZE", "COMMENT"}};
+      for (const auto& r : rows) {
+        table.push_back({r["ID"], r["CreatedSince"], r["CreatedBy"], r["Size"], r["Comment"]});
+      }
+      fmt::print("{}", format_table(table));
+    });
+  }
+  {
+    auto* cmd = app.add_subcommand("inspect", "Show low-level information on images, as JSON");
+    auto images = std::make_shared<std::vector<std::string>>();
+    auto format = std::make_shared<std::string>();
+    cmd->add_option("image", *images, "Images")->required()->type_name("IMAGE...");
+    cmd->add_option("-f,--format", *format, "Format with a Go template subset ({{.Id}}, {{json .Config}})");
+    cmd->footer("Example: kiln inspect --format '{{.Id}}' busybox");
+    cmd->callback([&ctx, images, format] {
+      Store store = ctx.open_store();
+      ordered_json all = ordered_json::array();
+      std::vector<std::string> missing;
+      for (const auto& name : *images) {
+        try {
+          all.push_back(inspect_json(store, store.resolve(name)));
+        } catch (const NotFoundError&) {
+          missing.push_back(name);
+        }
+      }
+      if (format->empty()) {
+        fmt::print("{}\n", all.dump(4));
+      } else {
+        for (const auto& j : all) fmt::print("{}\n", render_template(*format, json(j)));
+      }
+      if (!missing.empty()) {
+        std::string list;
+        for (const auto& m : missing) list += (list.empty() ? "" : ", ") + ("`" + m + "`");
+        throw NotFoundError(fmt::format("no such image: {}", list));
+      }
+    });
+  }
+  {
+    auto* cmd = app.add_subcommand("tag", "Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE");
+    auto source = std::make_shared<std::string>();
+    auto target = std::make_shared<std::string>();
+    cmd->add_option("source", *source, "Existing image")->required()->type_name("SOURCE_IMAGE[:TAG]");
+    cmd->add_option("target", *target, "New name")->required()->type_name("TARGET_IMAGE[:TAG]");
+    cmd->footer("Example: kiln tag busybox localhost:5000/busybox:1.36");
+    cmd->callback([&ctx, source, target] {
+      Reference ref = Reference::parse_tagged(*target);
+      Store store = ctx.open_store();
+      Image img = store.resolve(*source);
+      store.set_name(img.manifest_descriptor, ref);
+    });
+  }
+  {
+    auto* cmd = app.add_subcommand("rmi", "Remove one or more images");
+    auto images = std::make_shared<std::vector<std::string>>();
+    auto force = std::make_shared<bool>(false);
+    cmd->add_option("image", *images, "Images")->required()->type_name("IMAGE...");
+    cmd->add_flag("-f,--force", *force, "Remove an image by ID even if several names refer to it");
+    cmd->footer("Example: kiln rmi busybox:latest   (disk space is reclaimed by kiln prune)");
+    cmd->callback([&ctx, images, force] {
+      Store store = ctx.open_store();
+      std::string failures;
+      for (const auto& name : *images) {
+        try {
+          Image img = store.resolve(name);
+          auto ref = Reference::try_parse(name);
+          bool by_name = ref && std::find(img.names.begin(), img.names.end(), *ref) != img.names.end();
+          if (by_name) {
+            store.remove_name(*ref, false);
+            fmt::print("Untagged: {}\n", ref->familiar());
+            if (img.names.size() == 1) fmt::print("Deleted: {}\n", img.id().str());
+            continue;
+          }
+          if (img.names.size() > 1 && !*force) {
+            throw Error(fmt::format("conflict: unable to delete {} (must be forced) - image is referenced in "
+                                    "multiple repositories",
+                                    img.id().short_id()));
+          }
+          for (const auto& n : img.names) fmt::print("Untagged: {}\n", n.familiar());
+          store.remove_image(img.manifest_descriptor.digest);
+          fmt::print("Deleted: {}\n", img.id().str());
+        } catch (const Error& e) {
+          failures += (failures.empty() ? "" : "\nkiln: error: ") + std::string(e.what());
+        }
+      }
+      if (!failures.empty()) throw Error(failures);
+    });
+  }
+  {
+    auto* cmd = app.add_subcommand("prune", "Remove unreferenced blobs and unused layer snapshots");
+    auto force = std::make_shared<bool>(false);
+    cmd->add_flag("-f,--force", *force, "Accepted for Docker compatibility; kiln never prompts");
+    cmd->footer("Example: kiln prune");
+    cmd->callback([&ctx] {
+      Store store = ctx.open_store(Store::Access::Exclusive);
+      PruneReport r = store.prune();
+      for (const auto& d : r.deleted_blobs) fmt::print("Deleted blob: {}\n", d.str());
+      for (const auto& d : r.deleted_snapshots) fmt::print("Deleted snapshot: {}\n", d.str());
+      fmt::print("Total reclaimed space: {}\n", human_size(r.reclaimed_bytes));
+    });
+  }
+  {
+    auto* cmd = app.add_subcommand("version", "Show the kiln version");
+    cmd->callback([&ctx] {
+      fmt::print("kiln version {}\n", KILN_VERSION);
+      fmt::print(" Store:       {}\n", ctx.root());
+      fmt::print(" OS/Arch:     linux/{}\n", host_architecture());
+    });
+  }
+}
+
+}  // namespace kiln::cli

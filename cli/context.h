@@ -1,0 +1,28 @@
+// What every command needs: where the store is, and how to open it. Passed explicitly; no globals.
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "layerstore/store.h"
+
+namespace kiln::cli {
+
+struct Context {
+  std::string root_flag;  // --root, empty when not given
+
+  std::string root() const;
+  Store open_store(Store::Access access = Store::Access::Shared) const { return Store(root(), access); }
+};
+
+// SOURCE_DATE_EPOCH, when set and valid (a UsageError otherwise).
+std::optional<int64_t> source_date_epoch();
+
+// Each command group adds its subcommands to the app.
+void add_archive_commands(CLI::App& app, Context& ctx);
+void add_image_commands(CLI::App& app, Context& ctx);
+
+}  // namespace kiln::cli

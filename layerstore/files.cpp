@@ -1,0 +1,198 @@
+#include "layerstore/files.h"
+
+#include <fcntl.h>
+#include <ftw.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cmath>
+#include <random>
+
+#include "layerstore/errors.h"
+
+namespace kiln {
+namespace {
+
+std::string random_suffix() {
+  static constexpr char kChars[] = "abcdefghijklmnopqrstuvwxyz0123456789";
+  std::random_device rd;
+  std::string s;
+  for (int i = 0; i < 12; ++i) s.push_back(kChars[rd() % 36]);
+  return s;
+}
+
+std::string dirname_of(const std::string& path) {
+  auto slash = path.rfind('/');
+  if (slash == std::string::npos) return ".";
+  if (slash == 0) return "/";
+  return path.substr(0, slash);
+}
+
+}  // namespace
+
+FileLock::FileLock(const std::string& path, Kind kind) {
+  fd_ = open_or_throw(path, O_RDWR | O_CREAT, 0644);
+  while (::flock(fd_.get(), kind == Kind::Exclusive ? LOCK_EX : LOCK_SH) != 0) {
+    if (errno != EINTR) throw_errno(fmt::format("lock `{}`", path));
+  }
+}
+
+AtomicFile::AtomicFile(std::string path, unsigned mode) : path_(std::move(path)) {
+  auto slash = path_.rfind('/');
+  std::string base = slash == std::string::npos ? path_ : path_.substr(slash + 1);
+  temp_path_ = dirname_of(path_) + "/." + base + ".tmp-" + random_suffix();
+  fd_ = open_or_throw(temp_path_, O_WRONLY | O_CREAT | O_EXCL, mode);
+}
+
+AtomicFile::~AtomicFile() {
+  if (!committed_) {
+    fd_.reset();
+    ::unlink(temp_path_.c_str());  // cleanup only; the destination was never touched
+  }
+}
+
+void AtomicFile::write(std::span<const std::byte> data) { FdWriter(fd_.get(), temp_path_).write(data); }
+
+void AtomicFile::commit() {
+  if (::fsync(fd_.get()) != 0) throw_errno(fmt::format("fsync `{}`", temp_path_));
+  fd_.reset();
+  if (::rename(temp_path_.c_str(), path_.c_str()) != 0) throw_errno(fmt::format("rename to `{}`", path_));
+  committed_ = true;
+  fsync_dir(dirname_of(path_));
+}
+
+void write_file_atomic(const std::string& path, std::string_view content) {
+  AtomicFile f(path);
+  f.write(as_bytes(content));
+  f.commit();
+}
+
+std::string read_fd_capped(int fd, uint64_t max_bytes, std::string_view what) {
+  std::string out;
+  char buf[65536];
+  for (;;) {
+    ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      throw_errno(fmt::format("read {}", what));
+    }
+    if (n == 0) return out;
+    if (out.size() + static_cast<size_t>(n) > max_bytes) {
+      throw InvalidInputError(fmt::format("{}: larger than {} bytes", what, max_bytes));
+    }
+    out.append(buf, static_cast<size_t>(n));
+  }
+}
+
+std::string read_file_capped(const std::string& path, uint64_t max_bytes, std::string_view what) {
+  Fd fd = open_or_throw(path, O_RDONLY);
+  return read_fd_capped(fd.get(), max_bytes, what);
+}
+
+TempDir::TempDir(const std::string& parent, std::string_view prefix) {
+  for (int attempt = 0;; ++attempt) {
+    std::string p = fmt::format("{}/{}{}", parent, prefix, random_suffix());
+    if (::mkdir(p.c_str(), 0700) == 0) {
+      path_ = p;
+      return;
+    }
+    if (errno != EEXIST || attempt > 100) throw_errno(fmt::format("create directory `{}`", p));
+  }
+}
+
+TempDir::~TempDir() {
+  if (!path_.empty()) {
+    try {
+      remove_tree(path_);
+    } catch (...) {
+      // A destructor cannot report; what is left is under the store's tmp/, which prune empties.
+    }
+  }
+}
+
+TempDir::TempDir(TempDir&& other) noexcept : path_(std::exchange(other.path_, {})) {}
+
+std::string TempDir::release() { return std::exchange(path_, {}); }
+
+void make_dirs(const std::string& path, unsigned mode) {
+  if (path.empty()) return;
+  struct stat st {};
+  if (::stat(path.c_str(), &st) == 0) {
+    if (!S_ISDIR(st.st_mode)) throw Error(fmt::format("create directory `{}`: exists and is not a directory", path));
+    return;
+  }
+  auto slash = path.rfind('/');
+  if (slash != std::string::npos && slash > 0) make_dirs(path.substr(0, slash), mode);
+  if (::mkdir(path.c_str(), mode) != 0 && errno != EEXIST) throw_errno(fmt::format("create directory `{}`", path));
+}
+
+namespace {
+thread_local uint64_t g_removed_bytes = 0;  // nftw's callback has no user pointer
+}
+
+uint64_t remove_tree(const std::string& path) {
+  struct stat st {};
+  if (::lstat(path.c_str(), &st) != 0) {
+    if (errno == ENOENT) return 0;
+    throw_errno(fmt::format("remove `{}`", path));
+  }
+  g_removed_bytes = 0;
+  if (!S_ISDIR(st.st_mode)) {
+    if (::unlink(path.c_str()) != 0) throw_errno(fmt::format("remove `{}`", path));
+    return S_ISREG(st.st_mode) ? static_cast<uint64_t>(st.st_size) : 0;
+  }
+  // Directories inside may be read-only (extracted layers keep their modes): make them writable
+  // on the way down so their entries can be unlinked.
+  auto fix = [](const char* p, const struct stat* s, int type, struct FTW*) -> int {
+    if (type == FTW_D && (s->st_mode & 0700) != 0700) ::chmod(p, s->st_mode | 0700);
+    return 0;
+  };
+  nftw(path.c_str(), fix, 64, FTW_PHYS);
+  auto rm = [](const char* p, const struct stat* s, int type, struct FTW*) -> int {
+    if (type == FTW_DP) return ::rmdir(p) == 0 ? 0 : -1;
+    if (S_ISREG(s->st_mode) && s->st_nlink == 1) g_removed_bytes += static_cast<uint64_t>(s->st_size);
+    return ::unlink(p) == 0 ? 0 : -1;
+  };
+  if (nftw(path.c_str(), rm, 64, FTW_DEPTH | FTW_PHYS) != 0) throw_errno(fmt::format("remove `{}`", path));
+  return g_removed_bytes;
+}
+
+namespace {
+thread_local uint64_t g_tree_bytes = 0;
+}
+
+uint64_t tree_size(const std::string& path) {
+  g_tree_bytes = 0;
+  auto add = [](const char*, const struct stat* s, int, struct FTW*) -> int {
+    if (S_ISREG(s->st_mode)) g_tree_bytes += static_cast<uint64_t>(s->st_size);
+    return 0;
+  };
+  nftw(path.c_str(), add, 64, FTW_PHYS);
+  return g_tree_bytes;
+}
+
+void fsync_dir(const std::string& path) {
+  Fd fd = open_or_throw(path, O_RDONLY | O_DIRECTORY);
+  if (::fsync(fd.get()) != 0 && errno != EINVAL) throw_errno(fmt::format("fsync `{}`", path));
+}
+
+bool path_exists(const std::string& path) {
+  struct stat st {};
+  return ::lstat(path.c_str(), &st) == 0;
+}
+
+std::string human_size(uint64_t bytes) {
+  // Docker uses go-units HumanSize: decimal units with three significant digits (HumanSizeWithPrecision(size, 3)).
+  static constexpr const char* kUnits[] = {"B", "kB", "MB", "GB", "TB", "PB"};
+  double v = static_cast<double>(bytes);
+  int unit = 0;
+  while (v >= 1000.0 && unit < 5) {
+    v /= 1000.0;
+    ++unit;
+  }
+  return fmt::format("{:.3g}{}", v, kUnits[unit]);
+}
+
+}  // namespace kiln

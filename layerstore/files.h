@@ -1,0 +1,84 @@
+// Filesystem primitives for the store: advisory locks, atomic publication of files, temporary
+// directories that clean up after themselves. Publication is always explicit (commit()); a
+// destructor only cleans up and never makes anything visible.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "layerstore/io.h"
+
+namespace kiln {
+
+// An flock(2) held until destruction. Blocks until granted.
+class FileLock {
+ public:
+  enum class Kind { Shared, Exclusive };
+  FileLock(const std::string& path, Kind kind);
+  FileLock(FileLock&&) = default;
+  FileLock& operator=(FileLock&&) = default;
+
+ private:
+  Fd fd_;
+};
+
+// A file written under a temporary name in the destination's directory and renamed over the
+// destination by commit(), after fsync of the file and then of the directory. Until commit() the
+// destination is untouched; if commit() is never called the temporary file is removed.
+class AtomicFile : public Writer {
+ public:
+  explicit AtomicFile(std::string path, unsigned mode = 0644);
+  ~AtomicFile() override;
+  AtomicFile(const AtomicFile&) = delete;
+  AtomicFile& operator=(const AtomicFile&) = delete;
+
+  void write(std::span<const std::byte> data) override;
+  void commit();
+
+ private:
+  std::string path_;
+  std::string temp_path_;
+  Fd fd_;
+  bool committed_ = false;
+};
+
+// Writes `content` to `path` atomically (AtomicFile).
+void write_file_atomic(const std::string& path, std::string_view content);
+
+// Reads a whole file, refusing files larger than max_bytes (InvalidInputError naming `what`).
+std::string read_file_capped(const std::string& path, uint64_t max_bytes, std::string_view what);
+std::string read_fd_capped(int fd, uint64_t max_bytes, std::string_view what);
+
+// A directory created with a unique name under `parent`, removed with its contents on destruction
+// unless release()d.
+class TempDir {
+ public:
+  TempDir(const std::string& parent, std::string_view prefix);
+  ~TempDir();
+  TempDir(TempDir&& other) noexcept;
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  const std::string& path() const { return path_; }
+  // Gives up ownership: the directory will no longer be removed.
+  std::string release();
+
+ private:
+  std::string path_;
+};
+
+// mkdir -p; throws SystemError.
+void make_dirs(const std::string& path, unsigned mode = 0755);
+// rm -rf without following symlinks; a missing path is not an error. Returns bytes freed (st_size
+// of regular files counted once per inode link removed).
+uint64_t remove_tree(const std::string& path);
+// Sum of st_size of regular files under path (not following symlinks).
+uint64_t tree_size(const std::string& path);
+void fsync_dir(const std::string& path);
+bool path_exists(const std::string& path);
+
+// Docker's human sizes: decimal units, three significant digits ("2.14MB", "512B", "1.2GB").
+std::string human_size(uint64_t bytes);
+
+}  // namespace kiln

@@ -1,0 +1,122 @@
+#include <chrono>
+#include <cstring>
+
+#include "layerstore/config_change.h"
+#include "layerstore/errors.h"
+#include "layerstore/image_ops.h"
+#include "layerstore/layer_check.h"
+#include "layerstore/tar.h"
+
+namespace kiln {
+
+using nlohmann::json;
+
+namespace {
+
+// Lets the first bytes of a stream be looked at and then read again.
+class PeekReader : public Reader {
+ public:
+  explicit PeekReader(Reader& in) : in_(in) {}
+  std::span<const std::byte> peek(size_t n) {
+    while (buffered_.size() < n) {
+      std::byte tmp[64];
+      size_t got = in_.read(std::span(tmp).first(std::min(n - buffered_.size(), sizeof tmp)));
+      if (got == 0) break;
+      buffered_.insert(buffered_.end(), tmp, tmp + got);
+    }
+    return buffered_;
+  }
+  size_t read(std::span<std::byte> buf) override {
+    if (pos_ < buffered_.size()) {
+      size_t n = std::min(buf.size(), buffered_.size() - pos_);
+      std::memcpy(buf.data(), buffered_.data() + pos_, n);
+      pos_ += n;
+      return n;
+    }
+    return in_.read(buf);
+  }
+
+ private:
+  Reader& in_;
+  std::vector<std::byte> buffered_;
+  size_t pos_ = 0;
+};
+
+int64_t now_nanos() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+}  // namespace
+
+Digest import_image(Store& store, Reader& input, const ImportOptions& options) {
+  std::string what = fmt::format("import `{}`", options.source);
+  // Bad --change values fail before any byte is read.
+  json container_config = json::object();
+  for (const auto& change : options.changes) apply_config_change(container_config, change);
+
+  auto blob = store.new_blob();
+  Digest diff_id = *Digest::from_sha256_hex(std::string(64, '0'));
+  uint64_t uncompressed = 0;
+  Compression stored = options.compression;
+  try {
+    PeekReader peek(input);
+    if (peek.peek(6).empty()) throw InvalidInputError("empty input (expected a tar archive, plain or compressed)");
+    Compression found = detect_compression(peek.peek(6));
+    if (found == Compression::Gzip || found == Compression::Zstd) {
+      // Already compressed the way registries want it: keep the caller's bytes as the blob.
+      TeeReader raw_to_blob(peek, *blob);
+      LayerCheck check = check_layer(raw_to_blob, "layer");
+      NullWriter sink;
+      copy_stream(raw_to_blob, sink);  // trailing bytes after the last compressed frame
+      diff_id = check.diff_id;
+      uncompressed = check.uncompressed_size;
+      stored = found;
+    } else {
+      auto tar = make_decompressor(found, peek);
+      HashingReader hashed(*tar);
+      auto compressor = make_compressor(stored, *blob);
+      TeeReader tar_to_blob(hashed, *compressor);
+      scan_tar(tar_to_blob);
+      compressor->finish();
+      diff_id = hashed.digest();
+      uncompressed = hashed.size();
+    }
+  } catch (...) {
+    rethrow_with_context(what);
+  }
+  Digest layer_digest = blob->seal();
+  uint64_t layer_size = blob->size();
+
+  int64_t created_ns = options.source_date_epoch ? *options.source_date_epoch * 1000000000 : now_nanos();
+  std::string created = rfc3339_nano(created_ns);
+  json config;
+  config["architecture"] = host_architecture();
+  config["os"] = "linux";
+  config["created"] = created;
+  config["config"] = container_config;
+  config["rootfs"] = {{"type", "layers"}, {"diff_ids", json::array({diff_id.str()})}};
+  std::string comment = options.message.empty() ? "Imported from " + options.source : options.message;
+  config["history"] = json::array({{{"created", created}, {"created_by", ""}, {"comment", comment}}});
+  std::string config_bytes = config.dump();
+
+  Manifest manifest{std::string(media::kOciManifest),
+                    Descriptor{std::string(media::kOciConfig), sha256_of(config_bytes),
+                               static_cast<int64_t>(config_bytes.size()), {}, std::nullopt},
+                    {Descriptor{std::string(layer_media_type(stored)), layer_digest,
+                                static_cast<int64_t>(layer_size), {}, std::nullopt}},
+                    {}};
+  std::string manifest_bytes = manifest.serialize();
+
+  // Publication order makes every intermediate state consistent: blobs first, the name last.
+  blob->publish();
+  store.record_layer(layer_digest, LayerInfo{diff_id, uncompressed});
+  store.put_blob(config_bytes);
+  Digest manifest_digest = store.put_blob(manifest_bytes);
+  store.set_name(Descriptor{std::string(media::kOciManifest), manifest_digest,
+                            static_cast<int64_t>(manifest_bytes.size()), {}, std::nullopt},
+                 options.name);
+  return manifest.config.digest;
+}
+
+}  // namespace kiln

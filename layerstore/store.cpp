@@ -1,0 +1,468 @@
+#include "layerstore/store.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdlib>
+#include <map>
+#include <set>
+
+#include "layerstore/compress.h"
+#include "layerstore/errors.h"
+#include "layerstore/tar.h"
+
+namespace kiln {
+
+using nlohmann::json;
+
+namespace {
+
+constexpr std::string_view kIndexLockName = "index.lock";
+
+std::vector<std::string> list_dir(const std::string& path) {
+  std::vector<std::string> out;
+  DIR* d = ::opendir(path.c_str());
+  if (!d) {
+    if (errno == ENOENT) return out;
+    throw_errno(fmt::format("read directory `{}`", path));
+  }
+  while (struct dirent* e = ::readdir(d)) {
+    std::string name = e->d_name;
+    if (name != "." && name != "..") out.push_back(std::move(name));
+  }
+  ::closedir(d);
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+bool is_hex_prefix(std::string_view s) {
+  return !s.empty() && s.size() <= 64 &&
+         std::all_of(s.begin(), s.end(), [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); });
+}
+
+}  // namespace
+
+std::string Store::default_root() {
+  if (::geteuid() == 0) return "/var/lib/kiln";
+  if (const char* xdg = std::getenv("XDG_DATA_HOME"); xdg && *xdg) return std::string(xdg) + "/kiln";
+  if (const char* home = std::getenv("HOME"); home && *home) return std::string(home) + "/.local/share/kiln";
+  throw Error("cannot find a store location: neither XDG_DATA_HOME nor HOME is set (use --root)");
+}
+
+Store::Store(std::string root, Access access) : root_(std::move(root)), access_(access) {
+  while (root_.size() > 1 && root_.back() == '/') root_.pop_back();
+  try {
+    make_dirs(root_ + "/locks", 0700);
+    gc_lock_.emplace(root_ + "/locks/gc.lock",
+                     access == Access::Exclusive ? FileLock::Kind::Exclusive : FileLock::Kind::Shared);
+    make_dirs(layout_dir() + "/blobs/sha256");
+    make_dirs(root_ + "/layers");
+    make_dirs(root_ + "/snapshots", 0700);
+    make_dirs(tmp_dir(), 0700);
+    if (!path_exists(layout_dir() + "/oci-layout")) {
+      write_file_atomic(layout_dir() + "/oci-layout", R"({"imageLayoutVersion":"1.0.0"})");
+    }
+    if (!path_exists(layout_dir() + "/index.json")) {
+      FileLock lock(root_ + "/locks/" + std::string(kIndexLockName), FileLock::Kind::Exclusive);
+      if (!path_exists(layout_dir() + "/index.json")) write_index({});
+    }
+  } catch (...) {
+    rethrow_with_context(fmt::format("open store `{}`", root_));
+  }
+}
+
+// ---------------------------------------------------------------------------------------- blobs
+
+std::string Store::blob_path(const Digest& d) const {
+  return fmt::format("{}/blobs/{}/{}", layout_dir(), d.algorithm_name(), d.hex());
+}
+
+bool Store::has_blob(const Digest& d) const { return path_exists(blob_path(d)); }
+
+Fd Store::open_blob(const Digest& d) const {
+  int fd = ::open(blob_path(d).c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    if (errno == ENOENT) throw NotFoundError(fmt::format("blob {} is not in the store", d));
+    throw_errno(fmt::format("open blob {}", d));
+  }
+  return Fd(fd);
+}
+
+std::string Store::read_blob(const Digest& d, uint64_t max_bytes) const {
+  Fd fd = open_blob(d);
+  std::string data = read_fd_capped(fd.get(), max_bytes, fmt::format("blob {}", d));
+  if (d.algorithm() == Digest::Algorithm::Sha256 && sha256_of(data) != d) {
+    throw InvalidInputError(fmt::format("blob {}: content does not match its digest (store corrupted)", d));
+  }
+  return data;
+}
+
+Store::BlobWriter::BlobWriter(const Store& store) : store_(store) {
+  std::string dir = store.layout_dir() + "/blobs/sha256";
+  int fd = ::open(dir.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0644);
+  if (fd >= 0) {
+    fd_ = Fd(fd);
+    return;
+  }
+  // Filesystems without O_TMPFILE: a named file in tmp/, which prune empties after a crash.
+  TempDir probe(store.tmp_dir(), "blob-");
+  temp_path_ = probe.release() + "/data";
+  fd_ = open_or_throw(temp_path_, O_RDWR | O_CREAT | O_EXCL, 0644);
+}
+
+Store::BlobWriter::~BlobWriter() {
+  if (!temp_path_.empty() && !published_) {
+    ::unlink(temp_path_.c_str());
+    ::rmdir(temp_path_.substr(0, temp_path_.rfind('/')).c_str());
+  }
+}
+
+void Store::BlobWriter::write(std::span<const std::byte> data) {
+  FdWriter(fd_.get(), "new blob").write(data);
+  hash_.update(data);
+  size_ += data.size();
+}
+
+Digest Store::BlobWriter::seal(const std::optional<Digest>& expected, std::optional<uint64_t> expected_size) {
+  Digest got = hash_.finish();
+  if (expected && *expected != got) {
+    throw InvalidInputError(fmt::format("blob {}: digest mismatch (content hashes to {})", *expected, got));
+  }
+  if (expected_size && *expected_size != size_) {
+    throw InvalidInputError(fmt::format("blob {}: size mismatch (expected {} bytes, got {})", got,
+                                        *expected_size, size_));
+  }
+  if (::fsync(fd_.get()) != 0) throw_errno("fsync new blob");
+  digest_ = got;
+  return got;
+}
+
+void Store::BlobWriter::publish() {
+  if (!digest_) throw Error("publish blob: not sealed");
+  std::string dest = store_.blob_path(*digest_);
+  if (temp_path_.empty()) {
+    std::string proc = fmt::format("/proc/self/fd/{}", fd_.get());
+    if (::linkat(AT_FDCWD, proc.c_str(), AT_FDCWD, dest.c_str(), AT_SYMLINK_FOLLOW) != 0) {
+      if (errno == EEXIST) {
+        // Content-addressed: the same bytes are already there.
+      } else if (errno == ENOENT && ::linkat(fd_.get(), "", AT_FDCWD, dest.c_str(), AT_EMPTY_PATH) == 0) {
+        // /proc is not mounted; AT_EMPTY_PATH works with CAP_DAC_READ_SEARCH.
+      } else if (errno != EEXIST) {
+        throw_errno(fmt::format("store blob {}", *digest_));
+      }
+    }
+  } else {
+    if (::rename(temp_path_.c_str(), dest.c_str()) != 0) throw_errno(fmt::format("store blob {}", *digest_));
+    ::rmdir(temp_path_.substr(0, temp_path_.rfind('/')).c_str());
+  }
+  published_ = true;
+  fsync_dir(store_.layout_dir() + "/blobs/sha256");
+}
+
+std::unique_ptr<Store::BlobWriter> Store::new_blob() const {
+  return std::unique_ptr<BlobWriter>(new BlobWriter(*this));
+}
+
+Digest Store::put_blob(std::string_view bytes) {
+  Digest d = sha256_of(bytes);
+  if (has_blob(d)) return d;
+  auto w = new_blob();
+  w->write(as_bytes(bytes));
+  w->seal(d);
+  w->publish();
+  return d;
+}
+
+// ------------------------------------------------------------------------------- layer metadata
+
+void Store::record_layer(const Digest& blob, const LayerInfo& info) {
+  json j;
+  j["diff_id"] = info.diff_id.str();
+  j["uncompressed_size"] = info.uncompressed_size;
+  write_file_atomic(fmt::format("{}/layers/{}.json", root_, blob.hex()), j.dump());
+}
+
+std::optional<LayerInfo> Store::layer_info(const Digest& blob) const {
+  std::string path = fmt::format("{}/layers/{}.json", root_, blob.hex());
+  if (!path_exists(path)) return std::nullopt;
+  try {
+    json j = json::parse(read_file_capped(path, 4096, "layer record"));
+    return LayerInfo{Digest::parse_or_throw(j.at("diff_id").get<std::string>()),
+                     j.at("uncompressed_size").get<uint64_t>()};
+  } catch (const json::exception&) {
+    return std::nullopt;  // a damaged record only costs the size column; the blob is the truth
+  }
+}
+
+// --------------------------------------------------------------------------------------- index
+
+std::vector<Store::IndexEntry> Store::read_index() const {
+  std::string path = layout_dir() + "/index.json";
+  Index idx = [&] {
+    try {
+      return Index::parse(read_file_capped(path, kMaxManifestBytes * 4, "index.json"));
+    } catch (...) {
+      rethrow_with_context(fmt::format("read `{}`", path));
+    }
+  }();
+  std::vector<IndexEntry> out;
+  for (auto& d : idx.manifests) {
+    std::optional<Reference> name;
+    if (auto it = d.annotations.find(std::string(annotation::kRefName)); it != d.annotations.end()) {
+      name = Reference::try_parse(it->second);
+    }
+    out.push_back({std::move(d), std::move(name)});
+  }
+  return out;
+}
+
+void Store::write_index(const std::vector<IndexEntry>& entries) {
+  Index idx;
+  idx.media_type = std::string(media::kOciIndex);
+  for (const auto& e : entries) {
+    Descriptor d = e.descriptor;
+    d.annotations.erase(std::string(annotation::kRefName));
+    if (e.name) d.annotations[std::string(annotation::kRefName)] = e.name->str();
+    idx.manifests.push_back(std::move(d));
+  }
+  write_file_atomic(layout_dir() + "/index.json", idx.serialize());
+}
+
+void Store::update_index(const std::function<void(std::vector<IndexEntry>&)>& fn) {
+  FileLock lock(root_ + "/locks/" + std::string(kIndexLockName), FileLock::Kind::Exclusive);
+  auto entries = read_index();
+  fn(entries);
+  write_index(entries);
+}
+
+void Store::set_name(const Descriptor& manifest_descriptor, const std::optional<Reference>& name) {
+  Descriptor desc = manifest_descriptor;
+  desc.annotations.clear();
+  update_index([&](std::vector<IndexEntry>& entries) {
+    if (!name) {
+      for (const auto& e : entries) {
+        if (e.descriptor.digest == desc.digest) return;
+      }
+      entries.push_back({desc, std::nullopt});
+      return;
+    }
+    std::optional<Digest> previous;
+    for (auto it = entries.begin(); it != entries.end(); ++it) {
+      if (it->name && *it->name == *name) {
+        if (it->descriptor.digest == desc.digest) return;  // already so
+        previous = it->descriptor.digest;
+        Descriptor prev_desc = it->descriptor;
+        entries.erase(it);
+        bool still_named = std::any_of(entries.begin(), entries.end(),
+                                       [&](const IndexEntry& e) { return e.descriptor.digest == *previous; });
+        // Docker keeps the image that lost its tag, as <none>:<none>.
+        if (!still_named) entries.push_back({prev_desc, std::nullopt});
+        break;
+      }
+    }
+    // A named entry replaces the image's untagged entry, if it had one.
+    std::erase_if(entries, [&](const IndexEntry& e) { return !e.name && e.descriptor.digest == desc.digest; });
+    entries.push_back({desc, name});
+  });
+}
+
+bool Store::remove_name(const Reference& name, bool keep_untagged) {
+  bool found = false;
+  update_index([&](std::vector<IndexEntry>& entries) {
+    for (auto it = entries.begin(); it != entries.end(); ++it) {
+      if (it->name && *it->name == name) {
+        found = true;
+        Descriptor d = it->descriptor;
+        entries.erase(it);
+        bool still = std::any_of(entries.begin(), entries.end(),
+                                 [&](const IndexEntry& e) { return e.descriptor.digest == d.digest; });
+        if (!still && keep_untagged) entries.push_back({d, std::nullopt});
+        return;
+      }
+    }
+  });
+  return found;
+}
+
+void Store::remove_image(const Digest& manifest_digest) {
+  update_index([&](std::vector<IndexEntry>& entries) {
+    std::erase_if(entries, [&](const IndexEntry& e) { return e.descriptor.digest == manifest_digest; });
+  });
+}
+
+Image Store::load_image(const Descriptor& manifest_descriptor) const {
+  try {
+    Manifest m = Manifest::parse(read_blob(manifest_descriptor.digest, kMaxManifestBytes));
+    ImageConfig c = ImageConfig::parse(read_blob(m.config.digest, kMaxConfigBytes));
+    return Image{manifest_descriptor, std::move(m), std::move(c), {}};
+  } catch (...) {
+    rethrow_with_context(fmt::format("image {}", manifest_descriptor.digest));
+  }
+}
+
+std::vector<Image> Store::images() const {
+  std::vector<Image> out;
+  std::map<Digest, size_t> by_manifest;
+  for (auto& e : read_index()) {
+    if (!is_manifest_media_type(e.descriptor.media_type)) continue;  // indexes: not an image by themselves
+    auto it = by_manifest.find(e.descriptor.digest);
+    if (it == by_manifest.end()) {
+      by_manifest[e.descriptor.digest] = out.size();
+      Descriptor d = e.descriptor;
+      d.annotations.clear();
+      out.push_back(load_image(d));
+      it = by_manifest.find(e.descriptor.digest);
+    }
+    if (e.name) out[it->second].names.push_back(*e.name);
+  }
+  for (auto& img : out) {
+    std::sort(img.names.begin(), img.names.end(),
+              [](const Reference& a, const Reference& b) { return a.str() < b.str(); });
+  }
+  return out;
+}
+
+Image Store::resolve(std::string_view name_or_id) const {
+  auto all = images();
+  std::string text(name_or_id);
+  // A name first, as Docker does: "abc" is a repository before it is an ID prefix.
+  if (auto ref = Reference::try_parse(text)) {
+    for (const auto& img : all) {
+      if (ref->digest()) {
+        bool repo_matches = ref->tag() || std::any_of(img.names.begin(), img.names.end(), [&](const Reference& n) {
+                              return n.repository() == ref->repository();
+                            });
+        if (img.manifest_descriptor.digest == *ref->digest() && (repo_matches || img.names.empty())) return img;
+        continue;
+      }
+      for (const auto& n : img.names) {
+        if (n == *ref) return img;
+      }
+    }
+  }
+  std::string hex = text;
+  if (hex.starts_with("sha256:")) hex = hex.substr(7);
+  if (is_hex_prefix(hex)) {
+    const Image* found = nullptr;
+    for (const auto& img : all) {
+      bool match = img.id().hex().starts_with(hex) ||
+                   (hex.size() == 64 && img.manifest_descriptor.digest.hex() == hex);
+      if (!match) continue;
+      if (found && found->id() != img.id()) {
+        throw NotFoundError(fmt::format("`{}` is ambiguous: more than one image ID starts with it", text));
+      }
+      found = &img;
+    }
+    if (found) return *found;
+  }
+  throw NotFoundError(fmt::format("no such image: `{}`", text));
+}
+
+uint64_t Store::image_size(const Image& image) const {
+  uint64_t total = 0;
+  for (const auto& l : image.manifest.layers) {
+    auto info = layer_info(l.digest);
+    total += info ? info->uncompressed_size : static_cast<uint64_t>(l.size);
+  }
+  return total;
+}
+
+// ------------------------------------------------------------------------------------ snapshots
+
+std::vector<std::string> Store::snapshot_dirs(const Image& image) {
+  auto diff_ids = image.config.diff_ids();
+  if (diff_ids.size() != image.manifest.layers.size()) {
+    throw InvalidInputError(fmt::format("image {}: {} layers in the manifest but {} diff IDs in the config",
+                                        image.id().short_id(), image.manifest.layers.size(), diff_ids.size()));
+  }
+  auto chains = chain_ids(diff_ids);
+  std::vector<std::string> dirs;
+  for (size_t i = 0; i < chains.size(); ++i) {
+    std::string final_dir = fmt::format("{}/snapshots/{}", root_, chains[i].hex());
+    if (!path_exists(final_dir)) {
+      const Descriptor& layer = image.manifest.layers[i];
+      TempDir tmp(root_ + "/snapshots", ".tmp-");
+      make_dirs(tmp.path() + "/diff");
+      try {
+        Fd blob = open_blob(layer.digest);
+        FdReader raw(blob.get(), layer.digest.str());
+        HashingReader hashed(raw);
+        Compression found = Compression::None;
+        auto tar = open_decompressed(hashed, &found);
+        HashingReader diff_hash(*tar);
+        Fd root = open_or_throw(tmp.path() + "/diff", O_RDONLY | O_DIRECTORY);
+        extract_tar(diff_hash, root.get(), ExtractOptions{WhiteoutMode::Overlay, ::geteuid() == 0});
+        NullWriter sink;
+        copy_stream(diff_hash, sink);
+        if (diff_hash.digest() != diff_ids[i]) {
+          throw InvalidInputError(fmt::format("uncompressed content hashes to {}, not diff ID {}",
+                                              diff_hash.digest(), diff_ids[i]));
+        }
+      } catch (...) {
+        rethrow_with_context(fmt::format("unpack layer {}", layer.digest));
+      }
+      write_file_atomic(tmp.path() + "/layer", layer.digest.str() + "\n");
+      fsync_dir(tmp.path());
+      if (::rename(tmp.path().c_str(), final_dir.c_str()) == 0) {
+        tmp.release();
+      } else if (errno != EEXIST && errno != ENOTEMPTY) {
+        throw_errno(fmt::format("create snapshot {}", chains[i]));
+      }  // else another process made the same snapshot first; ours is removed with tmp
+    }
+    dirs.push_back(final_dir + "/diff");
+  }
+  return dirs;
+}
+
+// ------------------------------------------------------------------------------------------ gc
+
+PruneReport Store::prune() {
+  if (access_ != Access::Exclusive) throw Error("prune: the store must be opened for exclusive access");
+  PruneReport report;
+  std::set<Digest> live_blobs;
+  std::set<std::string> live_chains;
+  std::function<void(const Descriptor&)> mark = [&](const Descriptor& d) {
+    if (!live_blobs.insert(d.digest).second) return;
+    if (!has_blob(d.digest)) return;
+    if (is_index_media_type(d.media_type)) {
+      for (const auto& m : Index::parse(read_blob(d.digest, kMaxManifestBytes)).manifests) mark(m);
+    } else if (is_manifest_media_type(d.media_type)) {
+      Image img = load_image(d);
+      live_blobs.insert(img.manifest.config.digest);
+      for (const auto& l : img.manifest.layers) live_blobs.insert(l.digest);
+      for (const auto& c : chain_ids(img.config.diff_ids())) live_chains.insert(c.hex());
+    }
+  };
+  for (const auto& e : read_index()) mark(e.descriptor);
+
+  std::string blob_dir = layout_dir() + "/blobs/sha256";
+  for (const auto& name : list_dir(blob_dir)) {
+    auto d = Digest::from_sha256_hex(name);
+    if (d && live_blobs.count(*d)) continue;
+    report.reclaimed_bytes += remove_tree(blob_dir + "/" + name);
+    if (d) report.deleted_blobs.push_back(*d);
+    ::unlink(fmt::format("{}/layers/{}.json", root_, name).c_str());
+  }
+  for (const auto& name : list_dir(root_ + "/layers")) {
+    std::string hex = name.substr(0, name.find('.'));
+    auto d = Digest::from_sha256_hex(hex);
+    if (!d || !live_blobs.count(*d)) ::unlink((root_ + "/layers/" + name).c_str());
+  }
+  for (const auto& name : list_dir(root_ + "/snapshots")) {
+    if (live_chains.count(name)) continue;
+    report.reclaimed_bytes += remove_tree(root_ + "/snapshots/" + name);
+    if (auto d = Digest::from_sha256_hex(name)) report.deleted_snapshots.push_back(*d);
+  }
+  // No writer holds the gc lock now, so whatever is staged belongs to a crashed process.
+  for (const auto& name : list_dir(layout_dir())) {
+    if (name.starts_with(".") && name.find(".tmp-") != std::string::npos) ::unlink((layout_dir() + "/" + name).c_str());
+  }
+  for (const auto& name : list_dir(tmp_dir())) report.reclaimed_bytes += remove_tree(tmp_dir() + "/" + name);
+  return report;
+}
+
+}  // namespace kiln

@@ -1,0 +1,158 @@
+// The local image store: content-addressed blobs in an OCI image layout, image names recorded the
+// OCI way in its index.json, per-layer metadata, and unpacked layer snapshots per chain ID.
+//
+// On disk (ROOT is --root, $KILN_ROOT, /var/lib/kiln for root, else $XDG_DATA_HOME/kiln):
+//   ROOT/oci/                 an OCI image layout that skopeo and umoci read directly
+//     oci-layout, index.json  index entries carry org.opencontainers.image.ref.name = full name
+//     blobs/sha256/<hex>      manifests, configs, layers (written once, never modified)
+//   ROOT/layers/<hex>.json    per layer blob: its diff ID and uncompressed size
+//   ROOT/snapshots/<hex>/     per chain ID: diff/ holds the layer unpacked, overlay style
+//   ROOT/tmp/                 staging for operations in progress (emptied by prune)
+//   ROOT/locks/               gc.lock (shared by writers, exclusive for prune), index.lock
+//
+// Consistency: blobs are written to unnamed files and linked under their digest only after the
+// digest is verified and the data fsynced; index.json is replaced by rename. A crash leaves at
+// worst unreferenced blobs, which prune removes.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "layerstore/digest.h"
+#include "layerstore/files.h"
+#include "layerstore/image.h"
+#include "layerstore/reference.h"
+
+namespace kiln {
+
+struct LayerInfo {
+  Digest diff_id;
+  uint64_t uncompressed_size = 0;
+};
+
+// One image in the store: a manifest and what it points to, with every name it has.
+struct Image {
+  Descriptor manifest_descriptor;
+  Manifest manifest;
+  ImageConfig config;
+  std::vector<Reference> names;  // sorted; empty for an untagged ("dangling") image
+
+  // Docker's image ID: the config digest.
+  const Digest& id() const { return manifest.config.digest; }
+};
+
+struct PruneReport {
+  std::vector<Digest> deleted_blobs;
+  std::vector<Digest> deleted_snapshots;  // chain IDs
+  uint64_t reclaimed_bytes = 0;
+};
+
+class Store {
+ public:
+  enum class Access {
+    Shared,     // normal operations; several processes at once
+    Exclusive,  // prune: no other process writes while it sweeps
+  };
+
+  // Opens (creating when missing) the store at root, holding the gc lock in the given mode for the
+  // Store's lifetime.
+  explicit Store(std::string root, Access access = Access::Shared);
+
+  // The default root for this user: /var/lib/kiln for root, else $XDG_DATA_HOME/kiln or
+  // ~/.local/share/kiln. (KILN_ROOT and --root are the caller's business.)
+  static std::string default_root();
+
+  const std::string& root() const { return root_; }
+  std::string layout_dir() const { return root_ + "/oci"; }
+  std::string tmp_dir() const { return root_ + "/tmp"; }
+
+  // ---- blobs
+  bool has_blob(const Digest& d) const;
+  std::string blob_path(const Digest& d) const;
+  // Throws NotFoundError naming the digest.
+  Fd open_blob(const Digest& d) const;
+  // Reads a small blob (manifest, config), verifying its digest; throws if larger than max_bytes.
+  std::string read_blob(const Digest& d, uint64_t max_bytes) const;
+
+  // Streams a new blob into an unnamed file in the store. seal() verifies (against `expected`,
+  // when given) and fsyncs; publish() links it under its digest. Nothing is visible before
+  // publish(); dropping the writer leaves no trace.
+  class BlobWriter : public Writer {
+   public:
+    ~BlobWriter() override;
+    void write(std::span<const std::byte> data) override;
+    // Verifies and fsyncs; returns the digest. Throws InvalidInputError on a digest or size mismatch.
+    Digest seal(const std::optional<Digest>& expected = std::nullopt,
+                std::optional<uint64_t> expected_size = std::nullopt);
+    void publish();
+    uint64_t size() const { return size_; }
+    // The unnamed file, readable (use PreadReader) once sealed: lets a caller verify content
+    // before publishing it.
+    int fd() const { return fd_.get(); }
+    const std::optional<Digest>& digest() const { return digest_; }
+
+   private:
+    friend class Store;
+    BlobWriter(const Store& store);
+    const Store& store_;
+    Fd fd_;
+    std::string temp_path_;  // only when the filesystem has no O_TMPFILE
+    Sha256 hash_;
+    uint64_t size_ = 0;
+    std::optional<Digest> digest_;
+    bool published_ = false;
+  };
+  std::unique_ptr<BlobWriter> new_blob() const;
+  // Writes a small blob at once (verified, fsynced, published); returns its descriptor fields.
+  Digest put_blob(std::string_view bytes);
+
+  // ---- layer metadata
+  void record_layer(const Digest& blob, const LayerInfo& info);
+  std::optional<LayerInfo> layer_info(const Digest& blob) const;
+
+  // ---- images and names
+  std::vector<Image> images() const;
+  // Finds an image by name ("busybox", "busybox:1.36", "docker.io/library/busybox:latest"), by
+  // name@digest, by image ID ("sha256:<hex>" or a unique hex prefix), or by manifest digest.
+  // Throws NotFoundError("no such image: `x`").
+  Image resolve(std::string_view name_or_id) const;
+  Image load_image(const Descriptor& manifest_descriptor) const;
+  // Uncompressed size of an image's layers (Docker's SIZE column).
+  uint64_t image_size(const Image& image) const;
+
+  // Points `name` at the manifest (moving it from any other image, which becomes untagged if it
+  // loses its last name). With no name the image is recorded untagged unless already present.
+  void set_name(const Descriptor& manifest_descriptor, const std::optional<Reference>& name);
+  // Removes a name; returns false if no image had it. The image stays, untagged, when this was its
+  // last name and keep_untagged is set; otherwise it leaves the index.
+  bool remove_name(const Reference& name, bool keep_untagged);
+  // Removes every index entry of the manifest.
+  void remove_image(const Digest& manifest_digest);
+
+  // ---- snapshots
+  // Makes sure every layer of the image is unpacked (made on demand, kept per chain ID) and returns
+  // the diff directories, bottom layer first.
+  std::vector<std::string> snapshot_dirs(const Image& image);
+
+  // ---- garbage collection (needs Access::Exclusive)
+  PruneReport prune();
+
+ private:
+  struct IndexEntry {
+    Descriptor descriptor;
+    std::optional<Reference> name;
+  };
+  std::vector<IndexEntry> read_index() const;
+  void write_index(const std::vector<IndexEntry>& entries);
+  // Runs fn on the index under the index lock and writes the result back.
+  void update_index(const std::function<void(std::vector<IndexEntry>&)>& fn);
+
+  std::string root_;
+  Access access_;
+  std::optional<FileLock> gc_lock_;
+};
+
+}  // namespace kiln
