@@ -211,11 +211,18 @@ std::vector<Store::IndexEntry> Store::read_index() const {
   }();
   std::vector<IndexEntry> out;
   for (auto& d : idx.manifests) {
-    std::optional<Reference> name;
-    if (auto it = d.annotations.find(std::string(annotation::kRefName)); it != d.annotations.end()) {
-      name = Reference::try_parse(it->second);
+    IndexEntry e{std::move(d), std::nullopt, std::nullopt, {}};
+    if (auto it = e.descriptor.annotations.find(std::string(annotation::kRefName));
+        it != e.descriptor.annotations.end()) {
+      if (auto id = Digest::from_sha256_hex(it->second)) {
+        e.id_alias = id;
+      } else if (it->second.find('/') != std::string::npos) {
+        e.name = Reference::try_parse(it->second);
+      }
+      if (!e.id_alias && !e.name) e.foreign_ref = it->second;
     }
-    out.push_back({std::move(d), std::move(name)});
+    e.descriptor.annotations.clear();
+    out.push_back(std::move(e));
   }
   return out;
 }
@@ -225,11 +232,21 @@ void Store::write_index(const std::vector<IndexEntry>& entries) {
   idx.media_type = std::string(media::kOciIndex);
   for (const auto& e : entries) {
     Descriptor d = e.descriptor;
-    d.annotations.erase(std::string(annotation::kRefName));
+    d.annotations.clear();
+    if (!e.foreign_ref.empty()) d.annotations[std::string(annotation::kRefName)] = e.foreign_ref;
+    if (e.id_alias) d.annotations[std::string(annotation::kRefName)] = e.id_alias->hex();
     if (e.name) d.annotations[std::string(annotation::kRefName)] = e.name->str();
     idx.manifests.push_back(std::move(d));
   }
   write_file_atomic(layout_dir() + "/index.json", idx.serialize());
+}
+
+void Store::add_id_alias(std::vector<IndexEntry>& entries, const Descriptor& manifest_descriptor) const {
+  for (const auto& e : entries) {
+    if (e.id_alias && e.descriptor.digest == manifest_descriptor.digest) return;
+  }
+  Manifest m = Manifest::parse(read_blob(manifest_descriptor.digest, kMaxManifestBytes));
+  entries.push_back({manifest_descriptor, std::nullopt, m.config.digest, {}});
 }
 
 void Store::update_index(const std::function<void(std::vector<IndexEntry>&)>& fn) {
@@ -243,46 +260,26 @@ void Store::set_name(const Descriptor& manifest_descriptor, const std::optional<
   Descriptor desc = manifest_descriptor;
   desc.annotations.clear();
   update_index([&](std::vector<IndexEntry>& entries) {
-    if (!name) {
-      for (const auto& e : entries) {
-        if (e.descriptor.digest == desc.digest) return;
-      }
-      entries.push_back({desc, std::nullopt});
-      return;
-    }
-    std::optional<Digest> previous;
-    for (auto it = entries.begin(); it != entries.end(); ++it) {
-      if (it->name && *it->name == *name) {
-        if (it->descriptor.digest == desc.digest) return;  // already so
-        previous = it->descriptor.digest;
-        Descriptor prev_desc = it->descriptor;
-        entries.erase(it);
-        bool still_named = std::any_of(entries.begin(), entries.end(),
-                                       [&](const IndexEntry& e) { return e.descriptor.digest == *previous; });
-        // Docker keeps the image that lost its tag, as <none>:<none>.
-        if (!still_named) entries.push_back({prev_desc, std::nullopt});
-        break;
-      }
-    }
-    // A named entry replaces the image's untagged entry, if it had one.
-    std::erase_if(entries, [&](const IndexEntry& e) { return !e.name && e.descriptor.digest == desc.digest; });
-    entries.push_back({desc, name});
+    add_id_alias(entries, desc);
+    if (!name) return;
+    // A name names one image: moving it leaves the previous holder, as Docker does, untagged.
+    std::erase_if(entries, [&](const IndexEntry& e) { return e.name && *e.name == *name; });
+    entries.push_back({desc, name, std::nullopt, {}});
   });
 }
 
 bool Store::remove_name(const Reference& name, bool keep_untagged) {
   bool found = false;
   update_index([&](std::vector<IndexEntry>& entries) {
-    for (auto it = entries.begin(); it != entries.end(); ++it) {
-      if (it->name && *it->name == name) {
-        found = true;
-        Descriptor d = it->descriptor;
-        entries.erase(it);
-        bool still = std::any_of(entries.begin(), entries.end(),
-                                 [&](const IndexEntry& e) { return e.descriptor.digest == d.digest; });
-        if (!still && keep_untagged) entries.push_back({d, std::nullopt});
-        return;
-      }
+    auto it = std::find_if(entries.begin(), entries.end(), [&](const IndexEntry& e) { return e.name && *e.name == name; });
+    if (it == entries.end()) return;
+    found = true;
+    Digest manifest = it->descriptor.digest;
+    entries.erase(it);
+    bool still_named = std::any_of(entries.begin(), entries.end(),
+                                   [&](const IndexEntry& e) { return e.name && e.descriptor.digest == manifest; });
+    if (!still_named && !keep_untagged) {
+      std::erase_if(entries, [&](const IndexEntry& e) { return e.descriptor.digest == manifest; });
     }
   });
   return found;
@@ -312,9 +309,7 @@ std::vector<Image> Store::images() const {
     auto it = by_manifest.find(e.descriptor.digest);
     if (it == by_manifest.end()) {
       by_manifest[e.descriptor.digest] = out.size();
-      Descriptor d = e.descriptor;
-      d.annotations.clear();
-      out.push_back(load_image(d));
+      out.push_back(load_image(e.descriptor));
       it = by_manifest.find(e.descriptor.digest);
     }
     if (e.name) out[it->second].names.push_back(*e.name);

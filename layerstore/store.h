@@ -3,7 +3,8 @@
 //
 // On disk (ROOT is --root, $KILN_ROOT, /var/lib/kiln for root, else $XDG_DATA_HOME/kiln):
 //   ROOT/oci/                 an OCI image layout that skopeo and umoci read directly
-//     oci-layout, index.json  index entries carry org.opencontainers.image.ref.name = full name
+//     oci-layout, index.json  per image one entry with org.opencontainers.image.ref.name = its ID
+//                             (config digest hex), and one per name with ref.name = full name
 //     blobs/sha256/<hex>      manifests, configs, layers (written once, never modified)
 //   ROOT/layers/<hex>.json    per layer blob: its diff ID and uncompressed size
 //   ROOT/snapshots/<hex>/     per chain ID: diff/ holds the layer unpacked, overlay style
@@ -141,10 +142,16 @@ class Store {
   PruneReport prune();
 
  private:
+  // An entry of index.json. Every image has one entry whose ref.name is its ID (the config digest's
+  // hex), so that tools which accept only tag-shaped names (umoci) can address any image, and one
+  // entry per name, whose ref.name is the full reference (skopeo: oci:ROOT/oci:docker.io/...).
   struct IndexEntry {
     Descriptor descriptor;
     std::optional<Reference> name;
+    std::optional<Digest> id_alias;
+    std::string foreign_ref;  // a ref.name kiln did not write (another tool's), kept as it was
   };
+  void add_id_alias(std::vector<IndexEntry>& entries, const Descriptor& manifest_descriptor) const;
   std::vector<IndexEntry> read_index() const;
   void write_index(const std::vector<IndexEntry>& entries);
   // Runs fn on the index under the index lock and writes the result back.

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Builds kiln and shows it at work on a busybox root filesystem made from Debian's busybox-static:
+# import, images, history, save, load back, export. Installs missing Debian packages first.
+set -euo pipefail
+cd "$(dirname "$0")"
+source tests/deps.sh
+kiln_install_packages "${KILN_BUILD_PACKAGES[@]}" "${KILN_DEMO_PACKAGES[@]}"
+cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DKILN_TESTS=OFF >/dev/null
+cmake --build build -j "$(nproc)" --target kiln
+
+work=$(mktemp -d /tmp/kiln-demo.XXXXXX)
+trap 'rm -rf -- "$work"' EXIT
+export KILN_ROOT=$work/store
+kiln=$PWD/build/cli/kiln
+step() { printf '\n\033[1m$ %s\033[0m\n' "$*"; "$@"; }
+
+# A root filesystem: /bin/busybox and one symlink per applet.
+mkdir -p "$work/rootfs"/{bin,etc,tmp,root}
+cp /bin/busybox "$work/rootfs/bin/"
+for applet in $(/bin/busybox --list); do [[ $applet == busybox ]] || ln -s busybox "$work/rootfs/bin/$applet"; done
+echo 'root:x:0:0:root:/root:/bin/sh' >"$work/rootfs/etc/passwd"
+tar -C "$work/rootfs" --numeric-owner -czf "$work/busybox.tar.gz" .
+
+step "$kiln" import --change 'CMD ["/bin/sh"]' --message "busybox from Debian" "$work/busybox.tar.gz" busybox:demo
+step "$kiln" images
+step "$kiln" history busybox:demo
+step "$kiln" save -o "$work/busybox.tar" busybox:demo
+step "$kiln" rmi busybox:demo
+step "$kiln" load -i "$work/busybox.tar"
+step "$kiln" images
+step "$kiln" export -o "$work/rootfs-export.tar" busybox:demo
+step tar -tvf "$work/rootfs-export.tar" bin/busybox
+echo
+echo "The store is an OCI image layout: $KILN_ROOT/oci (removed when the demo ends)."

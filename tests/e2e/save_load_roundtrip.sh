@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# save writes Docker's manifest.json + repositories and an OCI layout in one tar; load takes it
+# back; save → load → save keeps every digest and the archive bytes.
+source "$(dirname "$0")/lib.sh"
+need jq tar
+
+make_busybox_tar "$WORK/bb.tar"
+id=$(SOURCE_DATE_EPOCH=1700000000 kiln import -c 'CMD ["/bin/sh"]' "$WORK/bb.tar" busybox:1)
+kiln tag busybox:1 example.com/team/bb:2
+kiln save -o "$WORK/one.tar" busybox:1 example.com/team/bb:2
+
+mkdir "$WORK/x" && tar -C "$WORK/x" -xf "$WORK/one.tar"
+for f in manifest.json index.json oci-layout repositories; do [[ -f $WORK/x/$f ]] || fail "save wrote no $f"; done
+assert_eq "$(jq -r '.[0].Config' "$WORK/x/manifest.json")" "blobs/sha256/${id#sha256:}" "manifest.json Config"
+assert_eq "$(jq -c '.[0].RepoTags' "$WORK/x/manifest.json")" '["busybox:1","example.com/team/bb:2"]' "RepoTags"
+assert_eq "$(jq -r '.busybox["1"]' "$WORK/x/repositories" | wc -c)" 65 "repositories names the top layer"
+assert_eq "$(jq -r '.manifests | length' "$WORK/x/index.json")" 2 "one index entry per name"
+assert_eq "$(jq -r '.manifests[0].annotations["io.containerd.image.name"]' "$WORK/x/index.json")" \
+  "docker.io/library/busybox:1" "full name annotation"
+# Every blob is named by its digest.
+for b in "$WORK"/x/blobs/sha256/*; do
+  assert_eq "$(sha256sum "$b" | cut -d' ' -f1)" "$(basename "$b")" "blob $(basename "$b")"
+done
+
+# Load into a fresh store, save again: same bytes.
+export KILN_ROOT=$WORK/store2
+out=$(kiln load -i "$WORK/one.tar")
+assert_contains "$out" "Loaded image: busybox:1" "load output"
+assert_contains "$out" "Loaded image: example.com/team/bb:2" "load output"
+assert_eq "$(kiln inspect --format '{{.Id}}' busybox:1)" "$id" "image ID after load"
+kiln save -o "$WORK/two.tar" busybox:1 example.com/team/bb:2
+cmp "$WORK/one.tar" "$WORK/two.tar" || fail "save → load → save changed the archive"
+
+# Compressed archives and stdin load too; loading twice is harmless.
+gzip -c "$WORK/one.tar" >"$WORK/one.tar.gz"
+export KILN_ROOT=$WORK/store3
+kiln load <"$WORK/one.tar.gz" >/dev/null
+kiln load -q -i "$WORK/one.tar" >/dev/null
+assert_eq "$(kiln images -q | sort -u | wc -l)" 1 "one image after loading twice"
+
+# Saved by ID: no names travel, and load reports the ID.
+kiln save -o "$WORK/byid.tar" "${id:7:12}"
+export KILN_ROOT=$WORK/store4
+assert_eq "$(kiln load -i "$WORK/byid.tar")" "Loaded image ID: $id" "load of an unnamed image"
+
+# export: the flattened root filesystem.
+export KILN_ROOT=$WORK/store2
+kiln export -o "$WORK/fs.tar" busybox:1
+tar -tf "$WORK/fs.tar" | grep -qx 'bin/busybox' || fail "export lacks bin/busybox"
+assert_eq "$(tar -xOf "$WORK/fs.tar" bin/busybox | sha256sum)" "$(sha256sum </bin/busybox)" "exported busybox"
+echo ok

@@ -1,0 +1,161 @@
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <catch2/catch.hpp>
+#include <filesystem>
+
+#include "layerstore/errors.h"
+#include "layerstore/files.h"
+#include "layerstore/store.h"
+
+namespace fs = std::filesystem;
+
+namespace {
+
+struct ScratchStore {
+  kiln::TempDir dir{"/dev/shm", "kiln-store-test-"};
+  std::string root() const { return dir.path() + "/store"; }
+};
+
+// A minimal image (config + manifest, no layers) put straight into the store.
+kiln::Descriptor put_image(kiln::Store& store, const std::string& created) {
+  std::string config = R"({"architecture":"amd64","os":"linux","created":")" + created +
+                       R"(","rootfs":{"type":"layers","diff_ids":[]}})";
+  kiln::Digest config_digest = store.put_blob(config);
+  kiln::Manifest m{std::string(kiln::media::kOciManifest),
+                   {std::string(kiln::media::kOciConfig), config_digest, static_cast<int64_t>(config.size()), {}, {}},
+                   {},
+                   {}};
+  std::string bytes = m.serialize();
+  return {std::string(kiln::media::kOciManifest), store.put_blob(bytes), static_cast<int64_t>(bytes.size()), {}, {}};
+}
+
+size_t count_files(const std::string& dir) {
+  size_t n = 0;
+  for ([[maybe_unused]] auto& e : fs::directory_iterator(dir)) ++n;
+  return n;
+}
+
+}  // namespace
+
+TEST_CASE("blobs become visible only when published, under their digest", "[store]") {
+  ScratchStore s;
+  kiln::Store store(s.root());
+  std::string blobs = store.layout_dir() + "/blobs/sha256";
+  {
+    auto w = store.new_blob();
+    w->write(kiln::as_bytes("hello"));
+    CHECK(count_files(blobs) == 0);
+    kiln::Digest d = w->seal(kiln::sha256_of("hello"), 5);
+    CHECK(count_files(blobs) == 0);
+    w->publish();
+    CHECK(store.has_blob(d));
+    CHECK(store.read_blob(d, 100) == "hello");
+  }
+  {
+    auto w = store.new_blob();
+    w->write(kiln::as_bytes("tampered"));
+    CHECK_THROWS_WITH(w->seal(kiln::sha256_of("original")), Catch::Contains("digest mismatch"));
+  }
+  {
+    auto w = store.new_blob();
+    w->write(kiln::as_bytes("abandoned"));
+    w->seal();
+    // never published: dropping it leaves nothing behind
+  }
+  CHECK(count_files(blobs) == 1);
+  CHECK_THROWS_AS(store.open_blob(kiln::sha256_of("nope")), kiln::NotFoundError);
+  CHECK_THROWS_WITH(store.read_blob(kiln::sha256_of("hello"), 2), Catch::Contains("larger than 2 bytes"));
+}
+
+TEST_CASE("the store is an OCI layout with names in index.json", "[store]") {
+  ScratchStore s;
+  kiln::Store store(s.root());
+  CHECK(kiln::read_file_capped(store.layout_dir() + "/oci-layout", 100, "oci-layout") ==
+        R"({"imageLayoutVersion":"1.0.0"})");
+  auto a = put_image(store, "2024-01-01T00:00:00Z");
+  auto b = put_image(store, "2024-01-02T00:00:00Z");
+  store.set_name(a, kiln::Reference::parse("busybox"));
+  store.set_name(a, kiln::Reference::parse("busybox:other"));
+  std::string index = kiln::read_file_capped(store.layout_dir() + "/index.json", 1 << 20, "index");
+  CHECK_THAT(index, Catch::Contains(R"("org.opencontainers.image.ref.name":"docker.io/library/busybox:latest")"));
+
+  auto images = store.images();
+  REQUIRE(images.size() == 1);
+  CHECK(images[0].names.size() == 2);
+  CHECK(store.resolve("busybox").manifest_descriptor.digest == a.digest);
+  CHECK(store.resolve(images[0].id().hex().substr(0, 8)).id() == images[0].id());
+  CHECK(store.resolve(images[0].id().str()).id() == images[0].id());
+  CHECK_THROWS_WITH(store.resolve("nothing"), "no such image: `nothing`");
+
+  // Moving a name leaves the previous holder untagged if that was its last name.
+  store.set_name(b, kiln::Reference::parse("busybox:other"));
+  store.set_name(b, kiln::Reference::parse("busybox:latest"));
+  images = store.images();
+  REQUIRE(images.size() == 2);
+  auto untagged = std::find_if(images.begin(), images.end(), [](const kiln::Image& i) { return i.names.empty(); });
+  REQUIRE(untagged != images.end());
+  CHECK(untagged->manifest_descriptor.digest == a.digest);
+
+  CHECK(store.remove_name(kiln::Reference::parse("busybox:other"), false));
+  CHECK_FALSE(store.remove_name(kiln::Reference::parse("busybox:other"), false));
+  store.remove_image(a.digest);
+  CHECK(store.images().size() == 1);
+}
+
+TEST_CASE("prune removes unreferenced blobs and leftovers of crashed writers", "[store]") {
+  ScratchStore s;
+  kiln::Digest orphan = kiln::sha256_of("orphan");
+  kiln::Descriptor kept;
+  {
+    kiln::Store store(s.root());
+    kept = put_image(store, "2024-01-01T00:00:00Z");
+    store.set_name(kept, kiln::Reference::parse("kept"));
+    store.put_blob("orphan");
+    kiln::write_file_atomic(store.tmp_dir() + "/leftover", "x");
+  }
+  kiln::Store store(s.root(), kiln::Store::Access::Exclusive);
+  kiln::PruneReport r = store.prune();
+  REQUIRE(r.deleted_blobs.size() == 1);
+  CHECK(r.deleted_blobs[0] == orphan);
+  CHECK(r.reclaimed_bytes >= 6);
+  CHECK_FALSE(store.has_blob(orphan));
+  CHECK(store.has_blob(kept.digest));
+  CHECK(count_files(store.tmp_dir()) == 0);
+  CHECK(store.resolve("kept").manifest_descriptor.digest == kept.digest);
+}
+
+TEST_CASE("several processes can name images in one store at once", "[store]") {
+  ScratchStore s;
+  { kiln::Store store(s.root()); }
+  constexpr int kProcesses = 6;
+  constexpr int kNamesEach = 15;
+  std::vector<pid_t> children;
+  for (int p = 0; p < kProcesses; ++p) {
+    pid_t pid = fork();
+    REQUIRE(pid >= 0);
+    if (pid == 0) {
+      try {
+        kiln::Store store(s.root());
+        for (int i = 0; i < kNamesEach; ++i) {
+          auto d = put_image(store, "2024-01-01T00:00:0" + std::to_string(p) + "Z");
+          store.set_name(d, kiln::Reference::parse("p" + std::to_string(p) + ":" + std::to_string(i)));
+        }
+        _exit(0);
+      } catch (...) {
+        _exit(1);
+      }
+    }
+    children.push_back(pid);
+  }
+  for (pid_t pid : children) {
+    int status = 0;
+    waitpid(pid, &status, 0);
+    CHECK(WIFEXITED(status));
+    CHECK(WEXITSTATUS(status) == 0);
+  }
+  kiln::Store store(s.root());
+  size_t names = 0;
+  for (const auto& img : store.images()) names += img.names.size();
+  CHECK(names == kProcesses * kNamesEach);  // no update lost to a race on index.json
+}
