@@ -53,6 +53,12 @@ int run(int argc, char** argv) {
   } catch (const CLI::CallForVersion& e) {
     std::cout << e.what() << "\n";
     return 0;
+  } catch (const CLI::ExtrasError& e) {
+    std::string what = e.what();
+    auto colon = what.rfind(": ");
+    fmt::print(stderr, "kiln: error: unknown flag or argument: {}\nRun 'kiln --help' for usage.\n",
+               colon == std::string::npos ? what : what.substr(colon + 2));
+    return 125;
   } catch (const CLI::ParseError& e) {
     // CLI11's help for a subcommand comes through here as CallForHelp too; real errors get our voice.
     if (e.get_exit_code() == 0) return app.exit(e);

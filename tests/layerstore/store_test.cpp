@@ -106,14 +106,16 @@ TEST_CASE("the store is an OCI layout with names in index.json", "[store]") {
 TEST_CASE("prune removes unreferenced blobs and leftovers of crashed writers", "[store]") {
   ScratchStore s;
   kiln::Digest orphan = kiln::sha256_of("orphan");
-  kiln::Descriptor kept;
+  std::optional<kiln::Descriptor> kept_holder;
   {
     kiln::Store store(s.root());
-    kept = put_image(store, "2024-01-01T00:00:00Z");
+    kept_holder = put_image(store, "2024-01-01T00:00:00Z");
+    const auto& kept = *kept_holder;
     store.set_name(kept, kiln::Reference::parse("kept"));
     store.put_blob("orphan");
     kiln::write_file_atomic(store.tmp_dir() + "/leftover", "x");
   }
+  const auto& kept = *kept_holder;
   kiln::Store store(s.root(), kiln::Store::Access::Exclusive);
   kiln::PruneReport r = store.prune();
   REQUIRE(r.deleted_blobs.size() == 1);
