@@ -43,6 +43,24 @@ kiln save -o "$WORK/byid.tar" "${id:7:12}"
 export KILN_ROOT=$WORK/store4
 assert_eq "$(kiln load -i "$WORK/byid.tar")" "Loaded image ID: $id" "load of an unnamed image"
 
+# The format Docker wrote before 25 (<id>/layer.tar, <hex>.json, layers shared through symlinks)
+# and a very old manifest.json without RepoTags load too.
+legacy=$WORK/legacy && mkdir -p "$legacy/aaa" "$legacy/bbb"
+cp "$WORK/bb.tar" "$legacy/aaa/layer.tar"
+ln -s ../aaa/layer.tar "$legacy/bbb/layer.tar"
+diff=sha256:$(sha256sum "$WORK/bb.tar" | cut -d' ' -f1)
+printf '{"architecture":"amd64","os":"linux","created":"2020-01-01T00:00:00Z","config":{"Cmd":["sh"]},"rootfs":{"type":"layers","diff_ids":["%s","%s"]}}' \
+  "$diff" "$diff" >"$WORK/cfg"
+cfg_hex=$(sha256sum "$WORK/cfg" | cut -d' ' -f1)
+mv "$WORK/cfg" "$legacy/$cfg_hex.json"
+printf '[{"Config":"%s.json","RepoTags":["legacy/app:old"],"Layers":["aaa/layer.tar","bbb/layer.tar"]}]' "$cfg_hex" >"$legacy/manifest.json"
+printf '{"legacy/app":{"old":"bbb"}}' >"$legacy/repositories"
+tar -C "$legacy" -cf "$WORK/legacy.tar" .
+export KILN_ROOT=$WORK/store5
+assert_eq "$(kiln load -i "$WORK/legacy.tar")" "Loaded image: legacy/app:old" "load of the pre-25 format"
+assert_eq "$(kiln inspect --format '{{.Id}}' legacy/app:old)" "sha256:$cfg_hex" "legacy image ID"
+assert_eq "$(kiln history -q legacy/app:old | head -1)" "${cfg_hex:0:12}" "legacy history"
+
 # export: the flattened root filesystem.
 export KILN_ROOT=$WORK/store2
 kiln export -o "$WORK/fs.tar" busybox:1
