@@ -1,0 +1,815 @@
+#include "layerstore/compress.h"
+
+#include <archive.h>
+#include <unistd.h>
+#include <zlib.h>
+#include <zstd.h>
+
+#include <algorithm>
+#include <array>
+#include <condition_variable>
+#include <cstring>
+#include <deque>
+#include <exception>
+#include <mutex>
+#include <new>
+#include <thread>
+#include <vector>
+
+#include "layerstore/errors.h"
+
+namespace kiln {
+namespace {
+
+// Sizes of the staging buffers between a codec and the stream on either side of it: large enough
+// that per-call overhead vanishes, small enough that memory stays flat whatever the stream length.
+constexpr size_t kStreamBufferSize = 256 << 10;
+
+// pigz's defaults: 128 KiB blocks, each primed with the 32 KiB (deflate's whole window) before it,
+// so splitting costs well under 1% of ratio against a single deflate stream.
+constexpr size_t kGzipBlockSize = 128 << 10;
+constexpr size_t kDeflateWindow = 32 << 10;
+
+unsigned online_cores() {
+  long n = ::sysconf(_SC_NPROCESSORS_ONLN);
+  return n > 0 ? static_cast<unsigned>(n) : 1;
+}
+
+unsigned thread_count(const CompressOptions& options) {
+  if (options.threads < 0) throw InvalidInputError(fmt::format("invalid thread count {}", options.threads));
+  // Beyond a few dozen workers the single writer thread is the bottleneck; cap to keep memory sane.
+  return std::clamp(options.threads == 0 ? online_cores() : static_cast<unsigned>(options.threads), 1u, 64u);
+}
+
+std::string human_size(uint64_t bytes) {
+  static constexpr const char* kUnits[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"};
+  if (bytes < 1024) return fmt::format("{} B", bytes);
+  double value = static_cast<double>(bytes);
+  size_t unit = 0;
+  while (value >= 1024 && unit + 1 < std::size(kUnits)) {
+    value /= 1024;
+    ++unit;
+  }
+  return fmt::format("{:.1f} {}", value, kUnits[unit]);
+}
+
+// Tracks how much a decompressor has produced against how much it has consumed, and refuses a
+// stream whose expansion gives it away as a decompression bomb.
+class BombGuard {
+ public:
+  BombGuard(std::string_view format, const DecompressLimits& limits) : format_(format), limits_(limits) {}
+
+  void check(uint64_t produced, uint64_t consumed) const {
+    if (limits_.max_ratio <= 0 || produced <= limits_.grace_bytes) return;
+    if (static_cast<double>(produced) <= limits_.max_ratio * static_cast<double>(consumed)) return;
+    throw InvalidInputError(fmt::format("{}: decompression bomb: {} from {} exceeds the {}:1 limit", format_,
+                                        human_size(produced), human_size(consumed), limits_.max_ratio));
+  }
+
+ private:
+  std::string_view format_;
+  DecompressLimits limits_;
+};
+
+// ---------------------------------------------------------------------------------------------------
+// gzip compression, in parallel blocks
+
+// One block of the input on its way through a worker. The block's raw deflate output is a valid
+// continuation of the previous block's (it ends on a byte boundary with a sync flush and carries no
+// final-block bit unless it is last), so the pieces concatenate into one deflate stream.
+struct GzipBlock {
+  std::unique_ptr<std::byte[]> input = std::make_unique_for_overwrite<std::byte[]>(kGzipBlockSize);
+  size_t input_size = 0;
+  std::unique_ptr<std::byte[]> dictionary = std::make_unique_for_overwrite<std::byte[]>(kDeflateWindow);
+  size_t dictionary_size = 0;
+  bool last = false;
+
+  std::vector<std::byte> output;
+  size_t output_size = 0;
+  uLong crc = 0;
+  bool done = false;
+  std::exception_ptr error;
+};
+
+// A raw deflate stream (no zlib or gzip wrapper: the compressor writes its own gzip framing).
+class Deflater {
+ public:
+  explicit Deflater(int level) {
+    int rc = deflateInit2(&stream_, level, Z_DEFLATED, -15, 8, Z_DEFAULT_STRATEGY);
+    if (rc == Z_MEM_ERROR) throw std::bad_alloc();
+    if (rc != Z_OK) throw Error(fmt::format("gzip: deflateInit2 failed ({})", rc));
+  }
+  Deflater(const Deflater&) = delete;
+  Deflater& operator=(const Deflater&) = delete;
+  ~Deflater() { deflateEnd(&stream_); }
+
+  // Compresses one block from a fresh state, so the result depends on the block and its dictionary
+  // only, never on which thread ran it or what it ran before: that is what makes the output
+  // identical whatever the thread count.
+  void compress(GzipBlock& block) {
+    check(deflateReset(&stream_), "deflateReset");
+    if (block.dictionary_size > 0) {
+      check(deflateSetDictionary(&stream_, reinterpret_cast<const Bytef*>(block.dictionary.get()),
+                                 static_cast<uInt>(block.dictionary_size)),
+            "deflateSetDictionary");
+    }
+    // deflateBound covers a complete stream; the sync flush's empty stored block adds a few bytes.
+    size_t bound = deflateBound(&stream_, static_cast<uLong>(block.input_size)) + 64;
+    if (block.output.size() < bound) block.output.resize(bound);
+
+    stream_.next_in = reinterpret_cast<Bytef*>(block.input.get());
+    stream_.avail_in = static_cast<uInt>(block.input_size);
+    size_t produced = 0;
+    const int flush = block.last ? Z_FINISH : Z_SYNC_FLUSH;
+    for (;;) {
+      if (produced == block.output.size()) block.output.resize(block.output.size() * 2);
+      stream_.next_out = reinterpret_cast<Bytef*>(block.output.data() + produced);
+      stream_.avail_out = static_cast<uInt>(block.output.size() - produced);
+      int rc = deflate(&stream_, flush);
+      produced = block.output.size() - stream_.avail_out;
+      if (rc == Z_STREAM_END) break;
+      if (rc != Z_OK && rc != Z_BUF_ERROR) check(rc, "deflate");
+      // A sync flush is complete once deflate returns with output space to spare.
+      if (!block.last && stream_.avail_in == 0 && stream_.avail_out != 0) break;
+    }
+    block.output_size = produced;
+    block.crc = crc32_z(0, reinterpret_cast<const Bytef*>(block.input.get()), block.input_size);
+  }
+
+ private:
+  void check(int rc, const char* what) {
+    if (rc == Z_OK) return;
+    if (rc == Z_MEM_ERROR) throw std::bad_alloc();
+    throw Error(fmt::format("gzip: {} failed: {}", what, stream_.msg ? stream_.msg : zError(rc)));
+  }
+
+  z_stream stream_{};
+};
+
+// Docker's gzip (Go's compress/gzip) layout: no name, mtime 0, OS "unknown". Leaving the time out
+// is what makes a layer's digest reproducible.
+std::array<std::byte, 10> gzip_header(int level) {
+  // XFL: 2 for the slowest level, 4 for the fastest, as RFC 1952 and Go set it.
+  const unsigned xfl = level == 9 ? 2 : level == 1 ? 4 : 0;
+  return {std::byte{0x1f}, std::byte{0x8b}, std::byte{8}, std::byte{0},   std::byte{0},
+          std::byte{0},    std::byte{0},    std::byte{0}, std::byte(xfl), std::byte{255}};
+}
+
+class GzipCompressor : public Writer {
+ public:
+  GzipCompressor(Writer& out, int level, unsigned threads)
+      : out_(out), level_(level), max_in_flight_(2 * threads) {
+    current_ = take_free_block();
+    if (threads == 1) {
+      inline_deflater_ = std::make_unique<Deflater>(level_);
+      return;
+    }
+    workers_.reserve(threads);
+    try {
+      for (unsigned i = 0; i < threads; ++i) workers_.emplace_back([this] { work(); });
+    } catch (...) {
+      stop_workers();
+      throw;
+    }
+  }
+
+  GzipCompressor(const GzipCompressor&) = delete;
+  GzipCompressor& operator=(const GzipCompressor&) = delete;
+
+  // Unfinished output is abandoned, but the workers are always stopped and joined.
+  ~GzipCompressor() override { stop_workers(); }
+
+  void write(std::span<const std::byte> data) override {
+    check_usable();
+    while (!data.empty()) {
+      if (current_->input_size == kGzipBlockSize) {
+        // Only now, with more data coming, is the full block known not to be the last one.
+        guarded([this] { submit_current(); });
+      }
+      size_t n = std::min(data.size(), kGzipBlockSize - current_->input_size);
+      std::memcpy(current_->input.get() + current_->input_size, data.data(), n);
+      current_->input_size += n;
+      data = data.subspan(n);
+    }
+  }
+
+  void finish() override {
+    if (finished_) return;
+    check_usable();
+    guarded([this] {
+      current_->last = true;
+      submit_current();
+      while (!in_flight_.empty()) emit_front(/*wait=*/true);
+      std::array<std::byte, 8> trailer;
+      put_le32(trailer.data(), static_cast<uint32_t>(crc_));
+      put_le32(trailer.data() + 4, static_cast<uint32_t>(total_in_));  // ISIZE is the size mod 2^32
+      out_.write(trailer);
+      finished_ = true;
+    });
+  }
+
+ private:
+  static void put_le32(std::byte* p, uint32_t v) {
+    for (int i = 0; i < 4; ++i) p[i] = std::byte((v >> (8 * i)) & 0xff);
+  }
+
+  void check_usable() const {
+    if (broken_) throw Error("gzip: compressor used after an earlier error");
+    if (finished_) throw Error("gzip: compressor used after finish()");
+  }
+
+  // Runs f and marks the compressor unusable if it throws: the stream has a hole in it by then.
+  template <typename F>
+  void guarded(F&& f) {
+    try {
+      f();
+    } catch (...) {
+      broken_ = true;
+      throw;
+    }
+  }
+
+  std::unique_ptr<GzipBlock> take_free_block() {
+    if (free_.empty()) return std::make_unique<GzipBlock>();
+    auto block = std::move(free_.back());
+    free_.pop_back();
+    block->input_size = 0;
+    block->dictionary_size = 0;
+    block->last = false;
+    block->done = false;
+    block->error = nullptr;
+    return block;
+  }
+
+  void submit_current() {
+    std::unique_ptr<GzipBlock> next;
+    if (!current_->last) {
+      next = take_free_block();
+      next->dictionary_size = std::min(current_->input_size, kDeflateWindow);
+      std::memcpy(next->dictionary.get(),
+                  current_->input.get() + current_->input_size - next->dictionary_size,
+                  next->dictionary_size);
+    }
+    GzipBlock* block = current_.get();
+    if (workers_.empty()) {
+      inline_deflater_->compress(*block);
+      block->done = true;
+      in_flight_.push_back(std::move(current_));
+    } else {
+      in_flight_.push_back(std::move(current_));
+      {
+        std::lock_guard lock(mutex_);
+        pending_.push_back(block);
+      }
+      work_ready_.notify_one();
+    }
+    current_ = std::move(next);
+
+    // Write out whatever is already done in order, then wait only if the pipeline is full.
+    while (!in_flight_.empty() && emit_front(/*wait=*/in_flight_.size() >= max_in_flight_)) {
+    }
+  }
+
+  // Writes the oldest in-flight block if it is done (or, with wait, once it is). Returns whether it
+  // wrote one.
+  bool emit_front(bool wait) {
+    GzipBlock* front = in_flight_.front().get();
+    {
+      std::unique_lock lock(mutex_);
+      if (wait) {
+        block_done_.wait(lock, [front] { return front->done; });
+      } else if (!front->done) {
+        return false;
+      }
+    }
+    // Done blocks belong to this thread alone: no worker looks at them again.
+    if (front->error) std::rethrow_exception(front->error);
+    if (!header_written_) {
+      out_.write(gzip_header(level_));
+      header_written_ = true;
+    }
+    out_.write(std::span(front->output).first(front->output_size));
+    crc_ = crc32_combine(crc_, front->crc, static_cast<z_off_t>(front->input_size));
+    total_in_ += front->input_size;
+    free_.push_back(std::move(in_flight_.front()));
+    in_flight_.pop_front();
+    return true;
+  }
+
+  void work() {
+    std::unique_ptr<Deflater> deflater;
+    for (;;) {
+      GzipBlock* block = nullptr;
+      {
+        std::unique_lock lock(mutex_);
+        work_ready_.wait(lock, [this] { return stopping_ || !pending_.empty(); });
+        if (stopping_) return;
+        block = pending_.front();
+        pending_.pop_front();
+      }
+      std::exception_ptr error;
+      try {
+        if (!deflater) deflater = std::make_unique<Deflater>(level_);
+        deflater->compress(*block);
+      } catch (...) {
+        error = std::current_exception();
+      }
+      {
+        std::lock_guard lock(mutex_);
+        block->error = error;
+        block->done = true;
+      }
+      block_done_.notify_all();
+    }
+  }
+
+  void stop_workers() noexcept {
+    {
+      std::lock_guard lock(mutex_);
+      stopping_ = true;
+    }
+    work_ready_.notify_all();
+    for (auto& worker : workers_) {
+      if (worker.joinable()) worker.join();
+    }
+    workers_.clear();
+  }
+
+  Writer& out_;
+  const int level_;
+  const size_t max_in_flight_;
+
+  std::unique_ptr<GzipBlock> current_;            // being filled by write()
+  std::vector<std::unique_ptr<GzipBlock>> free_;  // spent blocks, reused to avoid reallocating
+  std::unique_ptr<Deflater> inline_deflater_;     // single-threaded mode compresses on the caller
+
+  std::mutex mutex_;
+  std::condition_variable work_ready_;
+  std::condition_variable block_done_;
+  std::deque<std::unique_ptr<GzipBlock>> in_flight_;  // submitted, in stream order (caller thread only)
+  std::deque<GzipBlock*> pending_;                    // submitted, not yet taken by a worker (locked)
+  bool stopping_ = false;
+  std::vector<std::thread> workers_;
+
+  bool header_written_ = false;
+  uLong crc_ = 0;
+  uint64_t total_in_ = 0;
+  bool finished_ = false;
+  bool broken_ = false;
+};
+
+// ---------------------------------------------------------------------------------------------------
+// zstd compression
+
+class ZstdCompressor : public Writer {
+ public:
+  ZstdCompressor(Writer& out, int level, unsigned threads)
+      : out_(out), ctx_(ZSTD_createCCtx()), buffer_(ZSTD_CStreamOutSize()) {
+    if (!ctx_) throw std::bad_alloc();
+    check(ZSTD_CCtx_setParameter(ctx_.get(), ZSTD_c_compressionLevel, level));
+    check(ZSTD_CCtx_setParameter(ctx_.get(), ZSTD_c_checksumFlag, 1));
+    // Even one thread goes through zstd's worker mode: multi-threaded output is the same for any
+    // worker count but differs from the single-threaded mode, and a layer's digest must not depend
+    // on the machine's core count. A libzstd built without threads refuses this; it then compresses
+    // on the caller, which is still correct, so that error is deliberately ignored.
+    (void)ZSTD_CCtx_setParameter(ctx_.get(), ZSTD_c_nbWorkers, static_cast<int>(threads));
+  }
+
+  void write(std::span<const std::byte> data) override {
+    if (finished_) throw Error("zstd: compressor used after finish()");
+    ZSTD_inBuffer in{data.data(), data.size(), 0};
+    while (in.pos < in.size) pump(in, ZSTD_e_continue);
+  }
+
+  void finish() override {
+    if (finished_) return;
+    ZSTD_inBuffer in{nullptr, 0, 0};
+    while (pump(in, ZSTD_e_end) != 0) {
+    }
+    finished_ = true;
+  }
+
+ private:
+  struct CtxDeleter {
+    void operator()(ZSTD_CCtx* c) const { ZSTD_freeCCtx(c); }
+  };
+
+  static size_t check(size_t rc) {
+    if (ZSTD_isError(rc)) throw Error(fmt::format("zstd: compression failed: {}", ZSTD_getErrorName(rc)));
+    return rc;
+  }
+
+  size_t pump(ZSTD_inBuffer& in, ZSTD_EndDirective mode) {
+    ZSTD_outBuffer out{buffer_.data(), buffer_.size(), 0};
+    size_t remaining = check(ZSTD_compressStream2(ctx_.get(), &out, &in, mode));
+    if (out.pos > 0) out_.write(std::span(buffer_).first(out.pos));
+    return remaining;
+  }
+
+  Writer& out_;
+  std::unique_ptr<ZSTD_CCtx, CtxDeleter> ctx_;
+  std::vector<std::byte> buffer_;
+  bool finished_ = false;
+};
+
+class PassThroughWriter : public Writer {
+ public:
+  explicit PassThroughWriter(Writer& out) : out_(out) {}
+  void write(std::span<const std::byte> data) override { out_.write(data); }
+
+ private:
+  Writer& out_;
+};
+
+// ---------------------------------------------------------------------------------------------------
+// Decompression
+
+// Holds compressed input pulled from the source, and counts it for the bomb check.
+class InputBuffer {
+ public:
+  explicit InputBuffer(Reader& in)
+      : in_(in), data_(std::make_unique_for_overwrite<std::byte[]>(kStreamBufferSize)) {}
+
+  // Moves unconsumed bytes to the front and reads more after them. Returns false at end of stream.
+  bool refill(size_t unconsumed_offset, size_t unconsumed_size) {
+    if (eof_) return false;
+    if (unconsumed_size > 0 && unconsumed_offset > 0) {
+      std::memmove(data_.get(), data_.get() + unconsumed_offset, unconsumed_size);
+    }
+    size_t n = in_.read(std::span(data_.get() + unconsumed_size, kStreamBufferSize - unconsumed_size));
+    if (n == 0) eof_ = true;
+    size_ = unconsumed_size + n;
+    total_read_ += n;
+    return n > 0;
+  }
+
+  std::byte* data() { return data_.get(); }
+  size_t size() const { return size_; }
+  bool eof() const { return eof_; }
+  uint64_t total_read() const { return total_read_; }
+
+ private:
+  Reader& in_;
+  std::unique_ptr<std::byte[]> data_;
+  size_t size_ = 0;
+  bool eof_ = false;
+  uint64_t total_read_ = 0;
+};
+
+class GzipDecompressor : public Reader {
+ public:
+  GzipDecompressor(Reader& in, const DecompressLimits& limits) : input_(in), bomb_("gzip", limits) {
+    int rc = inflateInit2(&stream_, 15 + 16);  // gzip wrapper only
+    if (rc == Z_MEM_ERROR) throw std::bad_alloc();
+    if (rc != Z_OK) throw Error(fmt::format("gzip: inflateInit2 failed ({})", rc));
+  }
+  GzipDecompressor(const GzipDecompressor&) = delete;
+  GzipDecompressor& operator=(const GzipDecompressor&) = delete;
+  ~GzipDecompressor() override { inflateEnd(&stream_); }
+
+  size_t read(std::span<std::byte> buf) override {
+    if (done_ || buf.empty()) return 0;
+    stream_.next_out = reinterpret_cast<Bytef*>(buf.data());
+    stream_.avail_out = static_cast<uInt>(std::min<size_t>(buf.size(), UINT32_MAX));
+    const uInt capacity = stream_.avail_out;
+    while (stream_.avail_out == capacity) {
+      if (stream_.avail_in == 0 && !refill()) throw InvalidInputError("gzip: unexpected end of stream");
+      int rc = inflate(&stream_, Z_NO_FLUSH);
+      if (rc == Z_STREAM_END) {
+        if (!next_member()) {
+          done_ = true;
+          break;
+        }
+      } else if (rc == Z_BUF_ERROR) {
+        // No progress possible with the input at hand: loop round to fetch more (or hit its end).
+        if (stream_.avail_in != 0) throw InvalidInputError("gzip: corrupt data: inflate made no progress");
+      } else if (rc == Z_MEM_ERROR) {
+        throw std::bad_alloc();
+      } else if (rc != Z_OK) {
+        throw InvalidInputError(
+            fmt::format("gzip: corrupt data: {}", stream_.msg ? stream_.msg : zError(rc)));
+      }
+    }
+    size_t produced = capacity - stream_.avail_out;
+    total_out_ += produced;
+    bomb_.check(total_out_, input_.total_read() - stream_.avail_in);
+    return produced;
+  }
+
+ private:
+  bool refill() {
+    size_t offset = stream_.next_in == nullptr
+                        ? 0
+                        : static_cast<size_t>(reinterpret_cast<std::byte*>(stream_.next_in) - input_.data());
+    bool more = input_.refill(offset, stream_.avail_in);
+    stream_.next_in = reinterpret_cast<Bytef*>(input_.data());
+    stream_.avail_in = static_cast<uInt>(input_.size());
+    return more;
+  }
+
+  // After a member ends, what follows must be another member or nothing: Docker reads gzip layers
+  // as multistream, and anything else after the trailer is garbage a layer digest would not cover.
+  bool next_member() {
+    while (stream_.avail_in < 2 && refill()) {
+    }
+    if (stream_.avail_in == 0) return false;
+    if (stream_.avail_in < 2 || stream_.next_in[0] != 0x1f || stream_.next_in[1] != 0x8b) {
+      throw InvalidInputError("gzip: trailing garbage after the compressed stream");
+    }
+    int rc = inflateReset(&stream_);
+    if (rc != Z_OK) throw Error(fmt::format("gzip: inflateReset failed ({})", rc));
+    return true;
+  }
+
+  InputBuffer input_;
+  BombGuard bomb_;
+  z_stream stream_{};
+  uint64_t total_out_ = 0;
+  bool done_ = false;
+};
+
+class ZstdDecompressor : public Reader {
+ public:
+  ZstdDecompressor(Reader& in, const DecompressLimits& limits)
+      : input_(in), bomb_("zstd", limits), ctx_(ZSTD_createDCtx()) {
+    if (!ctx_) throw std::bad_alloc();
+  }
+
+  size_t read(std::span<std::byte> buf) override {
+    if (done_ || buf.empty()) return 0;
+    ZSTD_outBuffer out{buf.data(), buf.size(), 0};
+    while (out.pos == 0) {
+      if (in_.pos == in_.size) {
+        if (!input_.refill(0, 0)) {
+          // A clean end is one that falls exactly after a complete frame.
+          if (!frame_complete_) throw InvalidInputError("zstd: unexpected end of stream");
+          done_ = true;
+          return 0;
+        }
+        in_ = ZSTD_inBuffer{input_.data(), input_.size(), 0};
+      }
+      size_t rc = ZSTD_decompressStream(ctx_.get(), &out, &in_);
+      if (ZSTD_isError(rc))
+        throw InvalidInputError(fmt::format("zstd: corrupt data: {}", ZSTD_getErrorName(rc)));
+      frame_complete_ = rc == 0;
+    }
+    total_out_ += out.pos;
+    bomb_.check(total_out_, input_.total_read() - (in_.size - in_.pos));
+    return out.pos;
+  }
+
+ private:
+  struct CtxDeleter {
+    void operator()(ZSTD_DCtx* c) const { ZSTD_freeDCtx(c); }
+  };
+
+  InputBuffer input_;
+  BombGuard bomb_;
+  std::unique_ptr<ZSTD_DCtx, CtxDeleter> ctx_;
+  ZSTD_inBuffer in_{nullptr, 0, 0};
+  uint64_t total_out_ = 0;
+  bool frame_complete_ = false;  // an empty stream holds no frame, so it counts as truncated
+  bool done_ = false;
+};
+
+// bzip2 and xz only ever arrive from outside (kiln never writes them), so libarchive's filters,
+// already linked for tar, decode them rather than two more libraries.
+class ArchiveFilterDecompressor : public Reader {
+ public:
+  ArchiveFilterDecompressor(Reader& in, Compression c, const DecompressLimits& limits)
+      : in_(in),
+        name_(compression_name(c)),
+        bomb_(name_, limits),
+        buffer_(std::make_unique_for_overwrite<std::byte[]>(kStreamBufferSize)),
+        archive_(archive_read_new()) {
+    if (!archive_) throw std::bad_alloc();
+    const int filter = c == Compression::Bzip2 ? ARCHIVE_FILTER_BZIP2 : ARCHIVE_FILTER_XZ;
+    int rc = c == Compression::Bzip2 ? archive_read_support_filter_bzip2(archive_.get())
+                                     : archive_read_support_filter_xz(archive_.get());
+    // ARCHIVE_WARN means libarchive would shell out to an external program; kiln does not want that.
+    if (rc != ARCHIVE_OK) throw Error(fmt::format("{}: not supported by this libarchive", name_));
+    check(archive_read_support_format_raw(archive_.get()));
+    check(archive_read_support_format_empty(archive_.get()));
+    check(
+        archive_read_open(archive_.get(), this, nullptr, &ArchiveFilterDecompressor::read_callback, nullptr));
+    // With no filter recognising the data, the raw format would hand it back undecoded. A stream
+    // that has the magic but ends before the filter could recognise it was cut short.
+    if (archive_filter_code(archive_.get(), 0) != filter) {
+      if (source_ended_ && detect_compression(std::span(head_).first(head_size_)) == c) {
+        throw InvalidInputError(fmt::format("{}: unexpected end of stream", name_));
+      }
+      throw InvalidInputError(fmt::format("{}: not {}-compressed data", name_, name_));
+    }
+    // The empty format stands in for the raw one when the stream decompresses to nothing.
+    archive_entry* entry = nullptr;
+    rc = archive_read_next_header(archive_.get(), &entry);
+    if (rc == ARCHIVE_EOF) {
+      done_ = true;
+    } else {
+      check(rc);
+    }
+  }
+
+  size_t read(std::span<std::byte> buf) override {
+    if (done_ || buf.empty()) return 0;
+    la_ssize_t n = archive_read_data(archive_.get(), buf.data(), buf.size());
+    if (n < 0) fail();
+    if (n == 0) {
+      done_ = true;
+      return 0;
+    }
+    total_out_ += static_cast<uint64_t>(n);
+    bomb_.check(total_out_, consumed_);
+    return static_cast<size_t>(n);
+  }
+
+ private:
+  struct ArchiveDeleter {
+    void operator()(archive* a) const { archive_read_free(a); }
+  };
+
+  static la_ssize_t read_callback(archive* a, void* self_ptr, const void** out) {
+    auto* self = static_cast<ArchiveFilterDecompressor*>(self_ptr);
+    // Exceptions must not unwind through libarchive's C frames: park it and report failure.
+    try {
+      size_t n = self->in_.read(std::span(self->buffer_.get(), kStreamBufferSize));
+      if (n == 0) self->source_ended_ = true;
+      self->consumed_ += n;
+      size_t keep = std::min(n, self->head_.size() - self->head_size_);
+      std::memcpy(self->head_.data() + self->head_size_, self->buffer_.get(), keep);
+      self->head_size_ += keep;
+      *out = self->buffer_.get();
+      return static_cast<la_ssize_t>(n);
+    } catch (...) {
+      self->source_error_ = std::current_exception();
+      archive_set_error(a, EIO, "read failed");
+      return -1;
+    }
+  }
+
+  void check(int rc) {
+    if (rc != ARCHIVE_OK && rc != ARCHIVE_WARN) fail();
+  }
+
+  [[noreturn]] void fail() {
+    if (source_error_) std::rethrow_exception(source_error_);
+    const char* msg = archive_error_string(archive_.get());
+    std::string detail = msg ? msg : "unknown error";
+    // libarchive reports truncation in words of its own; kiln names it one way for every format.
+    if (source_ended_)
+      throw InvalidInputError(fmt::format("{}: unexpected end of stream ({})", name_, detail));
+    throw InvalidInputError(fmt::format("{}: corrupt data: {}", name_, detail));
+  }
+
+  Reader& in_;
+  std::string_view name_;
+  BombGuard bomb_;
+  std::unique_ptr<std::byte[]> buffer_;
+  std::unique_ptr<archive, ArchiveDeleter> archive_;
+  uint64_t consumed_ = 0;
+  uint64_t total_out_ = 0;
+  std::array<std::byte, 6> head_{};  // the first bytes read, to tell a cut-short stream from a foreign one
+  size_t head_size_ = 0;
+  bool source_ended_ = false;
+  std::exception_ptr source_error_;
+  bool done_ = false;
+};
+
+// Gives back the bytes sniffed from a stream's head before reading on from the stream itself.
+class ReplayReader : public Reader {
+ public:
+  ReplayReader(Reader& in, std::span<const std::byte> head) : in_(in), head_size_(head.size()) {
+    std::copy(head.begin(), head.end(), head_.begin());
+  }
+
+  size_t read(std::span<std::byte> buf) override {
+    if (head_pos_ < head_size_) {
+      size_t n = std::min(buf.size(), head_size_ - head_pos_);
+      std::copy_n(head_.begin() + static_cast<ptrdiff_t>(head_pos_), n, buf.begin());
+      head_pos_ += n;
+      return n;
+    }
+    return in_.read(buf);
+  }
+
+ private:
+  Reader& in_;
+  std::array<std::byte, 6> head_{};
+  size_t head_size_;
+  size_t head_pos_ = 0;
+};
+
+// Owns the replaying reader alongside the decompressor that reads from it.
+class SniffedReader : public Reader {
+ public:
+  SniffedReader(Reader& in, std::span<const std::byte> head, Compression c, const DecompressLimits& limits)
+      : replay_(std::make_unique<ReplayReader>(in, head)),
+        decompressed_(make_decompressor(c, *replay_, limits)) {}
+
+  size_t read(std::span<std::byte> buf) override { return decompressed_->read(buf); }
+
+ private:
+  std::unique_ptr<ReplayReader> replay_;
+  std::unique_ptr<Reader> decompressed_;
+};
+
+class PassThroughReader : public Reader {
+ public:
+  explicit PassThroughReader(Reader& in) : in_(in) {}
+  size_t read(std::span<std::byte> buf) override { return in_.read(buf); }
+
+ private:
+  Reader& in_;
+};
+
+bool starts_with(std::span<const std::byte> head, std::initializer_list<unsigned> magic) {
+  if (head.size() < magic.size()) return false;
+  size_t i = 0;
+  for (unsigned b : magic) {
+    if (head[i++] != std::byte(b)) return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+std::string_view compression_name(Compression c) {
+  switch (c) {
+    case Compression::None:
+      return "none";
+    case Compression::Gzip:
+      return "gzip";
+    case Compression::Zstd:
+      return "zstd";
+    case Compression::Bzip2:
+      return "bzip2";
+    case Compression::Xz:
+      return "xz";
+  }
+  return "unknown";
+}
+
+std::optional<Compression> parse_compression(std::string_view name) {
+  if (name == "none" || name == "uncompressed") return Compression::None;
+  if (name == "gzip") return Compression::Gzip;
+  if (name == "zstd") return Compression::Zstd;
+  return std::nullopt;
+}
+
+Compression detect_compression(std::span<const std::byte> head) {
+  if (starts_with(head, {0x1f, 0x8b})) return Compression::Gzip;
+  if (starts_with(head, {0x28, 0xb5, 0x2f, 0xfd})) return Compression::Zstd;
+  if (starts_with(head, {'B', 'Z', 'h'})) return Compression::Bzip2;
+  if (starts_with(head, {0xfd, '7', 'z', 'X', 'Z', 0x00})) return Compression::Xz;
+  return Compression::None;
+}
+
+std::unique_ptr<Writer> make_compressor(Compression c, Writer& out, const CompressOptions& options) {
+  switch (c) {
+    case Compression::None:
+      return std::make_unique<PassThroughWriter>(out);
+    case Compression::Gzip: {
+      int level = options.level == -1 ? 6 : options.level;
+      if (level < 0 || level > 9)
+        throw InvalidInputError(fmt::format("gzip: invalid compression level {}", level));
+      return std::make_unique<GzipCompressor>(out, level, thread_count(options));
+    }
+    case Compression::Zstd: {
+      int level = options.level == -1 ? 3 : options.level;
+      if (level < ZSTD_minCLevel() || level > ZSTD_maxCLevel()) {
+        throw InvalidInputError(fmt::format("zstd: invalid compression level {}", level));
+      }
+      return std::make_unique<ZstdCompressor>(out, level, thread_count(options));
+    }
+    case Compression::Bzip2:
+    case Compression::Xz:
+      break;
+  }
+  throw InvalidInputError(
+      fmt::format("{} compression is not supported for writing (use gzip or zstd)", compression_name(c)));
+}
+
+std::unique_ptr<Reader> make_decompressor(Compression c, Reader& in, const DecompressLimits& limits) {
+  switch (c) {
+    case Compression::None:
+      return std::make_unique<PassThroughReader>(in);
+    case Compression::Gzip:
+      return std::make_unique<GzipDecompressor>(in, limits);
+    case Compression::Zstd:
+      return std::make_unique<ZstdDecompressor>(in, limits);
+    case Compression::Bzip2:
+    case Compression::Xz:
+      return std::make_unique<ArchiveFilterDecompressor>(in, c, limits);
+  }
+  throw InvalidInputError("unknown compression");
+}
+
+std::unique_ptr<Reader> open_decompressed(Reader& in, Compression* detected, const DecompressLimits& limits) {
+  std::array<std::byte, 6> head;
+  size_t n = read_full(in, head);
+  Compression c = detect_compression(std::span(head).first(n));
+  if (detected) *detected = c;
+  return std::make_unique<SniffedReader>(in, std::span(head).first(n), c, limits);
+}
+
+}  // namespace kiln
