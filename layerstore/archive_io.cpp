@@ -73,6 +73,9 @@ size_t ArchiveReader::read_data(std::span<std::byte> buf) {
 ArchiveWriter::ArchiveWriter(Writer& out, std::string what) : out_(out), what_(std::move(what)) {
   archive_ = archive_write_new();
   archive_write_set_format_pax_restricted(archive_);
+  // xattrs as SCHILY.xattr records only, the form Docker and Go's archive/tar read (libarchive
+  // would add its own LIBARCHIVE.xattr copy of each).
+  archive_write_set_format_option(archive_, "pax", "xattrheader", "SCHILY");
   // The archive is the stream: no block padding beyond the tar format's own.
   archive_write_set_bytes_per_block(archive_, 0);
   if (archive_write_open(archive_, this, nullptr, &ArchiveWriter::write_callback, nullptr) != ARCHIVE_OK) {
@@ -103,10 +106,13 @@ long ArchiveWriter::write_callback(archive* a, void* self, const void* buffer, s
 }
 
 void ArchiveWriter::write_header(archive_entry* entry) {
-  if (archive_write_header(archive_, entry) != ARCHIVE_OK) {
+  // ARCHIVE_WARN: written, with a caveat such as a name that is not valid in the current locale
+  // (kept as raw bytes under hdrcharset=BINARY).
+  int rc = archive_write_header(archive_, entry);
+  if (rc != ARCHIVE_OK && rc != ARCHIVE_WARN) {
     const char* msg = archive_error_string(archive_);
-    throw Error(fmt::format("{}: write entry `{}`: {}", what_, archive_entry_pathname(entry),
-                            msg ? msg : "failed"));
+    throw Error(
+        fmt::format("{}: write entry `{}`: {}", what_, archive_entry_pathname(entry), msg ? msg : "failed"));
   }
 }
 
