@@ -85,8 +85,10 @@ class LayerStream {
   explicit LayerStream(Reader& in) : tracked_(in) {
     try {
       archive_.emplace(tracked_, "layer");
-    } catch (const InvalidInputError&) {
-      fail("", "");
+    } catch (const InvalidInputError& e) {
+      std::string_view detail = e.what();
+      if (detail.starts_with("layer: ")) detail.remove_prefix(7);
+      fail("", std::string(detail));
     }
   }
 
@@ -133,7 +135,6 @@ class LayerStream {
       throw InvalidInputError(fmt::format("{}: truncated archive (unexpected end of data after {} bytes)",
                                           where, tracked_.bytes()));
     }
-    if (entry.empty() && detail.empty()) throw;  // ArchiveReader's own message already says it
     throw InvalidInputError(
         fmt::format("{}: malformed archive: {}", where, detail.empty() ? "unreadable" : detail));
   }
@@ -660,18 +661,36 @@ class TreeWriter {
  private:
   // `layers`: the directory at `prefix` in each layer that contributes to it, top first.
   void walk(std::span<const int> layers, const std::string& prefix) {
-    std::map<std::string, size_t> topmost;  // std::string orders by unsigned bytes
+    std::map<std::string, size_t> topmost;
     for (size_t i = 0; i < layers.size(); ++i) {
       for (auto& name : list_dir_at(layers[i], prefix.empty() ? "." : prefix))
         topmost.emplace(std::move(name), i);
     }
-    for (const auto& [name, layer] : topmost) {
+    struct Child {
+      std::string order_key;  // the name as written: a whiteout sorts as `.wh.NAME`
+      std::string name;
+      size_t layer;
+      struct stat st;
+    };
+    std::vector<Child> children;
+    for (auto& [name, layer] : topmost) {
+      auto st = stat_at(layers[layer], name);
+      if (!st) throw_errno(fmt::format("stat `{}{}`", prefix, name));
+      if (is_overlay_whiteout(*st) && flatten_) continue;  // hides lower layers, is not itself content
+      std::string key = is_overlay_whiteout(*st) ? std::string(kWhiteoutPrefix) + name : name;
+      children.push_back(Child{std::move(key), name, layer, *st});
+    }
+    // std::string compares as unsigned bytes.
+    std::sort(children.begin(), children.end(),
+              [](const Child& a, const Child& b) { return a.order_key < b.order_key; });
+    for (const Child& child : children) {
+      const std::string& name = child.name;
+      size_t layer = child.layer;
       int dirfd = layers[layer];
       std::string path = prefix + name;
-      auto st = stat_at(dirfd, name);
-      if (!st) throw_errno(fmt::format("stat `{}`", path));
+      const struct stat* st = &child.st;
       if (is_overlay_whiteout(*st)) {
-        if (!flatten_) write_marker(prefix + std::string(kWhiteoutPrefix) + name, *st);
+        write_marker(prefix + child.order_key, *st);
         continue;
       }
       if (!S_ISDIR(st->st_mode)) {
