@@ -663,8 +663,9 @@ class TreeWriter {
   void walk(std::span<const int> layers, const std::string& prefix) {
     std::map<std::string, size_t> topmost;
     for (size_t i = 0; i < layers.size(); ++i) {
-      for (auto& name : list_dir_at(layers[i], prefix.empty() ? "." : prefix))
+      for (auto& name : list_dir_at(layers[i], prefix.empty() ? "." : prefix)) {
         topmost.emplace(std::move(name), i);
+      }
     }
     struct Child {
       std::string order_key;  // the name as written: a whiteout sorts as `.wh.NAME`
@@ -688,20 +689,20 @@ class TreeWriter {
       size_t layer = child.layer;
       int dirfd = layers[layer];
       std::string path = prefix + name;
-      const struct stat* st = &child.st;
-      if (is_overlay_whiteout(*st)) {
-        write_marker(prefix + child.order_key, *st);
+      const struct stat& st = child.st;
+      if (is_overlay_whiteout(st)) {
+        write_marker(prefix + child.order_key, st);
         continue;
       }
-      if (!S_ISDIR(st->st_mode)) {
-        write_entry(path, *st, dirfd, name, -1);
+      if (!S_ISDIR(st.st_mode)) {
+        write_entry(path, st, dirfd, name, -1);
         continue;
       }
       Fd dir(::openat(dirfd, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
       if (!dir.valid()) throw_errno(fmt::format("open directory `{}`", path));
       bool opaque = is_opaque_dir(dir.get());
-      write_entry(path + "/", *st, dirfd, name, dir.get());
-      if (!flatten_ && opaque) write_marker(path + "/" + std::string(kOpaqueMarker), *st);
+      write_entry(path + "/", st, dirfd, name, dir.get());
+      if (!flatten_ && opaque) write_marker(path + "/" + std::string(kOpaqueMarker), st);
       std::vector<Fd> lower;
       std::vector<int> child_layers{dir.get()};
       for (size_t j = layer + 1; flatten_ && !opaque && j < layers.size(); ++j) {
@@ -724,8 +725,7 @@ class TreeWriter {
 
   int64_t clamped_mtime(const struct stat& st) const {
     int64_t mtime = st.st_mtim.tv_sec;
-    if (options_.source_date_epoch && mtime > *options_.source_date_epoch)
-      mtime = *options_.source_date_epoch;
+    if (options_.source_date_epoch) mtime = std::min(mtime, *options_.source_date_epoch);
     return mtime;
   }
 
