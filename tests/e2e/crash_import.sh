@@ -11,11 +11,13 @@ head -c $((64 << 20)) /dev/urandom >"$WORK/big"
 tar -C "$WORK" -cf "$WORK/big.tar" big
 mkfifo "$WORK/fifo"
 for round in 1 2 3; do
-  kiln import "$WORK/fifo" crashed:1 >/dev/null 2>&1 &
+  # The binary itself, not the kiln() function, so that $! is kiln's own PID.
+  "$KILN" import "$WORK/fifo" crashed:1 >/dev/null 2>"$WORK/import-err" &
   pid=$!
   { head -c $((20 << 20)) "$WORK/big.tar"; sleep 5; } >"$WORK/fifo" &
   feeder=$!
   sleep 1.$round
+  kill -0 "$pid" 2>/dev/null || fail "the import ended before it was killed (round $round): $(cat "$WORK/import-err")"
   kill -9 "$pid"
   wait "$pid" 2>/dev/null || true
   kill "$feeder" 2>/dev/null || true
