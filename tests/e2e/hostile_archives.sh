@@ -42,7 +42,7 @@ make("whiteout-escape.tar", [("file", "ok"), ("file", "../.wh.victim", b"")])
 PY
 
 # A truncated stream: a valid tar.gz cut in half, and a plain tar cut mid-file.
-gzip -c "$WORK/bb.tar" | head -c 300000 >"$corpus/truncated.tar.gz"
+( set +o pipefail; gzip -c "$WORK/bb.tar" | head -c 300000 ) >"$corpus/truncated.tar.gz"
 head -c $(( $(stat -c %s "$WORK/bb.tar") / 2 )) "$WORK/bb.tar" >"$corpus/truncated.tar"
 # A decompression bomb: 2 GiB of zeros in one tar entry, as a few kB of zstd.
 python3 -c '
@@ -55,7 +55,7 @@ sys.stdout.buffer.write(ti.tobuf(format=tarfile.USTAR_FORMAT))' >"$WORK/bomb-hea
 declare -A expect=(
   [traversal.tar]="\`../evil\`"
   [traversal-nested.tar]="\`a/../../evil\`"
-  [symlink-escape.tar]="up/tmp/kiln-escape"
+  [symlink-escape.tar]="layer entry \`up\`: symlink target"
   [hardlink-escape.tar]="\`passwd\`"
   [hardlink-dangling.tar]="\`ghost\`"
   [whiteout-escape.tar]=".wh.victim"

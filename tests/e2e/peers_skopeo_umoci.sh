@@ -28,7 +28,7 @@ out=$(kiln load -i "$WORK/skopeo-oci.tar")
 assert_eq "$(kiln inspect --format '{{json .RootFS.Layers}}' "$(kiln images -q | head -1)" | jq -r '.[0]')" \
   "$diff_id" "same diff ID through skopeo oci-archive ($out)"
 kiln export -o "$WORK/fs.tar" skopeo/bb:d
-tar -tf "$WORK/fs.tar" | grep -qx bin/busybox || fail "export after skopeo round trip"
+grep -qx bin/busybox <(tar -tf "$WORK/fs.tar") || fail "export after skopeo round trip"
 
 # umoci unpacks an image straight out of kiln's store, addressed by its ID (umoci takes only
 # tag-shaped names; every image has an index entry whose ref.name is its ID).

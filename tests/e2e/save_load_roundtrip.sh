@@ -59,11 +59,13 @@ tar -C "$legacy" -cf "$WORK/legacy.tar" .
 export KILN_ROOT=$WORK/store5
 assert_eq "$(kiln load -i "$WORK/legacy.tar")" "Loaded image: legacy/app:old" "load of the pre-25 format"
 assert_eq "$(kiln inspect --format '{{.Id}}' legacy/app:old)" "sha256:$cfg_hex" "legacy image ID"
-assert_eq "$(kiln history -q legacy/app:old | head -1)" "${cfg_hex:0:12}" "legacy history"
+# As with Docker, history comes from the config's history, which this config does not have.
+assert_eq "$(kiln history -q legacy/app:old)" "" "legacy history"
+assert_eq "$(kiln images -q legacy/app)" "${cfg_hex:0:12}" "legacy image listed"
 
 # export: the flattened root filesystem.
 export KILN_ROOT=$WORK/store2
 kiln export -o "$WORK/fs.tar" busybox:1
-tar -tf "$WORK/fs.tar" | grep -qx 'bin/busybox' || fail "export lacks bin/busybox"
+grep -qx 'bin/busybox' <(tar -tf "$WORK/fs.tar") || fail "export lacks bin/busybox"
 assert_eq "$(tar -xOf "$WORK/fs.tar" bin/busybox | sha256sum)" "$(sha256sum </bin/busybox)" "exported busybox"
 echo ok

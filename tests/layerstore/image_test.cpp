@@ -52,7 +52,7 @@ TEST_CASE("image configs expose diff IDs and history", "[image]") {
   CHECK_THROWS_AS(kiln::ImageConfig::parse(R"({"rootfs":{"diff_ids":["nope"]}})"), kiln::InvalidInputError);
 }
 
-TEST_CASE("--change instructions edit the config as Docker does", "[image]") {
+TEST_CASE("config changes (--change) edit the config as Docker does", "[image]") {
   json cfg = json::object();
   kiln::apply_config_change(cfg, R"(CMD ["/bin/sh", "-c", "echo"])");
   kiln::apply_config_change(cfg, "entrypoint /start --now");
