@@ -319,7 +319,7 @@ class GzipCompressor : public Writer {
         block->error = error;
         block->done = true;
       }
-      block_done_.notify_all();
+      block_done_.notify_one();  // only the caller thread ever waits for a block
     }
   }
 
@@ -376,13 +376,14 @@ class ZstdCompressor : public Writer {
   }
 
   void write(std::span<const std::byte> data) override {
-    if (finished_) throw Error("zstd: compressor used after finish()");
+    check_usable();
     ZSTD_inBuffer in{data.data(), data.size(), 0};
     while (in.pos < in.size) pump(in, ZSTD_e_continue);
   }
 
   void finish() override {
     if (finished_) return;
+    check_usable();
     ZSTD_inBuffer in{nullptr, 0, 0};
     while (pump(in, ZSTD_e_end) != 0) {
     }
@@ -399,17 +400,28 @@ class ZstdCompressor : public Writer {
     return rc;
   }
 
+  void check_usable() const {
+    if (broken_) throw Error("zstd: compressor used after an earlier error");
+    if (finished_) throw Error("zstd: compressor used after finish()");
+  }
+
   size_t pump(ZSTD_inBuffer& in, ZSTD_EndDirective mode) {
-    ZSTD_outBuffer out{buffer_.data(), buffer_.size(), 0};
-    size_t remaining = check(ZSTD_compressStream2(ctx_.get(), &out, &in, mode));
-    if (out.pos > 0) out_.write(std::span(buffer_).first(out.pos));
-    return remaining;
+    try {
+      ZSTD_outBuffer out{buffer_.data(), buffer_.size(), 0};
+      size_t remaining = check(ZSTD_compressStream2(ctx_.get(), &out, &in, mode));
+      if (out.pos > 0) out_.write(std::span(buffer_).first(out.pos));
+      return remaining;
+    } catch (...) {
+      broken_ = true;  // compressed bytes were lost: carrying on would write a stream with a hole
+      throw;
+    }
   }
 
   Writer& out_;
   std::unique_ptr<ZSTD_CCtx, CtxDeleter> ctx_;
   std::vector<std::byte> buffer_;
   bool finished_ = false;
+  bool broken_ = false;
 };
 
 class PassThroughWriter : public Writer {

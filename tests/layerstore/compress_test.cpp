@@ -240,6 +240,10 @@ TEST_CASE("bzip2 and xz streams decompress", "[compress]") {
                       Catch::Contains("unexpected end of stream"));
     CHECK_THROWS_AS(decompress(c, "not compressed at all"), kiln::InvalidInputError);
   }
+  CHECK_THROWS_WITH(decompress(Compression::Bzip2, "BZh9"), "bzip2: unexpected end of stream");
+  CHECK_THROWS_WITH(decompress(Compression::Bzip2, libarchive_compress(Compression::Xz, "x")),
+                    "bzip2: not bzip2-compressed data");
+  CHECK_THROWS_WITH(decompress(Compression::Xz, "plain text"), "xz: not xz-compressed data");
 }
 
 TEST_CASE("bzip2 and xz cannot be written", "[compress]") {
@@ -470,9 +474,16 @@ TEST_CASE("compressors clean up when never finished or when the output fails", "
         }(),
         kiln::SystemError);
   }
-  // A gzip compressor that has failed refuses further use rather than writing a stream with a hole.
-  FailingWriter full(1000);
-  auto gz = kiln::make_compressor(Compression::Gzip, full, {.threads = 1});
-  CHECK_THROWS_AS(gz->write(bytes_of(data)), kiln::SystemError);
-  CHECK_THROWS_AS(gz->write(bytes_of(data)), kiln::Error);
+  // A compressor that has failed refuses further use rather than writing a stream with a hole.
+  for (Compression c : {Compression::Gzip, Compression::Zstd}) {
+    FailingWriter full(1000);
+    auto compressor = kiln::make_compressor(c, full, {.threads = 1});
+    CHECK_THROWS_AS(
+        [&] {
+          compressor->write(bytes_of(data));
+          compressor->finish();
+        }(),
+        kiln::SystemError);
+    CHECK_THROWS_WITH(compressor->write(bytes_of(data)), Catch::Contains("after an earlier error"));
+  }
 }
