@@ -21,7 +21,7 @@ std::optional<Compression> parse_compression(std::string_view name);
 Compression detect_compression(std::span<const std::byte> head);
 
 struct CompressOptions {
-  int level = -1;    // -1: the format's default (gzip 6, zstd 3)
+  int level = -1;    // -1: the format's default (gzip 4, zstd 3)
   int threads = 0;   // 0: one per online core
 };
 
