@@ -254,10 +254,12 @@ void add_image_commands(CLI::App& app, Context& ctx) {
     auto force = std::make_shared<bool>(false);
     cmd->add_option("image", *images, "Images")->required()->type_name("IMAGE...");
     cmd->add_flag("-f,--force", *force, "Remove an image by ID even if several names refer to it");
-    cmd->footer("Example: kiln rmi busybox:latest   (disk space is reclaimed by kiln prune)");
+    cmd->footer("Example: kiln rmi busybox:latest");
     cmd->callback([&ctx, images, force] {
-      Store store = ctx.open_store();
       std::string failures;
+      bool deleted_any = false;
+      {
+      Store store = ctx.open_store();
       for (const auto& name : *images) {
         try {
           Image img = store.resolve(name);
@@ -266,7 +268,10 @@ void add_image_commands(CLI::App& app, Context& ctx) {
           if (by_name) {
             store.remove_name(*ref, false);
             fmt::print("Untagged: {}\n", ref->familiar());
-            if (img.names.size() == 1) fmt::print("Deleted: {}\n", img.id().str());
+            if (img.names.size() == 1) {
+              fmt::print("Deleted: {}\n", img.id().str());
+              deleted_any = true;
+            }
             continue;
           }
           if (img.names.size() > 1 && !*force) {
@@ -277,9 +282,17 @@ void add_image_commands(CLI::App& app, Context& ctx) {
           for (const auto& n : img.names) fmt::print("Untagged: {}\n", n.familiar());
           store.remove_image(img.manifest_descriptor.digest);
           fmt::print("Deleted: {}\n", img.id().str());
+          deleted_any = true;
         } catch (const Error& e) {
           failures += (failures.empty() ? "" : "\nkiln: error: ") + std::string(e.what());
         }
+      }
+      }
+      // Like docker rmi, free the space at once: blobs and snapshots no image needs any more go now.
+      // If another kiln process has the store open, they stay for the next rmi or prune rather
+      // than make this command wait behind a long push or build.
+      if (deleted_any) {
+        if (auto exclusive = Store::try_open_exclusive(ctx.root())) exclusive->prune();
       }
       if (!failures.empty()) throw Error(failures);
     });

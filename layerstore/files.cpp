@@ -39,6 +39,15 @@ FileLock::FileLock(const std::string& path, Kind kind) {
   }
 }
 
+std::optional<FileLock> FileLock::try_acquire(const std::string& path, Kind kind) {
+  Fd fd = open_or_throw(path, O_RDWR | O_CREAT, 0644);
+  while (::flock(fd.get(), (kind == Kind::Exclusive ? LOCK_EX : LOCK_SH) | LOCK_NB) != 0) {
+    if (errno == EWOULDBLOCK) return std::nullopt;
+    if (errno != EINTR) throw_errno(fmt::format("lock `{}`", path));
+  }
+  return FileLock(std::move(fd));
+}
+
 AtomicFile::AtomicFile(std::string path, unsigned mode) : path_(std::move(path)) {
   auto slash = path_.rfind('/');
   std::string base = slash == std::string::npos ? path_ : path_.substr(slash + 1);

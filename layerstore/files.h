@@ -12,7 +12,7 @@
 
 namespace kiln {
 
-// An flock(2) held until destruction. Blocks until granted.
+// An flock(2) held until destruction. The constructor blocks until granted.
 class FileLock {
  public:
   enum class Kind { Shared, Exclusive };
@@ -20,7 +20,11 @@ class FileLock {
   FileLock(FileLock&&) = default;
   FileLock& operator=(FileLock&&) = default;
 
+  // Takes the lock only if no other process holds it in a conflicting mode; never waits.
+  static std::optional<FileLock> try_acquire(const std::string& path, Kind kind);
+
  private:
+  explicit FileLock(Fd fd) : fd_(std::move(fd)) {}
   Fd fd_;
 };
 

@@ -53,12 +53,44 @@ std::string Store::default_root() {
   throw Error("cannot find a store location: neither XDG_DATA_HOME nor HOME is set (use --root)");
 }
 
-Store::Store(std::string root, Access access) : root_(std::move(root)), access_(access) {
-  while (root_.size() > 1 && root_.back() == '/') root_.pop_back();
+namespace {
+std::string without_trailing_slashes(std::string path) {
+  while (path.size() > 1 && path.back() == '/') path.pop_back();
+  return path;
+}
+}  // namespace
+
+Store::Store(std::string root, Access access) : root_(without_trailing_slashes(std::move(root))), access_(access) {
   try {
     make_dirs(root_ + "/locks", 0700);
     gc_lock_.emplace(root_ + "/locks/gc.lock",
                      access == Access::Exclusive ? FileLock::Kind::Exclusive : FileLock::Kind::Shared);
+  } catch (...) {
+    rethrow_with_context(fmt::format("open store `{}`", root_));
+  }
+  prepare();
+}
+
+Store::Store(std::string root, FileLock exclusive_lock)
+    : root_(std::move(root)), access_(Access::Exclusive), gc_lock_(std::move(exclusive_lock)) {
+  prepare();
+}
+
+std::optional<Store> Store::try_open_exclusive(std::string root) {
+  root = without_trailing_slashes(std::move(root));
+  std::optional<FileLock> lock;
+  try {
+    make_dirs(root + "/locks", 0700);
+    lock = FileLock::try_acquire(root + "/locks/gc.lock", FileLock::Kind::Exclusive);
+  } catch (...) {
+    rethrow_with_context(fmt::format("open store `{}`", root));
+  }
+  if (!lock) return std::nullopt;
+  return Store(std::move(root), std::move(*lock));
+}
+
+void Store::prepare() {
+  try {
     make_dirs(layout_dir() + "/blobs/sha256");
     make_dirs(root_ + "/layers");
     make_dirs(root_ + "/snapshots", 0700);

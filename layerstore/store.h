@@ -62,6 +62,10 @@ class Store {
   // Store's lifetime.
   explicit Store(std::string root, Access access = Access::Shared);
 
+  // Opens the store for exclusive access only if no other process has it open; nullopt otherwise.
+  // For reclaiming space opportunistically (rmi) without waiting behind a long push or build.
+  static std::optional<Store> try_open_exclusive(std::string root);
+
   // The default root for this user: /var/lib/kiln for root, else $XDG_DATA_HOME/kiln or
   // ~/.local/share/kiln. (KILN_ROOT and --root are the caller's business.)
   static std::string default_root();
@@ -156,6 +160,9 @@ class Store {
   void write_index(const std::vector<IndexEntry>& entries);
   // Runs fn on the index under the index lock and writes the result back.
   void update_index(const std::function<void(std::vector<IndexEntry>&)>& fn);
+  Store(std::string root, FileLock exclusive_lock);
+  // Creates what is missing of the layout; the gc lock is already held.
+  void prepare();
 
   std::string root_;
   Access access_;

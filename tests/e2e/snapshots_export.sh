@@ -65,7 +65,22 @@ cmp "$WORK/flat.tar" "$WORK/flat2.tar" || fail "two exports of one image differ"
 # Snapshots stay while an image needs them and go with the last image that does.
 kiln prune >/dev/null
 assert_eq "$(find "$KILN_ROOT/snapshots" -mindepth 1 -maxdepth 1 | wc -l)" 2 "prune keeps snapshots in use"
+# rmi frees the space at once, as docker rmi does.
 kiln rmi layered:1 >/dev/null
+assert_eq "$(find "$KILN_ROOT/snapshots" -mindepth 1 -maxdepth 1 | wc -l)" 0 "rmi removes the image's snapshots"
+assert_eq "$(find "$KILN_ROOT/oci/blobs/sha256" -type f | wc -l)" 0 "rmi removes the image's blobs"
+# ... unless another kiln process has the store open; then prune does it later.
+kiln load -i "$WORK/layered.tar" >/dev/null
+kiln export -o /dev/null layered:1
+mkfifo "$WORK/slow"
+"$KILN" import "$WORK/slow" holder:1 >/dev/null 2>&1 &
+holder=$!
+exec 7>"$WORK/slow"   # the import is now inside the store, waiting for input
+sleep 0.5
+kiln rmi layered:1 >/dev/null
+assert_eq "$(find "$KILN_ROOT/snapshots" -mindepth 1 -maxdepth 1 | wc -l)" 2 "rmi does not sweep under a running process"
+exec 7>&-
+wait "$holder" || true
 kiln prune >/dev/null
 assert_eq "$(find "$KILN_ROOT/snapshots" -mindepth 1 -maxdepth 1 | wc -l)" 0 "prune removes unused snapshots"
 assert_eq "$(find "$KILN_ROOT/oci/blobs/sha256" -type f | wc -l)" 0 "prune removes unreferenced blobs"

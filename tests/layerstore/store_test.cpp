@@ -161,3 +161,17 @@ TEST_CASE("several processes can name images in one store at once", "[store]") {
   for (const auto& img : store.images()) names += img.names.size();
   CHECK(names == kProcesses * kNamesEach);  // no update lost to a race on index.json
 }
+
+TEST_CASE("exclusive access is taken only when no one else has the store open", "[store]") {
+  ScratchStore s;
+  {
+    kiln::Store shared(s.root());
+    // flock conflicts between open file descriptions, so a second open in this process counts.
+    CHECK_FALSE(kiln::Store::try_open_exclusive(s.root()).has_value());
+  }
+  auto exclusive = kiln::Store::try_open_exclusive(s.root() + "/");
+  REQUIRE(exclusive.has_value());
+  CHECK(exclusive->root() == s.root());
+  CHECK_NOTHROW(exclusive->prune());
+  CHECK_FALSE(kiln::Store::try_open_exclusive(s.root()).has_value());
+}
