@@ -17,7 +17,8 @@ namespace {
 // Shows bytes read and the rate on stderr, when stderr is a terminal; silent otherwise.
 class ProgressReader : public Reader {
  public:
-  ProgressReader(Reader& in, std::string label) : in_(in), label_(std::move(label)), enabled_(stderr_is_terminal()) {}
+  ProgressReader(Reader& in, std::string label)
+      : in_(in), label_(std::move(label)), enabled_(stderr_is_terminal()) {}
   ~ProgressReader() override {
     if (enabled_ && shown_) fmt::print(stderr, "\r\033[K");
   }
@@ -53,7 +54,8 @@ template <typename Fn>
 void with_output(const std::string& path, std::string_view what, Fn&& fn) {
   if (path.empty() || path == "-") {
     if (stdout_is_terminal()) {
-      throw UsageError(fmt::format("refusing to write {} to a terminal: use -o FILE or redirect stdout", what));
+      throw UsageError(
+          fmt::format("refusing to write {} to a terminal: use -o FILE or redirect stdout", what));
     }
     FdWriter out(STDOUT_FILENO, "stdout");
     fn(static_cast<Writer&>(out));
@@ -82,16 +84,18 @@ void with_input(const std::string& path, std::string_view label, Fn&& fn) {
 
 void add_archive_commands(CLI::App& app, Context& ctx) {
   {
-    auto* cmd = app.add_subcommand("import", "Import a root filesystem tarball (tar, tar.gz, tar.zst) as an image");
+    auto* cmd =
+        app.add_subcommand("import", "Import a root filesystem tarball (tar, tar.gz, tar.zst) as an image");
     auto source = std::make_shared<std::string>();
     auto name = std::make_shared<std::string>();
     auto changes = std::make_shared<std::vector<std::string>>();
     auto message = std::make_shared<std::string>();
     cmd->add_option("file", *source, "Tarball to import, or - for stdin")->required()->type_name("FILE|-");
     cmd->add_option("repository", *name, "Name for the image")->type_name("REPOSITORY[:TAG]");
-    cmd->add_option("-c,--change", *changes,
-                    "Apply a Dockerfile instruction to the image config (CMD, ENTRYPOINT, ENV, EXPOSE, LABEL, "
-                    "USER, VOLUME, WORKDIR)")
+    cmd->add_option(
+           "-c,--change", *changes,
+           "Apply a Dockerfile instruction to the image config (CMD, ENTRYPOINT, ENV, EXPOSE, LABEL, "
+           "USER, VOLUME, WORKDIR)")
         ->type_name("INSTRUCTION")
         ->allow_extra_args(false);
     cmd->add_option("-m,--message", *message, "Commit message for the imported image");
@@ -126,7 +130,8 @@ void add_archive_commands(CLI::App& app, Context& ctx) {
     auto* cmd = app.add_subcommand("load", "Load images from a tar archive (docker-archive or OCI layout)");
     auto input = std::make_shared<std::string>();
     auto quiet = std::make_shared<bool>(false);
-    cmd->add_option("-i,--input", *input, "Read from a file instead of stdin (plain or compressed)")->type_name("FILE");
+    cmd->add_option("-i,--input", *input, "Read from a file instead of stdin (plain or compressed)")
+        ->type_name("FILE");
     cmd->add_flag("-q,--quiet", *quiet, "Suppress the load output");
     cmd->footer("Example: kiln load -i busybox.tar");
     cmd->callback([&ctx, input, quiet] {
@@ -152,7 +157,8 @@ void add_archive_commands(CLI::App& app, Context& ctx) {
     cmd->callback([&ctx, output, image] {
       Store store = ctx.open_store();
       Image img = store.resolve(*image);
-      with_output(*output, "a tar archive", [&](Writer& out) { export_image(store, img, out, source_date_epoch()); });
+      with_output(*output, "a tar archive",
+                  [&](Writer& out) { export_image(store, img, out, source_date_epoch()); });
     });
   }
 }

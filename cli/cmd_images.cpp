@@ -16,10 +16,13 @@ using nlohmann::ordered_json;
 namespace {
 
 int64_t now_seconds() {
-  return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+  return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
 }
 
-int64_t created_seconds(const std::string& created) { return parse_rfc3339_seconds(created).value_or(0); }
+int64_t created_seconds(const std::string& created) {
+  return parse_rfc3339_seconds(created).value_or(0);
+}
 
 std::string created_since(const std::string& created) {
   auto secs = parse_rfc3339_seconds(created);
@@ -69,7 +72,8 @@ void add_image_commands(CLI::App& app, Context& ctx) {
     cmd->add_flag("--digests", *digests, "Show manifest digests");
     cmd->add_flag("-a,--all", *all, "Show all images (kiln keeps no intermediate images; same as default)");
     cmd->add_option("--format", *format, "Output format: table (default), json, or a Go template subset");
-    cmd->add_option("repository", *filter, "Only images of this repository[:tag]")->type_name("REPOSITORY[:TAG]");
+    cmd->add_option("repository", *filter, "Only images of this repository[:tag]")
+        ->type_name("REPOSITORY[:TAG]");
     cmd->footer("Example: kiln images busybox");
     cmd->callback([&ctx, quiet, no_trunc, digests, format, filter] {
       Store store = ctx.open_store();
@@ -81,7 +85,8 @@ void add_image_commands(CLI::App& app, Context& ctx) {
       bool want_tag = false;
       if (!filter->empty()) {
         want = Reference::parse(*filter);
-        want_tag = filter->find(':', filter->rfind('/') == std::string::npos ? 0 : filter->rfind('/')) != std::string::npos;
+        want_tag = filter->find(':', filter->rfind('/') == std::string::npos ? 0 : filter->rfind('/')) !=
+                   std::string::npos;
       }
       struct Row {
         const Image* image;
@@ -94,7 +99,8 @@ void add_image_commands(CLI::App& app, Context& ctx) {
           continue;
         }
         for (const auto& n : img.names) {
-          if (want && (n.repository() != want->repository() || (want_tag && n.tag() != want->tag()))) continue;
+          if (want && (n.repository() != want->repository() || (want_tag && n.tag() != want->tag())))
+            continue;
           rows.push_back({&img, n.familiar_repository(), n.tag().value_or("<none>")});
         }
       }
@@ -155,7 +161,8 @@ void add_image_commands(CLI::App& app, Context& ctx) {
     cmd->add_option("image", *image, "Image")->required()->type_name("IMAGE");
     cmd->add_flag("--no-trunc", *no_trunc, "Don't truncate output");
     cmd->add_flag("-q,--quiet", *quiet, "Only show image IDs");
-    cmd->add_option("-H,--human", *human, "Print sizes and dates in human readable format")->default_str("true");
+    cmd->add_option("-H,--human", *human, "Print sizes and dates in human readable format")
+        ->default_str("true");
     cmd->add_option("--format", *format, "Output format: table (default), json, or a Go template subset");
     cmd->footer("Example: kiln history --no-trunc busybox");
     cmd->callback([&ctx, image, no_trunc, quiet, human, format] {
@@ -168,14 +175,16 @@ void add_image_commands(CLI::App& app, Context& ctx) {
       for (size_t i = 0; i < history.size(); ++i) {
         if (history[i].empty_layer || layer >= img.manifest.layers.size()) continue;
         auto info = store.layer_info(img.manifest.layers[layer].digest);
-        sizes[i] = static_cast<int64_t>(info ? info->uncompressed_size : static_cast<uint64_t>(img.manifest.layers[layer].size));
+        sizes[i] = static_cast<int64_t>(info ? info->uncompressed_size
+                                             : static_cast<uint64_t>(img.manifest.layers[layer].size));
         ++layer;
       }
       std::vector<ordered_json> rows;
       for (size_t k = history.size(); k-- > 0;) {
         const auto& h = history[k];
         ordered_json j;
-        std::string id = k + 1 == history.size() ? (*no_trunc ? img.id().str() : img.id().short_id()) : "<missing>";
+        std::string id =
+            k + 1 == history.size() ? (*no_trunc ? img.id().str() : img.id().short_id()) : "<missing>";
         j["Comment"] = h.comment;
         j["CreatedAt"] = h.created;
         std::string by = h.created_by;
@@ -259,34 +268,35 @@ void add_image_commands(CLI::App& app, Context& ctx) {
       std::string failures;
       bool deleted_any = false;
       {
-      Store store = ctx.open_store();
-      for (const auto& name : *images) {
-        try {
-          Image img = store.resolve(name);
-          auto ref = Reference::try_parse(name);
-          bool by_name = ref && std::find(img.names.begin(), img.names.end(), *ref) != img.names.end();
-          if (by_name) {
-            store.remove_name(*ref, false);
-            fmt::print("Untagged: {}\n", ref->familiar());
-            if (img.names.size() == 1) {
-              fmt::print("Deleted: {}\n", img.id().str());
-              deleted_any = true;
+        Store store = ctx.open_store();
+        for (const auto& name : *images) {
+          try {
+            Image img = store.resolve(name);
+            auto ref = Reference::try_parse(name);
+            bool by_name = ref && std::find(img.names.begin(), img.names.end(), *ref) != img.names.end();
+            if (by_name) {
+              store.remove_name(*ref, false);
+              fmt::print("Untagged: {}\n", ref->familiar());
+              if (img.names.size() == 1) {
+                fmt::print("Deleted: {}\n", img.id().str());
+                deleted_any = true;
+              }
+              continue;
             }
-            continue;
+            if (img.names.size() > 1 && !*force) {
+              throw Error(
+                  fmt::format("conflict: unable to delete {} (must be forced) - image is referenced in "
+                              "multiple repositories",
+                              img.id().short_id()));
+            }
+            for (const auto& n : img.names) fmt::print("Untagged: {}\n", n.familiar());
+            store.remove_image(img.manifest_descriptor.digest);
+            fmt::print("Deleted: {}\n", img.id().str());
+            deleted_any = true;
+          } catch (const Error& e) {
+            failures += (failures.empty() ? "" : "\nkiln: error: ") + std::string(e.what());
           }
-          if (img.names.size() > 1 && !*force) {
-            throw Error(fmt::format("conflict: unable to delete {} (must be forced) - image is referenced in "
-                                    "multiple repositories",
-                                    img.id().short_id()));
-          }
-          for (const auto& n : img.names) fmt::print("Untagged: {}\n", n.familiar());
-          store.remove_image(img.manifest_descriptor.digest);
-          fmt::print("Deleted: {}\n", img.id().str());
-          deleted_any = true;
-        } catch (const Error& e) {
-          failures += (failures.empty() ? "" : "\nkiln: error: ") + std::string(e.what());
         }
-      }
       }
       // Like docker rmi, free the space at once: blobs and snapshots no image needs any more go now.
       // If another kiln process has the store open, they stay for the next rmi or prune rather

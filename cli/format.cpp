@@ -37,7 +37,9 @@ std::string format_table(const std::vector<std::vector<std::string>>& rows) {
 std::string human_since(int64_t then, int64_t now) {
   int64_t secs = std::max<int64_t>(0, now - then);
   std::string d;
-  auto plural = [](int64_t n, const char* unit) { return fmt::format("{} {}{}", n, unit, n == 1 ? "" : "s"); };
+  auto plural = [](int64_t n, const char* unit) {
+    return fmt::format("{} {}{}", n, unit, n == 1 ? "" : "s");
+  };
   if (secs < 1) {
     d = "Less than a second";
   } else if (secs == 1) {
@@ -71,9 +73,12 @@ std::string ellipsis(const std::string& s, size_t width) {
   for (size_t i = 0; i < s.size() && cols < width - 1;) {
     size_t len = 1;
     unsigned char c = static_cast<unsigned char>(s[i]);
-    if (c >= 0xF0) len = 4;
-    else if (c >= 0xE0) len = 3;
-    else if (c >= 0xC0) len = 2;
+    if (c >= 0xF0)
+      len = 4;
+    else if (c >= 0xE0)
+      len = 3;
+    else if (c >= 0xC0)
+      len = 2;
     out += s.substr(i, len);
     i += len;
     ++cols;
@@ -86,7 +91,8 @@ namespace {
 const nlohmann::json& lookup(const nlohmann::json& value, const std::string& path, const std::string& tmpl) {
   static const nlohmann::json kNull;
   if (path == ".") return value;
-  if (!path.starts_with(".")) throw UsageError(fmt::format("--format `{}`: unsupported expression `{}`", tmpl, path));
+  if (!path.starts_with("."))
+    throw UsageError(fmt::format("--format `{}`: unsupported expression `{}`", tmpl, path));
   const nlohmann::json* cur = &value;
   size_t start = 1;
   while (start < path.size()) {
@@ -154,7 +160,11 @@ std::string render_template(const std::string& tmpl, const nlohmann::json& value
   return out;
 }
 
-bool stdout_is_terminal() { return ::isatty(STDOUT_FILENO) == 1; }
-bool stderr_is_terminal() { return ::isatty(STDERR_FILENO) == 1; }
+bool stdout_is_terminal() {
+  return ::isatty(STDOUT_FILENO) == 1;
+}
+bool stderr_is_terminal() {
+  return ::isatty(STDERR_FILENO) == 1;
+}
 
 }  // namespace kiln::cli

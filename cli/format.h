@@ -2,9 +2,8 @@
 // and the subset of Go templates that `--format` users reach for.
 #pragma once
 
-#include <nlohmann/json.hpp>
-
 #include <cstdint>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 

@@ -1,8 +1,8 @@
 // kiln: the command line. Parses arguments, calls the libraries, prints, and maps errors to exit
 // codes. The only place that catches kiln::Error.
-#include <CLI/CLI.hpp>
 #include <fmt/format.h>
 
+#include <CLI/CLI.hpp>
 #include <cstdio>
 #include <cstdlib>
 #include <iostream>
@@ -38,8 +38,9 @@ int run(int argc, char** argv) {
   app.name("kiln");
   app.require_subcommand(1);
   app.set_version_flag("--version", fmt::format("kiln version {}", KILN_VERSION));
-  app.add_option("--root", ctx.root_flag,
-                 "Store directory (default: $KILN_ROOT, /var/lib/kiln for root, ~/.local/share/kiln otherwise)")
+  app.add_option(
+         "--root", ctx.root_flag,
+         "Store directory (default: $KILN_ROOT, /var/lib/kiln for root, ~/.local/share/kiln otherwise)")
       ->type_name("DIR");
   app.footer("Run 'kiln COMMAND --help' for more information on a command.");
   add_archive_commands(app, ctx);

@@ -21,8 +21,8 @@ std::optional<Compression> parse_compression(std::string_view name);
 Compression detect_compression(std::span<const std::byte> head);
 
 struct CompressOptions {
-  int level = -1;    // -1: the format's default (gzip 4, zstd 3)
-  int threads = 0;   // 0: one per online core
+  int level = -1;   // -1: the format's default (gzip 4, zstd 3)
+  int threads = 0;  // 0: one per online core
 };
 
 // Returns a writer that compresses what it is given and writes the result to `out`. finish() writes

@@ -177,7 +177,8 @@ void apply_config_change(json& config, std::string_view change) {
       }
       auto dash = port.find('-');
       auto parse_port = [&](const std::string& p) {
-        if (p.empty() || p.size() > 5 || !std::all_of(p.begin(), p.end(), ::isdigit) || std::stoi(p) > 65535) {
+        if (p.empty() || p.size() > 5 || !std::all_of(p.begin(), p.end(), ::isdigit) ||
+            std::stoi(p) > 65535) {
           throw UsageError(fmt::format("--change `{}`: invalid port `{}`", change, w));
         }
         return std::stoi(p);

@@ -9,8 +9,12 @@ namespace kiln {
 SystemError::SystemError(const std::string& what, int err)
     : Error(what + ": " + std::strerror(err)), errno_(err) {}
 
-void throw_errno(const std::string& what) { throw SystemError(what, errno); }
-void throw_errno(const std::string& what, int err) { throw SystemError(what, err); }
+void throw_errno(const std::string& what) {
+  throw SystemError(what, errno);
+}
+void throw_errno(const std::string& what, int err) {
+  throw SystemError(what, err);
+}
 
 void rethrow_with_context(const std::string& context) {
   try {

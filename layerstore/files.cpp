@@ -62,7 +62,9 @@ AtomicFile::~AtomicFile() {
   }
 }
 
-void AtomicFile::write(std::span<const std::byte> data) { FdWriter(fd_.get(), temp_path_).write(data); }
+void AtomicFile::write(std::span<const std::byte> data) {
+  FdWriter(fd_.get(), temp_path_).write(data);
+}
 
 void AtomicFile::commit() {
   if (::fsync(fd_.get()) != 0) throw_errno(fmt::format("fsync `{}`", temp_path_));
@@ -123,18 +125,22 @@ TempDir::~TempDir() {
 
 TempDir::TempDir(TempDir&& other) noexcept : path_(std::exchange(other.path_, {})) {}
 
-std::string TempDir::release() { return std::exchange(path_, {}); }
+std::string TempDir::release() {
+  return std::exchange(path_, {});
+}
 
 void make_dirs(const std::string& path, unsigned mode) {
   if (path.empty()) return;
   struct stat st {};
   if (::stat(path.c_str(), &st) == 0) {
-    if (!S_ISDIR(st.st_mode)) throw Error(fmt::format("create directory `{}`: exists and is not a directory", path));
+    if (!S_ISDIR(st.st_mode))
+      throw Error(fmt::format("create directory `{}`: exists and is not a directory", path));
     return;
   }
   auto slash = path.rfind('/');
   if (slash != std::string::npos && slash > 0) make_dirs(path.substr(0, slash), mode);
-  if (::mkdir(path.c_str(), mode) != 0 && errno != EEXIST) throw_errno(fmt::format("create directory `{}`", path));
+  if (::mkdir(path.c_str(), mode) != 0 && errno != EEXIST)
+    throw_errno(fmt::format("create directory `{}`", path));
 }
 
 namespace {
@@ -193,7 +199,8 @@ bool path_exists(const std::string& path) {
 }
 
 std::string human_size(uint64_t bytes) {
-  // Docker uses go-units HumanSize: decimal units with three significant digits (HumanSizeWithPrecision(size, 3)).
+  // Docker uses go-units HumanSize: decimal units with three significant digits (HumanSizeWithPrecision(size,
+  // 3)).
   static constexpr const char* kUnits[] = {"B", "kB", "MB", "GB", "TB", "PB"};
   double v = static_cast<double>(bytes);
   int unit = 0;

@@ -14,7 +14,9 @@ using nlohmann::ordered_json;
 bool is_manifest_media_type(std::string_view t) {
   return t == media::kOciManifest || t == media::kDockerManifest;
 }
-bool is_index_media_type(std::string_view t) { return t == media::kOciIndex || t == media::kDockerManifestList; }
+bool is_index_media_type(std::string_view t) {
+  return t == media::kOciIndex || t == media::kDockerManifestList;
+}
 bool is_layer_media_type(std::string_view t) {
   return t == media::kOciLayer || t == media::kOciLayerGzip || t == media::kOciLayerZstd ||
          t == media::kDockerLayer || t == media::kDockerLayerGzip || t == media::kDockerForeignLayerGzip ||
@@ -157,10 +159,18 @@ ImageConfig ImageConfig::parse(std::string_view bytes) {
   return c;
 }
 
-std::string ImageConfig::architecture() const { return get_string(json_, "architecture", "image config", false); }
-std::string ImageConfig::os() const { return get_string(json_, "os", "image config", false); }
-std::string ImageConfig::created() const { return get_string(json_, "created", "image config", false); }
-std::string ImageConfig::author() const { return get_string(json_, "author", "image config", false); }
+std::string ImageConfig::architecture() const {
+  return get_string(json_, "architecture", "image config", false);
+}
+std::string ImageConfig::os() const {
+  return get_string(json_, "os", "image config", false);
+}
+std::string ImageConfig::created() const {
+  return get_string(json_, "created", "image config", false);
+}
+std::string ImageConfig::author() const {
+  return get_string(json_, "author", "image config", false);
+}
 
 std::vector<Digest> ImageConfig::diff_ids() const {
   std::vector<Digest> out;

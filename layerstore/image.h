@@ -3,10 +3,9 @@
 // configs keep their original JSON so that unknown fields survive and digests never change.
 #pragma once
 
-#include <nlohmann/json.hpp>
-
 #include <cstdint>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <string_view>

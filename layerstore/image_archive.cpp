@@ -72,7 +72,8 @@ void save_images(Store& store, const std::vector<std::string>& requested, Writer
     entry["RepoTags"] = ordered_json::array();
     for (const auto& t : s.tags) entry["RepoTags"].push_back(t.familiar());
     entry["Layers"] = ordered_json::array();
-    for (const auto& l : s.image.manifest.layers) entry["Layers"].push_back(fmt::format("blobs/sha256/{}", l.digest.hex()));
+    for (const auto& l : s.image.manifest.layers)
+      entry["Layers"].push_back(fmt::format("blobs/sha256/{}", l.digest.hex()));
     docker_manifest.push_back(entry);
 
     Descriptor d = s.image.manifest_descriptor;
@@ -105,8 +106,9 @@ namespace {
 // manifest names, and is ignored).
 std::optional<std::string> clean_member(std::string_view name, std::string_view base_dir = "") {
   std::vector<std::string> parts;
-  std::string full = base_dir.empty() || name.starts_with("/") ? std::string(name)
-                                                                 : std::string(base_dir) + "/" + std::string(name);
+  std::string full = base_dir.empty() || name.starts_with("/")
+                         ? std::string(name)
+                         : std::string(base_dir) + "/" + std::string(name);
   size_t start = 0;
   while (start <= full.size()) {
     size_t end = full.find('/', start);
@@ -133,8 +135,8 @@ std::string dir_of(const std::string& name) {
 // Everything read from the archive, staged as unpublished blobs (unnamed files in the store).
 struct Staged {
   std::vector<std::unique_ptr<Store::BlobWriter>> blobs;
-  std::map<std::string, size_t> by_name;          // member name → blob
-  std::map<std::string, std::string> links;        // member name → target member name
+  std::map<std::string, size_t> by_name;     // member name → blob
+  std::map<std::string, std::string> links;  // member name → target member name
   std::map<Digest, size_t> by_digest;
 
   const Store::BlobWriter* find(const std::string& name, int depth = 0) const {
@@ -213,7 +215,8 @@ class Loader {
         continue;
       }
       if (type == AE_IFLNK) {
-        if (auto target = clean_member(archive_entry_symlink(e), dir_of(*name))) staged_.links[*name] = *target;
+        if (auto target = clean_member(archive_entry_symlink(e), dir_of(*name)))
+          staged_.links[*name] = *target;
         continue;
       }
       if (type != AE_IFREG) continue;
@@ -240,7 +243,8 @@ class Loader {
     copy_stream(input, sink);
   }
 
-  static void collect_docker_names(const json& docker_manifest, std::map<Digest, std::vector<Reference>>& out) {
+  static void collect_docker_names(const json& docker_manifest,
+                                   std::map<Digest, std::vector<Reference>>& out) {
     if (!docker_manifest.is_array()) return;
     for (const auto& entry : docker_manifest) {
       if (!entry.is_object() || !entry.contains("Config") || !entry["Config"].is_string()) continue;
@@ -262,14 +266,15 @@ class Loader {
   void verify_image(const Manifest& m, const std::string& where) {
     const auto* config_blob = staged_.find(m.config.digest);
     if (!config_blob && !store_.has_blob(m.config.digest)) {
-      throw InvalidInputError(fmt::format("{}: config {} is missing from the archive", where, m.config.digest));
+      throw InvalidInputError(
+          fmt::format("{}: config {} is missing from the archive", where, m.config.digest));
     }
     ImageConfig config = ImageConfig::parse(config_blob ? read_staged(*config_blob, kMaxConfigBytes, "config")
                                                         : store_.read_blob(m.config.digest, kMaxConfigBytes));
     auto diff_ids = config.diff_ids();
     if (diff_ids.size() != m.layers.size()) {
-      throw InvalidInputError(fmt::format("{}: {} layers but the config lists {} diff IDs", where, m.layers.size(),
-                                          diff_ids.size()));
+      throw InvalidInputError(fmt::format("{}: {} layers but the config lists {} diff IDs", where,
+                                          m.layers.size(), diff_ids.size()));
     }
     publish_.insert(m.config.digest);
     for (size_t i = 0; i < m.layers.size(); ++i) {
@@ -280,8 +285,9 @@ class Loader {
         throw InvalidInputError(fmt::format("{}: layer {} is missing from the archive", where, layer.digest));
       }
       if (static_cast<int64_t>(blob->size()) != layer.size) {
-        throw InvalidInputError(fmt::format("{}: layer {}: size mismatch (manifest says {} bytes, archive has {})",
-                                            where, layer.digest, layer.size, blob->size()));
+        throw InvalidInputError(
+            fmt::format("{}: layer {}: size mismatch (manifest says {} bytes, archive has {})", where,
+                        layer.digest, layer.size, blob->size()));
       }
       check_layer_once(*blob, layer.digest, diff_ids[i], where);
     }
@@ -295,8 +301,8 @@ class Loader {
       it = checked_.emplace(digest, check_layer(r, fmt::format("{}: layer {}", where, digest))).first;
     }
     if (it->second.diff_id != diff_id) {
-      throw InvalidInputError(fmt::format("{}: layer {}: diff ID mismatch (config says {}, content is {})", where,
-                                          digest, diff_id, it->second.diff_id));
+      throw InvalidInputError(fmt::format("{}: layer {}: diff ID mismatch (config says {}, content is {})",
+                                          where, digest, diff_id, it->second.diff_id));
     }
     publish_.insert(digest);
     return it->second;
@@ -304,7 +310,8 @@ class Loader {
 
   void load_manifest_descriptor(const Descriptor& d, std::vector<Reference> names, int depth) {
     const auto* blob = staged_.find(d.digest);
-    if (!blob) throw InvalidInputError(fmt::format("index.json: manifest {} is missing from the archive", d.digest));
+    if (!blob)
+      throw InvalidInputError(fmt::format("index.json: manifest {} is missing from the archive", d.digest));
     if (is_index_media_type(d.media_type)) {
       if (depth > 4) throw InvalidInputError("index.json: indexes nested too deeply");
       Index nested = Index::parse(read_staged(*blob, kMaxManifestBytes, "index"));
@@ -319,8 +326,8 @@ class Loader {
       if (!chosen && !nested.manifests.empty()) chosen = &nested.manifests.front();
       if (!chosen) throw InvalidInputError(fmt::format("index {}: no manifests", d.digest));
       if (!staged_.find(chosen->digest)) {
-        throw InvalidInputError(fmt::format("index {}: manifest {} for this platform is missing from the archive",
-                                            d.digest, chosen->digest));
+        throw InvalidInputError(fmt::format(
+            "index {}: manifest {} for this platform is missing from the archive", d.digest, chosen->digest));
       }
       load_manifest_descriptor(*chosen, std::move(names), depth + 1);
       return;
@@ -382,8 +389,11 @@ class Loader {
                                             entry["Layers"].size(), diff_ids.size()));
       }
       Manifest m{std::string(media::kOciManifest),
-                 Descriptor{std::string(media::kOciConfig), config_digest, static_cast<int64_t>(config_bytes.size()),
-                            {}, std::nullopt},
+                 Descriptor{std::string(media::kOciConfig),
+                            config_digest,
+                            static_cast<int64_t>(config_bytes.size()),
+                            {},
+                            std::nullopt},
                  {},
                  {}};
       publish_.insert(config_digest);
@@ -391,23 +401,29 @@ class Loader {
         const json& l = entry["Layers"][i];
         auto layer_name = l.is_string() ? clean_member(l.get<std::string>()) : std::nullopt;
         const auto* blob = layer_name ? staged_.find(*layer_name) : nullptr;
-        if (!blob) throw InvalidInputError(fmt::format("{}: layer `{}` is missing from the archive", where, l.dump()));
+        if (!blob)
+          throw InvalidInputError(fmt::format("{}: layer `{}` is missing from the archive", where, l.dump()));
         LayerCheck check = check_layer_once(*blob, *blob->digest(), diff_ids[i],
                                             fmt::format("{}: layer `{}`", where, *layer_name));
-        m.layers.push_back(Descriptor{std::string(layer_media_type(check.compression)), *blob->digest(),
-                                      static_cast<int64_t>(blob->size()), {}, std::nullopt});
+        m.layers.push_back(Descriptor{std::string(layer_media_type(check.compression)),
+                                      *blob->digest(),
+                                      static_cast<int64_t>(blob->size()),
+                                      {},
+                                      std::nullopt});
       }
       std::vector<Reference> names;
       if (auto tags = entry.find("RepoTags"); tags != entry.end() && tags->is_array()) {
         for (const auto& t : *tags) {
-          if (!t.is_string()) throw InvalidInputError(fmt::format("{}: a RepoTags entry is not a string", where));
+          if (!t.is_string())
+            throw InvalidInputError(fmt::format("{}: a RepoTags entry is not a string", where));
           names.push_back(Reference::parse_tagged(t.get<std::string>()));
         }
       }
       std::string bytes = m.serialize();
-      pending_.push_back({bytes, Descriptor{m.media_type, sha256_of(bytes), static_cast<int64_t>(bytes.size()), {},
-                                            std::nullopt},
-                          std::move(names)});
+      pending_.push_back(
+          {bytes,
+           Descriptor{m.media_type, sha256_of(bytes), static_cast<int64_t>(bytes.size()), {}, std::nullopt},
+           std::move(names)});
       configs_.push_back(config_digest);
     }
   }

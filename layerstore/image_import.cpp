@@ -43,7 +43,8 @@ class PeekReader : public Reader {
 };
 
 int64_t now_nanos() {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::system_clock::now().time_since_epoch())
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
       .count();
 }
 
@@ -61,7 +62,8 @@ Digest import_image(Store& store, Reader& input, const ImportOptions& options) {
   Compression stored = options.compression;
   try {
     PeekReader peek(input);
-    if (peek.peek(6).empty()) throw InvalidInputError("empty input (expected a tar archive, plain or compressed)");
+    if (peek.peek(6).empty())
+      throw InvalidInputError("empty input (expected a tar archive, plain or compressed)");
     Compression found = detect_compression(peek.peek(6));
     if (found == Compression::Gzip || found == Compression::Zstd) {
       // Already compressed the way registries want it: keep the caller's bytes as the blob.
@@ -101,10 +103,16 @@ Digest import_image(Store& store, Reader& input, const ImportOptions& options) {
   std::string config_bytes = config.dump();
 
   Manifest manifest{std::string(media::kOciManifest),
-                    Descriptor{std::string(media::kOciConfig), sha256_of(config_bytes),
-                               static_cast<int64_t>(config_bytes.size()), {}, std::nullopt},
-                    {Descriptor{std::string(layer_media_type(stored)), layer_digest,
-                                static_cast<int64_t>(layer_size), {}, std::nullopt}},
+                    Descriptor{std::string(media::kOciConfig),
+                               sha256_of(config_bytes),
+                               static_cast<int64_t>(config_bytes.size()),
+                               {},
+                               std::nullopt},
+                    {Descriptor{std::string(layer_media_type(stored)),
+                                layer_digest,
+                                static_cast<int64_t>(layer_size),
+                                {},
+                                std::nullopt}},
                     {}};
   std::string manifest_bytes = manifest.serialize();
 
@@ -113,8 +121,11 @@ Digest import_image(Store& store, Reader& input, const ImportOptions& options) {
   store.record_layer(layer_digest, LayerInfo{diff_id, uncompressed});
   store.put_blob(config_bytes);
   Digest manifest_digest = store.put_blob(manifest_bytes);
-  store.set_name(Descriptor{std::string(media::kOciManifest), manifest_digest,
-                            static_cast<int64_t>(manifest_bytes.size()), {}, std::nullopt},
+  store.set_name(Descriptor{std::string(media::kOciManifest),
+                            manifest_digest,
+                            static_cast<int64_t>(manifest_bytes.size()),
+                            {},
+                            std::nullopt},
                  options.name);
   return manifest.config.digest;
 }

@@ -64,7 +64,8 @@ class FdReader : public Reader {
 // Reads an fd (which it does not own) from an offset with pread, leaving the file position alone.
 class PreadReader : public Reader {
  public:
-  PreadReader(int fd, std::string name, uint64_t offset = 0) : fd_(fd), name_(std::move(name)), offset_(offset) {}
+  PreadReader(int fd, std::string name, uint64_t offset = 0)
+      : fd_(fd), name_(std::move(name)), offset_(offset) {}
   size_t read(std::span<std::byte> buf) override;
 
  private:

@@ -28,8 +28,8 @@ std::string_view layer_media_type(Compression c) {
     case Compression::Zstd:
       return media::kOciLayerZstd;
     default:
-      throw InvalidInputError(fmt::format("{}-compressed layers cannot be stored (use gzip or zstd)",
-                                          compression_name(c)));
+      throw InvalidInputError(
+          fmt::format("{}-compressed layers cannot be stored (use gzip or zstd)", compression_name(c)));
   }
 }
 

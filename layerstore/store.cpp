@@ -40,8 +40,9 @@ std::vector<std::string> list_dir(const std::string& path) {
 }
 
 bool is_hex_prefix(std::string_view s) {
-  return !s.empty() && s.size() <= 64 &&
-         std::all_of(s.begin(), s.end(), [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); });
+  return !s.empty() && s.size() <= 64 && std::all_of(s.begin(), s.end(), [](char c) {
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
+  });
 }
 
 }  // namespace
@@ -60,7 +61,8 @@ std::string without_trailing_slashes(std::string path) {
 }
 }  // namespace
 
-Store::Store(std::string root, Access access) : root_(without_trailing_slashes(std::move(root))), access_(access) {
+Store::Store(std::string root, Access access)
+    : root_(without_trailing_slashes(std::move(root))), access_(access) {
   try {
     make_dirs(root_ + "/locks", 0700);
     gc_lock_.emplace(root_ + "/locks/gc.lock",
@@ -113,7 +115,9 @@ std::string Store::blob_path(const Digest& d) const {
   return fmt::format("{}/blobs/{}/{}", layout_dir(), d.algorithm_name(), d.hex());
 }
 
-bool Store::has_blob(const Digest& d) const { return path_exists(blob_path(d)); }
+bool Store::has_blob(const Digest& d) const {
+  return path_exists(blob_path(d));
+}
 
 Fd Store::open_blob(const Digest& d) const {
   int fd = ::open(blob_path(d).c_str(), O_RDONLY | O_CLOEXEC);
@@ -165,8 +169,8 @@ Digest Store::BlobWriter::seal(const std::optional<Digest>& expected, std::optio
     throw InvalidInputError(fmt::format("blob {}: digest mismatch (content hashes to {})", *expected, got));
   }
   if (expected_size && *expected_size != size_) {
-    throw InvalidInputError(fmt::format("blob {}: size mismatch (expected {} bytes, got {})", got,
-                                        *expected_size, size_));
+    throw InvalidInputError(
+        fmt::format("blob {}: size mismatch (expected {} bytes, got {})", got, *expected_size, size_));
   }
   if (::fsync(fd_.get()) != 0) throw_errno("fsync new blob");
   digest_ = got;
@@ -303,13 +307,15 @@ void Store::set_name(const Descriptor& manifest_descriptor, const std::optional<
 bool Store::remove_name(const Reference& name, bool keep_untagged) {
   bool found = false;
   update_index([&](std::vector<IndexEntry>& entries) {
-    auto it = std::find_if(entries.begin(), entries.end(), [&](const IndexEntry& e) { return e.name && *e.name == name; });
+    auto it = std::find_if(entries.begin(), entries.end(),
+                           [&](const IndexEntry& e) { return e.name && *e.name == name; });
     if (it == entries.end()) return;
     found = true;
     Digest manifest = it->descriptor.digest;
     entries.erase(it);
-    bool still_named = std::any_of(entries.begin(), entries.end(),
-                                   [&](const IndexEntry& e) { return e.name && e.descriptor.digest == manifest; });
+    bool still_named = std::any_of(entries.begin(), entries.end(), [&](const IndexEntry& e) {
+      return e.name && e.descriptor.digest == manifest;
+    });
     if (!still_named && !keep_untagged) {
       std::erase_if(entries, [&](const IndexEntry& e) { return e.descriptor.digest == manifest; });
     }
@@ -360,10 +366,12 @@ Image Store::resolve(std::string_view name_or_id) const {
   if (auto ref = Reference::try_parse(text)) {
     for (const auto& img : all) {
       if (ref->digest()) {
-        bool repo_matches = ref->tag() || std::any_of(img.names.begin(), img.names.end(), [&](const Reference& n) {
-                              return n.repository() == ref->repository();
-                            });
-        if (img.manifest_descriptor.digest == *ref->digest() && (repo_matches || img.names.empty())) return img;
+        bool repo_matches =
+            ref->tag() || std::any_of(img.names.begin(), img.names.end(), [&](const Reference& n) {
+              return n.repository() == ref->repository();
+            });
+        if (img.manifest_descriptor.digest == *ref->digest() && (repo_matches || img.names.empty()))
+          return img;
         continue;
       }
       for (const auto& n : img.names) {
@@ -404,7 +412,8 @@ std::vector<std::string> Store::snapshot_dirs(const Image& image) {
   auto diff_ids = image.config.diff_ids();
   if (diff_ids.size() != image.manifest.layers.size()) {
     throw InvalidInputError(fmt::format("image {}: {} layers in the manifest but {} diff IDs in the config",
-                                        image.id().short_id(), image.manifest.layers.size(), diff_ids.size()));
+                                        image.id().short_id(), image.manifest.layers.size(),
+                                        diff_ids.size()));
   }
   auto chains = chain_ids(diff_ids);
   std::vector<std::string> dirs;
@@ -486,7 +495,8 @@ PruneReport Store::prune() {
   }
   // No writer holds the gc lock now, so whatever is staged belongs to a crashed process.
   for (const auto& name : list_dir(layout_dir())) {
-    if (name.starts_with(".") && name.find(".tmp-") != std::string::npos) ::unlink((layout_dir() + "/" + name).c_str());
+    if (name.starts_with(".") && name.find(".tmp-") != std::string::npos)
+      ::unlink((layout_dir() + "/" + name).c_str());
   }
   for (const auto& name : list_dir(tmp_dir())) report.reclaimed_bytes += remove_tree(tmp_dir() + "/" + name);
   return report;

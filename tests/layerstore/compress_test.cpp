@@ -302,8 +302,8 @@ TEST_CASE("parallel gzip compresses nearly as well as one deflate stream", "[com
 TEST_CASE("noise costs almost nothing to store and text beside it still shrinks", "[compress][gzip]") {
   const std::string noise = random_bytes(4 << 20, 7);
   const std::string stored = compress(Compression::Gzip, noise, {.threads = 2});
-  // Stored deflate blocks cost 5 bytes per 64 KiB; deflating noise at the default level would cost about the same
-  // size but several times the time, which is what the sampling avoids.
+  // Stored deflate blocks cost 5 bytes per 64 KiB; deflating noise at the default level would cost about the
+  // same size but several times the time, which is what the sampling avoids.
   CHECK(stored.size() < noise.size() + noise.size() / 1000);
   StringReader in(stored);
   auto back = kiln::make_decompressor(Compression::Gzip, in);

@@ -1,6 +1,7 @@
+#include "layerstore/digest.h"
+
 #include <catch2/catch.hpp>
 
-#include "layerstore/digest.h"
 #include "layerstore/errors.h"
 
 using kiln::Digest;
@@ -17,11 +18,13 @@ TEST_CASE("a digest holds only valid values", "[digest]") {
   CHECK_FALSE(Digest::parse(hex));
   CHECK(Digest::parse("sha512:" + std::string(128, '0')));
   CHECK_THROWS_AS(Digest::parse_or_throw("sha256:xyz"), kiln::InvalidInputError);
-  CHECK_THROWS_WITH(Digest::parse_or_throw("sha256:xyz", "layer digest"), "invalid layer digest `sha256:xyz`");
+  CHECK_THROWS_WITH(Digest::parse_or_throw("sha256:xyz", "layer digest"),
+                    "invalid layer digest `sha256:xyz`");
 }
 
 TEST_CASE("sha256 of known inputs", "[digest]") {
-  CHECK(kiln::sha256_of("").str() == "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+  CHECK(kiln::sha256_of("").str() ==
+        "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
   CHECK(kiln::sha256_of("abc").str() ==
         "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
   // Streaming in pieces gives the same digest as one update.

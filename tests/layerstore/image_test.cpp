@@ -1,8 +1,9 @@
+#include "layerstore/image.h"
+
 #include <catch2/catch.hpp>
 
 #include "layerstore/config_change.h"
 #include "layerstore/errors.h"
-#include "layerstore/image.h"
 
 using nlohmann::json;
 
@@ -10,9 +11,10 @@ TEST_CASE("manifests round-trip and are validated", "[image]") {
   const std::string cfg = "sha256:" + std::string(64, '1');
   const std::string layer = "sha256:" + std::string(64, '2');
   std::string text = R"({"schemaVersion":2,"mediaType":"application/vnd.docker.distribution.manifest.v2+json",
-    "config":{"mediaType":"application/vnd.docker.container.image.v1+json","digest":")" + cfg + R"(","size":7},
-    "layers":[{"mediaType":"application/vnd.docker.image.rootfs.diff.tar.gzip","digest":")" + layer +
-                     R"(","size":9}]})";
+    "config":{"mediaType":"application/vnd.docker.container.image.v1+json","digest":")" +
+                     cfg + R"(","size":7},
+    "layers":[{"mediaType":"application/vnd.docker.image.rootfs.diff.tar.gzip","digest":")" +
+                     layer + R"(","size":9}]})";
   kiln::Manifest m = kiln::Manifest::parse(text);
   CHECK(m.media_type == kiln::media::kDockerManifest);
   CHECK(m.config.digest.str() == cfg);
@@ -22,9 +24,11 @@ TEST_CASE("manifests round-trip and are validated", "[image]") {
 
   CHECK_THROWS_WITH(kiln::Manifest::parse("{"), Catch::StartsWith("manifest: invalid JSON"));
   CHECK_THROWS_WITH(kiln::Manifest::parse(R"({"schemaVersion":1})"), "manifest: schemaVersion is not 2");
-  CHECK_THROWS_WITH(kiln::Manifest::parse(R"({"schemaVersion":2,"config":{"digest":"sha256:x","size":1},"layers":[]})"),
-                    "invalid descriptor digest `sha256:x`");
-  CHECK_THROWS_WITH(kiln::Manifest::parse(R"({"schemaVersion":2,"config":{"digest":")" + cfg + R"(","size":-1},"layers":[]})"),
+  CHECK_THROWS_WITH(
+      kiln::Manifest::parse(R"({"schemaVersion":2,"config":{"digest":"sha256:x","size":1},"layers":[]})"),
+      "invalid descriptor digest `sha256:x`");
+  CHECK_THROWS_WITH(kiln::Manifest::parse(R"({"schemaVersion":2,"config":{"digest":")" + cfg +
+                                          R"(","size":-1},"layers":[]})"),
                     Catch::Contains("invalid `size`"));
   CHECK_THROWS_AS(kiln::Manifest::parse(std::string(5 << 20, ' ')), kiln::InvalidInputError);
 }
@@ -39,8 +43,10 @@ TEST_CASE("chain IDs follow the image spec", "[image]") {
 }
 
 TEST_CASE("image configs expose diff IDs and history", "[image]") {
-  auto c = kiln::ImageConfig::parse(R"({"architecture":"amd64","os":"linux","created":"2024-01-02T03:04:05.5Z",
-    "rootfs":{"type":"layers","diff_ids":["sha256:)" + std::string(64, 'c') + R"("]},
+  auto c =
+      kiln::ImageConfig::parse(R"({"architecture":"amd64","os":"linux","created":"2024-01-02T03:04:05.5Z",
+    "rootfs":{"type":"layers","diff_ids":["sha256:)" +
+                               std::string(64, 'c') + R"("]},
     "history":[{"created_by":"a","empty_layer":true},{"created_by":"b","comment":"c"}]})");
   CHECK(c.diff_ids().size() == 1);
   REQUIRE(c.history().size() == 2);

@@ -1,7 +1,8 @@
+#include "layerstore/reference.h"
+
 #include <catch2/catch.hpp>
 
 #include "layerstore/errors.h"
-#include "layerstore/reference.h"
 
 using kiln::Reference;
 
@@ -44,13 +45,14 @@ TEST_CASE("references with digests", "[reference]") {
 }
 
 TEST_CASE("invalid references are refused with the reason", "[reference]") {
-  CHECK_THROWS_WITH(Reference::parse("Busybox"), "invalid reference format `Busybox`: repository name must be lowercase");
+  CHECK_THROWS_WITH(Reference::parse("Busybox"),
+                    "invalid reference format `Busybox`: repository name must be lowercase");
   CHECK_THROWS_WITH(Reference::parse(""), "invalid reference format ``: empty reference");
   CHECK_THROWS_WITH(Reference::parse("a//b"), "invalid reference format `a//b`: empty path component");
   CHECK_THROWS_WITH(Reference::parse("a/-b"), "invalid reference format `a/-b`: invalid path component `-b`");
-  CHECK_THROWS_WITH(Reference::parse("busybox:-x"), "invalid reference format `busybox:-x`: invalid tag `-x`");
-  CHECK_THROWS_WITH(Reference::parse("busybox:" + std::string(129, 'a')),
-                    Catch::Contains("invalid tag"));
+  CHECK_THROWS_WITH(Reference::parse("busybox:-x"),
+                    "invalid reference format `busybox:-x`: invalid tag `-x`");
+  CHECK_THROWS_WITH(Reference::parse("busybox:" + std::string(129, 'a')), Catch::Contains("invalid tag"));
   CHECK_THROWS_WITH(Reference::parse("busybox@sha256:abc"), Catch::Contains("invalid digest"));
   CHECK_THROWS_WITH(Reference::parse(std::string(300, 'a')), Catch::Contains("more than 255 characters"));
   CHECK_THROWS_WITH(Reference::parse("bad_host.com:x5000/a"), Catch::Contains("invalid registry host"));

@@ -1,3 +1,5 @@
+#include "layerstore/store.h"
+
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -6,7 +8,6 @@
 
 #include "layerstore/errors.h"
 #include "layerstore/files.h"
-#include "layerstore/store.h"
 
 namespace fs = std::filesystem;
 
@@ -22,12 +23,17 @@ kiln::Descriptor put_image(kiln::Store& store, const std::string& created) {
   std::string config = R"({"architecture":"amd64","os":"linux","created":")" + created +
                        R"(","rootfs":{"type":"layers","diff_ids":[]}})";
   kiln::Digest config_digest = store.put_blob(config);
-  kiln::Manifest m{std::string(kiln::media::kOciManifest),
-                   {std::string(kiln::media::kOciConfig), config_digest, static_cast<int64_t>(config.size()), {}, {}},
-                   {},
-                   {}};
+  kiln::Manifest m{
+      std::string(kiln::media::kOciManifest),
+      {std::string(kiln::media::kOciConfig), config_digest, static_cast<int64_t>(config.size()), {}, {}},
+      {},
+      {}};
   std::string bytes = m.serialize();
-  return {std::string(kiln::media::kOciManifest), store.put_blob(bytes), static_cast<int64_t>(bytes.size()), {}, {}};
+  return {std::string(kiln::media::kOciManifest),
+          store.put_blob(bytes),
+          static_cast<int64_t>(bytes.size()),
+          {},
+          {}};
 }
 
 size_t count_files(const std::string& dir) {
@@ -78,7 +84,8 @@ TEST_CASE("the store is an OCI layout with names in index.json", "[store]") {
   store.set_name(a, kiln::Reference::parse("busybox"));
   store.set_name(a, kiln::Reference::parse("busybox:other"));
   std::string index = kiln::read_file_capped(store.layout_dir() + "/index.json", 1 << 20, "index");
-  CHECK_THAT(index, Catch::Contains(R"("org.opencontainers.image.ref.name":"docker.io/library/busybox:latest")"));
+  CHECK_THAT(index,
+             Catch::Contains(R"("org.opencontainers.image.ref.name":"docker.io/library/busybox:latest")"));
 
   auto images = store.images();
   REQUIRE(images.size() == 1);
@@ -93,7 +100,8 @@ TEST_CASE("the store is an OCI layout with names in index.json", "[store]") {
   store.set_name(b, kiln::Reference::parse("busybox:latest"));
   images = store.images();
   REQUIRE(images.size() == 2);
-  auto untagged = std::find_if(images.begin(), images.end(), [](const kiln::Image& i) { return i.names.empty(); });
+  auto untagged =
+      std::find_if(images.begin(), images.end(), [](const kiln::Image& i) { return i.names.empty(); });
   REQUIRE(untagged != images.end());
   CHECK(untagged->manifest_descriptor.digest == a.digest);
 
