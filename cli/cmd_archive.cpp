@@ -1,8 +1,10 @@
 // import, save, load, export: moving images in and out of tarballs.
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <chrono>
+#include <filesystem>
 #include <iostream>
 
 #include "cli/context.h"
@@ -61,7 +63,25 @@ void with_output(const std::string& path, std::string_view what, Fn&& fn) {
     fn(static_cast<Writer&>(out));
     return;
   }
-  AtomicFile out(path);
+  struct stat st {};
+  if (::stat(path.c_str(), &st) == 0 && !S_ISREG(st.st_mode)) {
+    // A device or a fifo (/dev/null, a named pipe): write to it directly. There is no file to
+    // replace atomically, and renaming over it would replace the device node itself.
+    Fd fd = open_or_throw(path, O_WRONLY);
+    FdWriter out(fd.get(), path);
+    fn(static_cast<Writer&>(out));
+    return;
+  }
+  // A symlink is followed (even one that names a file not written yet), so that the file it names
+  // is replaced and the link stays a link.
+  std::filesystem::path target = path;
+  std::error_code ec;
+  for (int hops = 0; hops < 40 && std::filesystem::is_symlink(target, ec); ++hops) {
+    std::filesystem::path next = std::filesystem::read_symlink(target, ec);
+    if (ec) break;
+    target = next.is_absolute() ? next : target.parent_path() / next;
+  }
+  AtomicFile out(target.string());
   fn(static_cast<Writer&>(out));
   out.commit();
 }

@@ -68,4 +68,23 @@ export KILN_ROOT=$WORK/store2
 kiln export -o "$WORK/fs.tar" busybox:1
 grep -qx 'bin/busybox' <(tar -tf "$WORK/fs.tar") || fail "export lacks bin/busybox"
 assert_eq "$(tar -xOf "$WORK/fs.tar" bin/busybox | sha256sum)" "$(sha256sum </bin/busybox)" "exported busybox"
+
+# -o into a device, a fifo or through a symlink writes there, as Docker does: it never replaces
+# the device node or the link with a file of its own.
+null_before=$(stat -c '%F %t:%T' /dev/null)
+kiln save -o /dev/null busybox:1
+kiln export -o /dev/null busybox:1
+assert_eq "$(stat -c '%F %t:%T' /dev/null)" "$null_before" "/dev/null is still the null device"
+mkfifo "$WORK/pipe"
+sha256sum <"$WORK/pipe" >"$WORK/pipe.sum" &
+reader=$!
+kiln save -o "$WORK/pipe" busybox:1
+wait "$reader"
+[[ -p $WORK/pipe ]] || fail "the fifo was replaced"
+kiln save -o "$WORK/direct.tar" busybox:1
+assert_eq "$(cut -d' ' -f1 "$WORK/pipe.sum")" "$(sha256sum <"$WORK/direct.tar" | cut -d' ' -f1)" "save through a fifo"
+mkdir "$WORK/real" && ln -s real/linked.tar "$WORK/link.tar"
+kiln save -o "$WORK/link.tar" busybox:1
+[[ -L $WORK/link.tar ]] || fail "the symlink was replaced by a file"
+cmp "$WORK/real/linked.tar" "$WORK/direct.tar" || fail "save through a symlink"
 echo ok
