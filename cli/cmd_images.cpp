@@ -2,6 +2,7 @@
 #include <algorithm>
 #include <chrono>
 #include <iostream>
+#include <set>
 
 #include "cli/context.h"
 #include "cli/format.h"
@@ -93,9 +94,15 @@ void add_image_commands(CLI::App& app, Context& ctx) {
         std::string repo, tag;
       };
       std::vector<Row> rows;
+      // An image ID is one image to Docker even when kiln holds it under two manifests (loaded
+      // once with compressed and once with plain layers): its unnamed copy is not dangling.
+      std::set<Digest> named_ids;
+      for (const auto& img : images) {
+        if (!img.names.empty()) named_ids.insert(img.id());
+      }
       for (const auto& img : images) {
         if (img.names.empty()) {
-          if (!want) rows.push_back({&img, "<none>", "<none>"});
+          if (!want && !named_ids.count(img.id())) rows.push_back({&img, "<none>", "<none>"});
           continue;
         }
         for (const auto& n : img.names) {

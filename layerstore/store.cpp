@@ -282,6 +282,15 @@ void Store::add_id_alias(std::vector<IndexEntry>& entries, const Descriptor& man
     if (e.id_alias && e.descriptor.digest == manifest_descriptor.digest) return;
   }
   Manifest m = Manifest::parse(read_blob(manifest_descriptor.digest, kMaxManifestBytes));
+  // One alias per image ID. The same image stored again in another form (its layers uncompressed,
+  // say, so under another manifest) is one image to Docker: the alias moves to the newest
+  // manifest, and the older one stays only while names hold it.
+  for (auto& e : entries) {
+    if (e.id_alias && *e.id_alias == m.config.digest) {
+      e.descriptor = manifest_descriptor;
+      return;
+    }
+  }
   entries.push_back({manifest_descriptor, std::nullopt, m.config.digest, {}});
 }
 
