@@ -84,4 +84,14 @@ wait "$holder" || true
 kiln prune >/dev/null
 assert_eq "$(find "$KILN_ROOT/snapshots" -mindepth 1 -maxdepth 1 | wc -l)" 0 "prune removes unused snapshots"
 assert_eq "$(find "$KILN_ROOT/oci/blobs/sha256" -type f | wc -l)" 0 "prune removes unreferenced blobs"
+
+# UTF-8 names come out as plain PAX UTF-8 names, which GNU tar reads without a warning.
+mkdir -p "$WORK/utf8/日本" && echo hi >"$WORK/utf8/héllo wörld.txt" && echo x >"$WORK/utf8/日本/ファイル"
+tar -C "$WORK/utf8" --format=pax -cf "$WORK/utf8.tar" .
+kiln import "$WORK/utf8.tar" utf8:1 >/dev/null
+kiln export -o "$WORK/utf8-out.tar" utf8:1
+names=$(tar -tf "$WORK/utf8-out.tar" 2>"$WORK/tar.err")
+assert_eq "$(cat "$WORK/tar.err")" "" "GNU tar reads kiln's names without complaint"
+assert_contains "$names" "héllo wörld.txt" "a Latin-1 range name"
+assert_contains "$names" "日本/ファイル" "a CJK name"
 echo ok
