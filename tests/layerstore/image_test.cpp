@@ -91,3 +91,38 @@ TEST_CASE("config changes (--change) edit the config as Docker does", "[image]")
   CHECK_THROWS_WITH(kiln::apply_config_change(cfg, "ENV"), Catch::Contains("requires arguments"));
   CHECK_THROWS_WITH(kiln::apply_config_change(cfg, "LABEL a=\"b"), Catch::Contains("unterminated quote"));
 }
+
+TEST_CASE("Docker manifest lists and OCI indexes round-trip with their platforms", "[image]") {
+  const std::string amd = "sha256:" + std::string(64, 'a');
+  const std::string arm = "sha256:" + std::string(64, 'b');
+  std::string text = R"({"schemaVersion":2,"mediaType":"application/vnd.docker.distribution.manifest.list.v2+json",
+    "manifests":[
+      {"mediaType":"application/vnd.docker.distribution.manifest.v2+json","digest":")" +
+                     amd + R"(","size":528,"platform":{"architecture":"amd64","os":"linux"}},
+      {"mediaType":"application/vnd.docker.distribution.manifest.v2+json","digest":")" +
+                     arm + R"(","size":529,"platform":{"architecture":"arm","os":"linux","variant":"v7"}}]})";
+  kiln::Index list = kiln::Index::parse(text);
+  CHECK(list.media_type == kiln::media::kDockerManifestList);
+  CHECK(kiln::is_index_media_type(list.media_type));
+  REQUIRE(list.manifests.size() == 2);
+  REQUIRE(list.manifests[1].platform.has_value());
+  CHECK(list.manifests[1].platform->architecture == "arm");
+  CHECK(list.manifests[1].platform->variant == "v7");
+  CHECK(list.manifests[0].size == 528);
+
+  // What kiln writes reads back the same, media types and platforms included.
+  kiln::Index again = kiln::Index::parse(list.serialize());
+  CHECK(again.serialize() == list.serialize());
+  auto written = nlohmann::json::parse(list.serialize());
+  CHECK(written["schemaVersion"] == 2);
+  CHECK(written["mediaType"] == "application/vnd.docker.distribution.manifest.list.v2+json");
+  CHECK(written["manifests"][1]["platform"]["variant"] == "v7");
+
+  kiln::Index oci{std::string(kiln::media::kOciIndex), list.manifests, {{"org.example", "x"}}};
+  auto oci_json = nlohmann::json::parse(oci.serialize());
+  CHECK(oci_json["mediaType"] == "application/vnd.oci.image.index.v1+json");
+  CHECK(oci_json["annotations"]["org.example"] == "x");
+  CHECK(kiln::Index::parse(oci.serialize()).manifests.size() == 2);
+  CHECK_THROWS_AS(kiln::Index::parse(R"({"schemaVersion":2,"manifests":[{"digest":"md5:x"}]})"),
+                  kiln::InvalidInputError);
+}
