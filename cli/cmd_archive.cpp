@@ -6,6 +6,7 @@
 #include <chrono>
 #include <filesystem>
 #include <iostream>
+#include <optional>
 
 #include "cli/context.h"
 #include "cli/format.h"
@@ -128,10 +129,10 @@ void add_archive_commands(CLI::App& app, Context& ctx) {
       options.source = *source;
       options.source_date_epoch = source_date_epoch();
       Store store = ctx.open_store();
-      with_input(*source, "Importing", [&](Reader& in) {
-        Digest id = import_image(store, in, options);
-        fmt::print("{}\n", id.str());
-      });
+      // Results are printed once the progress line is gone, not onto it.
+      std::optional<Digest> id;
+      with_input(*source, "Importing", [&](Reader& in) { id = import_image(store, in, options); });
+      fmt::print("{}\n", id->str());
     });
   }
   {
@@ -159,12 +160,11 @@ void add_archive_commands(CLI::App& app, Context& ctx) {
         throw UsageError("requested load from stdin, but stdin is empty (use -i FILE or redirect stdin)");
       }
       Store store = ctx.open_store();
-      with_input(*input, "Loading", [&](Reader& in) {
-        LoadResult r = load_images(store, in);
-        if (*quiet) return;
-        for (const auto& n : r.loaded_names) fmt::print("Loaded image: {}\n", n);
-        for (const auto& id : r.loaded_ids) fmt::print("Loaded image ID: {}\n", id.str());
-      });
+      LoadResult r;
+      with_input(*input, "Loading", [&](Reader& in) { r = load_images(store, in); });
+      if (*quiet) return;
+      for (const auto& n : r.loaded_names) fmt::print("Loaded image: {}\n", n);
+      for (const auto& id : r.loaded_ids) fmt::print("Loaded image ID: {}\n", id.str());
     });
   }
   {
