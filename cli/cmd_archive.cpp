@@ -48,7 +48,8 @@ class ProgressReader : public Reader {
   bool shown_ = false;
   uint64_t total_ = 0;
   std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now();
-  std::chrono::steady_clock::time_point last_{};
+  // The first line appears after one interval, so quick operations never flash a progress line.
+  std::chrono::steady_clock::time_point last_ = start_;
 };
 
 // Output to -o FILE (published atomically: a failed command leaves no partial file) or to stdout,
