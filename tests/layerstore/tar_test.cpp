@@ -3,8 +3,10 @@
 #include <archive.h>
 #include <archive_entry.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
+#include <sys/wait.h>
 #include <sys/xattr.h>
 #include <unistd.h>
 
@@ -73,6 +75,12 @@ class TarBuilder {
   TarBuilder& hardlink(const std::string& name, const std::string& target) {
     auto e = entry(name, AE_IFREG, 0644, 1000);
     archive_entry_set_hardlink(e.get(), target.c_str());
+    tar_.write_header(e.get());
+    return *this;
+  }
+  TarBuilder& device(const std::string& name, mode_t type, unsigned major, unsigned minor) {
+    auto e = entry(name, type, 0666, 1000);
+    archive_entry_set_rdev(e.get(), makedev(major, minor));
     tar_.write_header(e.get());
     return *this;
   }
@@ -534,4 +542,56 @@ TEST_CASE("a flattened tar merges layers: upper wins, whiteouts and opaque direc
   StringWriter again;
   kiln::write_flattened_tar(layers, again);
   CHECK(again.data == out.data);
+}
+
+TEST_CASE("device nodes the process may not create are left out and counted", "[tar]") {
+  if (::geteuid() != 0) {
+    WARN("skipped: needs root to drop to an unprivileged user in a child process");
+    return;
+  }
+  Scratch s;
+  std::string tar = TarBuilder()
+                        .dir("dev")
+                        .device("dev/null", AE_IFCHR, 1, 3)
+                        .device("dev/sda", AE_IFBLK, 8, 0)
+                        .file("etc/hostname", "box\n")
+                        .done();
+  kiln::Fd root = s.open("rootfs");
+  REQUIRE(::chown(s.path("rootfs").c_str(), 65534, 65534) == 0);
+  REQUIRE(::chmod(s.dir.path().c_str(), 0755) == 0);
+  pid_t child = ::fork();
+  REQUIRE(child >= 0);
+  if (child == 0) {
+    // An unprivileged user has no CAP_MKNOD: extraction goes on without the devices.
+    int code = 0;
+    try {
+      if (::setgroups(0, nullptr) != 0 || ::setresgid(65534, 65534, 65534) != 0 ||
+          ::setresuid(65534, 65534, 65534) != 0)
+        ::_exit(10);
+      StringReader in(tar);
+      kiln::ExtractStats stats = kiln::extract_tar(in, root.get(), {kiln::WhiteoutMode::Apply, false});
+      if (stats.skipped_devices != 2) code = 11;
+    } catch (...) {
+      code = 12;
+    }
+    ::_exit(code);
+  }
+  int status = 0;
+  REQUIRE(::waitpid(child, &status, 0) == child);
+  REQUIRE(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 0);
+  CHECK(read_text(s.path("rootfs/etc/hostname")) == "box\n");
+  CHECK_FALSE(fs::exists(fs::symlink_status(s.path("rootfs/dev/null"))));
+  CHECK_FALSE(fs::exists(fs::symlink_status(s.path("rootfs/dev/sda"))));
+
+  // Root makes them.
+  Scratch as_root;
+  kiln::Fd root2 = as_root.open("rootfs");
+  StringReader in(tar);
+  kiln::ExtractStats stats = kiln::extract_tar(in, root2.get(), {kiln::WhiteoutMode::Apply, true});
+  CHECK(stats.skipped_devices == 0);
+  struct stat st {};
+  REQUIRE(::lstat(as_root.path("rootfs/dev/null").c_str(), &st) == 0);
+  CHECK(S_ISCHR(st.st_mode));
+  CHECK(st.st_rdev == makedev(1, 3));
 }
