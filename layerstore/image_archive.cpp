@@ -10,6 +10,7 @@
 #include <set>
 
 #include "layerstore/archive_io.h"
+#include "layerstore/compress.h"
 #include "layerstore/errors.h"
 #include "layerstore/image_ops.h"
 #include "layerstore/layer_check.h"
@@ -293,6 +294,26 @@ class Loader {
     }
   }
 
+  const Store::BlobWriter& transcode_to_gzip(const Store::BlobWriter& source, const LayerCheck& check) {
+    if (auto done = transcoded_.find(*source.digest()); done != transcoded_.end()) return *done->second;
+    auto gzip = store_.new_blob();
+    PreadReader raw(source.fd(), source.digest()->str());
+    Compression found = Compression::None;
+    auto tar = open_decompressed(raw, &found);
+    auto compressor = make_compressor(Compression::Gzip, *gzip);
+    copy_stream(*tar, *compressor);
+    compressor->finish();
+    Digest digest = gzip->seal();
+    checked_.emplace(digest, LayerCheck{Compression::Gzip, check.diff_id, check.uncompressed_size});
+    publish_.erase(*source.digest());
+    publish_.insert(digest);
+    staged_.by_digest.emplace(digest, staged_.blobs.size());
+    staged_.blobs.push_back(std::move(gzip));
+    const Store::BlobWriter& result = *staged_.blobs.back();
+    transcoded_.emplace(*source.digest(), &result);
+    return result;
+  }
+
   LayerCheck check_layer_once(const Store::BlobWriter& blob, const Digest& digest, const Digest& diff_id,
                               const std::string& where) {
     auto it = checked_.find(digest);
@@ -405,6 +426,12 @@ class Loader {
           throw InvalidInputError(fmt::format("{}: layer `{}` is missing from the archive", where, l.dump()));
         LayerCheck check = check_layer_once(*blob, *blob->digest(), diff_ids[i],
                                             fmt::format("{}: layer `{}`", where, *layer_name));
+        if (check.compression == Compression::Bzip2 || check.compression == Compression::Xz) {
+          // docker load takes these, but an OCI layer is plain, gzip or zstd: store it as gzip.
+          // The diff ID, and so the image ID, stays what the config says.
+          blob = &transcode_to_gzip(*blob, check);
+          check.compression = Compression::Gzip;
+        }
         m.layers.push_back(Descriptor{std::string(layer_media_type(check.compression)),
                                       *blob->digest(),
                                       static_cast<int64_t>(blob->size()),
@@ -457,6 +484,7 @@ class Loader {
   Staged staged_;
   std::set<Digest> publish_;
   std::map<Digest, LayerCheck> checked_;
+  std::map<Digest, const Store::BlobWriter*> transcoded_;  // bzip2/xz layer → its gzip form
   std::vector<PendingImage> pending_;
   std::vector<Digest> configs_;  // parallel to pending_
 };

@@ -2,7 +2,7 @@
 # save writes Docker's manifest.json + repositories and an OCI layout in one tar; load takes it
 # back; save → load → save keeps every digest and the archive bytes.
 source "$(dirname "$0")/lib.sh"
-need jq tar
+need jq tar xz bzip2
 
 make_busybox_tar "$WORK/bb.tar"
 id=$(SOURCE_DATE_EPOCH=1700000000 kiln import -c 'CMD ["/bin/sh"]' "$WORK/bb.tar" busybox:1)
@@ -62,6 +62,26 @@ assert_eq "$(kiln inspect --format '{{.Id}}' legacy/app:old)" "sha256:$cfg_hex" 
 # As with Docker, history comes from the config's history, which this config does not have.
 assert_eq "$(kiln history -q legacy/app:old)" "" "legacy history"
 assert_eq "$(kiln images -q legacy/app)" "${cfg_hex:0:12}" "legacy image listed"
+
+# Layers compressed with xz or bzip2 (which docker load takes) are stored as gzip, the image ID
+# unchanged.
+xzd=$WORK/xz && mkdir -p "$xzd"
+diff_hex=$(sha256sum "$WORK/bb.tar" | cut -d' ' -f1)
+xz -c "$WORK/bb.tar" >"$xzd/a.tar.xz" && bzip2 -c "$WORK/bb.tar" >"$xzd/b.tar.bz2"
+printf '{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":["sha256:%s","sha256:%s"]}}' \
+  "$diff_hex" "$diff_hex" >"$xzd/config.json"
+printf '[{"Config":"config.json","RepoTags":["packed:1"],"Layers":["a.tar.xz","b.tar.bz2"]}]' >"$xzd/manifest.json"
+tar -C "$xzd" -cf "$WORK/packed.tar" manifest.json config.json a.tar.xz b.tar.bz2
+export KILN_ROOT=$WORK/store6
+assert_eq "$(kiln load -i "$WORK/packed.tar")" "Loaded image: packed:1" "load of xz and bzip2 layers"
+assert_eq "$(kiln inspect --format '{{.Id}}' packed:1)" "sha256:$(sha256sum "$xzd/config.json" | cut -d' ' -f1)" \
+  "image ID of a transcoded image"
+kiln save -o "$WORK/packed-again.tar" packed:1
+mkdir "$WORK/pa" && tar -C "$WORK/pa" -xf "$WORK/packed-again.tar"
+for l in $(jq -r '.[0].Layers[]' "$WORK/pa/manifest.json"); do
+  assert_eq "$(head -c 2 "$WORK/pa/$l" | od -An -tx1 | tr -d ' ')" "1f8b" "a transcoded layer is gzip"
+done
+assert_eq "$(ls "$KILN_ROOT/oci/blobs/sha256" | wc -l)" 3 "only the gzip form is kept (config, manifest, one layer)"
 
 # export: the flattened root filesystem.
 export KILN_ROOT=$WORK/store2
