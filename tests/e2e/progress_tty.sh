@@ -23,4 +23,13 @@ feed &
 kiln import "$WORK/fifo" quiet:1 >"$WORK/out" 2>"$WORK/err"
 wait
 assert_eq "$(cat "$WORK/err")" "" "no progress when stderr is not a terminal"
+
+# Archives never go to a terminal, and load does not wait on one for input.
+for cmd in "save tty:1" "export tty:1" "load"; do
+  rc=0
+  script -qec "'$KILN' $cmd" "$WORK/ts-refuse" >/dev/null </dev/null || rc=$?
+  assert_eq "$rc" 125 "kiln $cmd on a terminal exits 125"
+  assert_contains "$(cat "$WORK/ts-refuse")" "kiln: error:" "kiln $cmd says why"
+  assert_contains "$(cat "$WORK/ts-refuse")" "terminal" "kiln $cmd names the terminal"
+done
 echo ok
