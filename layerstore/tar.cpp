@@ -297,7 +297,7 @@ class Extractor {
       Fd parent = open_dir_creating(le.parts, le.parts.size() - 1);
       const std::string& base = le.parts.back();
       if (le.kind == Kind::HardLink) {
-        hard_link(le, parent.get(), path);
+        hard_link(le, e, parent.get(), path);
         created_.insert(path);
         return;
       }
@@ -420,7 +420,7 @@ class Extractor {
     }
   }
 
-  void hard_link(const LayerEntry& le, int parent, const std::string& path) {
+  void hard_link(const LayerEntry& le, archive_entry* e, int parent, const std::string& path) {
     std::string target = join_components(le.link_parts);
     Fd target_dir =
         open_in_root(root_, join_components(le.link_parts, le.link_parts.size() - 1), O_RDONLY | O_DIRECTORY);
@@ -442,6 +442,9 @@ class Extractor {
     if (::linkat(target_dir.get(), le.link_parts.back().c_str(), parent, base.c_str(), 0) != 0) {
       throw_errno(fmt::format("create hard link `{}` to `{}`", path, target));
     }
+    // As Docker does, the link's own header sets owner, mode and times of the inode it shares
+    // (a link to a symlink is left as the symlink was).
+    if (!S_ISLNK(target_st->st_mode)) finish_at(parent, base, e, path, true);
   }
 
   void apply_whiteout(const LayerEntry& le) {

@@ -72,8 +72,9 @@ class TarBuilder {
     tar_.write_header(e.get());
     return *this;
   }
-  TarBuilder& hardlink(const std::string& name, const std::string& target) {
-    auto e = entry(name, AE_IFREG, 0644, 1000);
+  TarBuilder& hardlink(const std::string& name, const std::string& target, mode_t perm = 0644,
+                       int64_t mtime = 1000) {
+    auto e = entry(name, AE_IFREG, perm, mtime);
     archive_entry_set_hardlink(e.get(), target.c_str());
     tar_.write_header(e.get());
     return *this;
@@ -594,4 +595,23 @@ TEST_CASE("device nodes the process may not create are left out and counted", "[
   REQUIRE(::lstat(as_root.path("rootfs/dev/null").c_str(), &st) == 0);
   CHECK(S_ISCHR(st.st_mode));
   CHECK(st.st_rdev == makedev(1, 3));
+}
+
+TEST_CASE("a hard link's header sets the metadata of the inode it shares, as Docker does", "[tar]") {
+  Scratch s;
+  std::string tar = TarBuilder()
+                        .file("bin/tool", "#!/bin/sh\n", 0600, 1000)
+                        .hardlink("bin/alias", "bin/tool", 0755, 2000)
+                        .done();
+  kiln::Fd root = s.open("rootfs");
+  StringReader in(tar);
+  kiln::extract_tar(in, root.get(), {kiln::WhiteoutMode::Apply, true});
+  struct stat a {
+  }, b{};
+  REQUIRE(::lstat(s.path("rootfs/bin/tool").c_str(), &a) == 0);
+  REQUIRE(::lstat(s.path("rootfs/bin/alias").c_str(), &b) == 0);
+  CHECK(a.st_ino == b.st_ino);
+  CHECK((a.st_mode & 07777) == 0755);
+  CHECK(a.st_mtime == 2000);
+  CHECK(a.st_nlink == 2);
 }
