@@ -95,12 +95,13 @@ TEST_CASE("config changes (--change) edit the config as Docker does", "[image]")
 TEST_CASE("Docker manifest lists and OCI indexes round-trip with their platforms", "[image]") {
   const std::string amd = "sha256:" + std::string(64, 'a');
   const std::string arm = "sha256:" + std::string(64, 'b');
-  std::string text = R"({"schemaVersion":2,"mediaType":"application/vnd.docker.distribution.manifest.list.v2+json",
+  std::string text =
+      R"({"schemaVersion":2,"mediaType":"application/vnd.docker.distribution.manifest.list.v2+json",
     "manifests":[
       {"mediaType":"application/vnd.docker.distribution.manifest.v2+json","digest":")" +
-                     amd + R"(","size":528,"platform":{"architecture":"amd64","os":"linux"}},
+      amd + R"(","size":528,"platform":{"architecture":"amd64","os":"linux"}},
       {"mediaType":"application/vnd.docker.distribution.manifest.v2+json","digest":")" +
-                     arm + R"(","size":529,"platform":{"architecture":"arm","os":"linux","variant":"v7"}}]})";
+      arm + R"(","size":529,"platform":{"architecture":"arm","os":"linux","variant":"v7"}}]})";
   kiln::Index list = kiln::Index::parse(text);
   CHECK(list.media_type == kiln::media::kDockerManifestList);
   CHECK(kiln::is_index_media_type(list.media_type));
