@@ -11,6 +11,7 @@
 #include <random>
 
 #include "layerstore/errors.h"
+#include "layerstore/fsutil.h"
 
 namespace kiln {
 namespace {
@@ -143,35 +144,8 @@ void make_dirs(const std::string& path, unsigned mode) {
     throw_errno(fmt::format("create directory `{}`", path));
 }
 
-namespace {
-thread_local uint64_t g_removed_bytes = 0;  // nftw's callback has no user pointer
-}
-
 uint64_t remove_tree(const std::string& path) {
-  struct stat st {};
-  if (::lstat(path.c_str(), &st) != 0) {
-    if (errno == ENOENT) return 0;
-    throw_errno(fmt::format("remove `{}`", path));
-  }
-  g_removed_bytes = 0;
-  if (!S_ISDIR(st.st_mode)) {
-    if (::unlink(path.c_str()) != 0) throw_errno(fmt::format("remove `{}`", path));
-    return S_ISREG(st.st_mode) ? static_cast<uint64_t>(st.st_size) : 0;
-  }
-  // Directories inside may be read-only (extracted layers keep their modes): make them writable
-  // on the way down so their entries can be unlinked.
-  auto fix = [](const char* p, const struct stat* s, int type, struct FTW*) -> int {
-    if (type == FTW_D && (s->st_mode & 0700) != 0700) ::chmod(p, s->st_mode | 0700);
-    return 0;
-  };
-  nftw(path.c_str(), fix, 64, FTW_PHYS);
-  auto rm = [](const char* p, const struct stat* s, int type, struct FTW*) -> int {
-    if (type == FTW_DP) return ::rmdir(p) == 0 ? 0 : -1;
-    if (S_ISREG(s->st_mode) && s->st_nlink == 1) g_removed_bytes += static_cast<uint64_t>(s->st_size);
-    return ::unlink(p) == 0 ? 0 : -1;
-  };
-  if (nftw(path.c_str(), rm, 64, FTW_DEPTH | FTW_PHYS) != 0) throw_errno(fmt::format("remove `{}`", path));
-  return g_removed_bytes;
+  return remove_tree_at(AT_FDCWD, path, path);
 }
 
 namespace {

@@ -105,10 +105,10 @@ std::vector<std::string> list_dir_at(int dirfd, const std::string& shown) {
   return names;
 }
 
-void remove_tree_at(int dirfd, const std::string& name, const std::string& shown) {
+uint64_t remove_tree_at(int dirfd, const std::string& name, const std::string& shown) {
   auto st = stat_at(dirfd, name);
   if (!st) {
-    if (errno == ENOENT) return;
+    if (errno == ENOENT) return 0;
     throw_errno(fmt::format("remove `{}`", shown));
   }
   if (S_ISDIR(st->st_mode)) {
@@ -117,15 +117,19 @@ void remove_tree_at(int dirfd, const std::string& name, const std::string& shown
     // Extracted directories keep their archive modes, which may deny writing: open them up so
     // their entries can be unlinked (root passes anyway; this is for unprivileged runs).
     if ((st->st_mode & 0700) != 0700) ::fchmod(dir.get(), (st->st_mode & 07777) | 0700);
+    uint64_t freed = 0;
     for (const auto& child : list_dir_at(dir.get(), shown))
-      remove_tree_at(dir.get(), child, shown + "/" + child);
+      freed += remove_tree_at(dir.get(), child, shown + "/" + child);
     if (::unlinkat(dirfd, name.c_str(), AT_REMOVEDIR) != 0 && errno != ENOENT) {
       throw_errno(fmt::format("remove `{}`", shown));
     }
-    return;
+    return freed;
   }
-  if (::unlinkat(dirfd, name.c_str(), 0) != 0 && errno != ENOENT)
+  if (::unlinkat(dirfd, name.c_str(), 0) != 0) {
+    if (errno == ENOENT) return 0;
     throw_errno(fmt::format("remove `{}`", shown));
+  }
+  return S_ISREG(st->st_mode) && st->st_nlink == 1 ? static_cast<uint64_t>(st->st_size) : 0;
 }
 
 std::string proc_path(int dirfd, const std::string& name) {

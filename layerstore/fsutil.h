@@ -1,6 +1,6 @@
 // Directory-fd primitives for working inside a root filesystem that an archive controls: paths are
 // resolved relative to a root fd and never leave it, nothing is found by joining host paths.
-// Internal to layerstore (used by tar.cpp).
+// Internal to layerstore.
 #pragma once
 
 #include <sys/stat.h>
@@ -36,7 +36,8 @@ std::optional<struct stat> stat_at(int dirfd, const std::string& name);
 
 // Removes `name` in `dirfd` and, for a directory, everything under it, never following symlinks.
 // A missing entry is not an error. Throws SystemError naming `shown` (the path for messages).
-void remove_tree_at(int dirfd, const std::string& name, const std::string& shown);
+// Returns the bytes freed: st_size of the regular files whose last link went.
+uint64_t remove_tree_at(int dirfd, const std::string& name, const std::string& shown);
 
 // Names in the directory `dirfd` (not `.` and `..`), in readdir order. Throws SystemError.
 std::vector<std::string> list_dir_at(int dirfd, const std::string& shown);

@@ -1,6 +1,5 @@
 #include "layerstore/store.h"
 
-#include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -13,6 +12,7 @@
 
 #include "layerstore/compress.h"
 #include "layerstore/errors.h"
+#include "layerstore/fsutil.h"
 #include "layerstore/tar.h"
 
 namespace kiln {
@@ -23,20 +23,16 @@ namespace {
 
 constexpr std::string_view kIndexLockName = "index.lock";
 
+// Sorted names in `path`; none when it does not exist.
 std::vector<std::string> list_dir(const std::string& path) {
-  std::vector<std::string> out;
-  DIR* d = ::opendir(path.c_str());
-  if (!d) {
-    if (errno == ENOENT) return out;
+  Fd dir(::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!dir.valid()) {
+    if (errno == ENOENT) return {};
     throw_errno(fmt::format("read directory `{}`", path));
   }
-  while (struct dirent* e = ::readdir(d)) {
-    std::string name = e->d_name;
-    if (name != "." && name != "..") out.push_back(std::move(name));
-  }
-  ::closedir(d);
-  std::sort(out.begin(), out.end());
-  return out;
+  auto names = list_dir_at(dir.get(), path);
+  std::sort(names.begin(), names.end());
+  return names;
 }
 
 bool is_hex_prefix(std::string_view s) {
