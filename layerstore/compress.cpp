@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "layerstore/errors.h"
+#include "layerstore/files.h"
 
 namespace kiln {
 namespace {
@@ -45,18 +46,6 @@ unsigned thread_count(const CompressOptions& options) {
   if (options.threads < 0) throw InvalidInputError(fmt::format("invalid thread count {}", options.threads));
   // Beyond a few dozen workers the single writer thread is the bottleneck; cap to keep memory sane.
   return std::clamp(options.threads == 0 ? online_cores() : static_cast<unsigned>(options.threads), 1u, 64u);
-}
-
-std::string human_size(uint64_t bytes) {
-  static constexpr const char* kUnits[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"};
-  if (bytes < 1024) return fmt::format("{} B", bytes);
-  double value = static_cast<double>(bytes);
-  size_t unit = 0;
-  while (value >= 1024 && unit + 1 < std::size(kUnits)) {
-    value /= 1024;
-    ++unit;
-  }
-  return fmt::format("{:.1f} {}", value, kUnits[unit]);
 }
 
 // Tracks how much a decompressor has produced against how much it has consumed, and refuses a
@@ -742,41 +731,16 @@ class ArchiveFilterDecompressor : public Reader {
   bool done_ = false;
 };
 
-// Gives back the bytes sniffed from a stream's head before reading on from the stream itself.
-class ReplayReader : public Reader {
- public:
-  ReplayReader(Reader& in, std::span<const std::byte> head) : in_(in), head_size_(head.size()) {
-    std::copy(head.begin(), head.end(), head_.begin());
-  }
-
-  size_t read(std::span<std::byte> buf) override {
-    if (head_pos_ < head_size_) {
-      size_t n = std::min(buf.size(), head_size_ - head_pos_);
-      std::copy_n(head_.begin() + static_cast<ptrdiff_t>(head_pos_), n, buf.begin());
-      head_pos_ += n;
-      return n;
-    }
-    return in_.read(buf);
-  }
-
- private:
-  Reader& in_;
-  std::array<std::byte, 6> head_{};
-  size_t head_size_;
-  size_t head_pos_ = 0;
-};
-
-// Owns the replaying reader alongside the decompressor that reads from it.
+// A decompressor together with the PeekReader it reads from, whose sniffed head it sees first.
 class SniffedReader : public Reader {
  public:
-  SniffedReader(Reader& in, std::span<const std::byte> head, Compression c, const DecompressLimits& limits)
-      : replay_(std::make_unique<ReplayReader>(in, head)),
-        decompressed_(make_decompressor(c, *replay_, limits)) {}
+  SniffedReader(std::unique_ptr<PeekReader> peeked, Compression c, const DecompressLimits& limits)
+      : peeked_(std::move(peeked)), decompressed_(make_decompressor(c, *peeked_, limits)) {}
 
   size_t read(std::span<std::byte> buf) override { return decompressed_->read(buf); }
 
  private:
-  std::unique_ptr<ReplayReader> replay_;
+  std::unique_ptr<PeekReader> peeked_;
   std::unique_ptr<Reader> decompressed_;
 };
 
@@ -872,11 +836,10 @@ std::unique_ptr<Reader> make_decompressor(Compression c, Reader& in, const Decom
 }
 
 std::unique_ptr<Reader> open_decompressed(Reader& in, Compression* detected, const DecompressLimits& limits) {
-  std::array<std::byte, 6> head;
-  size_t n = read_full(in, head);
-  Compression c = detect_compression(std::span(head).first(n));
+  auto peeked = std::make_unique<PeekReader>(in);
+  Compression c = detect_compression(peeked->peek(6));
   if (detected) *detected = c;
-  return std::make_unique<SniffedReader>(in, std::span(head).first(n), c, limits);
+  return std::make_unique<SniffedReader>(std::move(peeked), c, limits);
 }
 
 }  // namespace kiln

@@ -13,35 +13,6 @@ using nlohmann::json;
 
 namespace {
 
-// Lets the first bytes of a stream be looked at and then read again.
-class PeekReader : public Reader {
- public:
-  explicit PeekReader(Reader& in) : in_(in) {}
-  std::span<const std::byte> peek(size_t n) {
-    while (buffered_.size() < n) {
-      std::byte tmp[64];
-      size_t got = in_.read(std::span(tmp).first(std::min(n - buffered_.size(), sizeof tmp)));
-      if (got == 0) break;
-      buffered_.insert(buffered_.end(), tmp, tmp + got);
-    }
-    return buffered_;
-  }
-  size_t read(std::span<std::byte> buf) override {
-    if (pos_ < buffered_.size()) {
-      size_t n = std::min(buf.size(), buffered_.size() - pos_);
-      std::memcpy(buf.data(), buffered_.data() + pos_, n);
-      pos_ += n;
-      return n;
-    }
-    return in_.read(buf);
-  }
-
- private:
-  Reader& in_;
-  std::vector<std::byte> buffered_;
-  size_t pos_ = 0;
-};
-
 int64_t now_nanos() {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(
              std::chrono::system_clock::now().time_since_epoch())

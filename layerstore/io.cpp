@@ -3,7 +3,9 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <cstring>
 #include <vector>
 
 #include "layerstore/errors.h"
@@ -91,6 +93,26 @@ size_t read_full(Reader& in, std::span<std::byte> buf) {
     got += n;
   }
   return got;
+}
+
+std::span<const std::byte> PeekReader::peek(size_t n) {
+  while (buffered_.size() < n) {
+    std::byte chunk[64];
+    size_t got = in_.read(std::span(chunk).first(std::min(n - buffered_.size(), sizeof chunk)));
+    if (got == 0) break;
+    buffered_.insert(buffered_.end(), chunk, chunk + got);
+  }
+  return std::span(buffered_).first(std::min(n, buffered_.size()));
+}
+
+size_t PeekReader::read(std::span<std::byte> buf) {
+  if (pos_ < buffered_.size()) {
+    size_t n = std::min(buf.size(), buffered_.size() - pos_);
+    std::memcpy(buf.data(), buffered_.data() + pos_, n);
+    pos_ += n;
+    return n;
+  }
+  return in_.read(buf);
 }
 
 }  // namespace kiln

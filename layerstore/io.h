@@ -7,6 +7,7 @@
 #include <span>
 #include <string>
 #include <utility>
+#include <vector>
 
 namespace kiln {
 
@@ -87,6 +88,20 @@ class TeeReader : public Reader {
  private:
   Reader& in_;
   Writer& copy_;
+};
+
+// Lets the first bytes of a stream be looked at (to sniff its format) and then read again.
+class PeekReader : public Reader {
+ public:
+  explicit PeekReader(Reader& in) : in_(in) {}
+  // Up to n bytes from the head of the stream (fewer only if it is shorter), not consumed.
+  std::span<const std::byte> peek(size_t n);
+  size_t read(std::span<std::byte> buf) override;
+
+ private:
+  Reader& in_;
+  std::vector<std::byte> buffered_;
+  size_t pos_ = 0;
 };
 
 // Writes to an fd (which it does not own). Retries EINTR and short writes.
