@@ -33,19 +33,26 @@ std::string dirname_of(const std::string& path) {
 
 }  // namespace
 
-FileLock::FileLock(const std::string& path, Kind kind) {
-  fd_ = open_or_throw(path, O_RDWR | O_CREAT, 0644);
-  while (::flock(fd_.get(), kind == Kind::Exclusive ? LOCK_EX : LOCK_SH) != 0) {
+namespace {
+// flock with EINTR retried. Returns false only when `wait` is off and the lock is held elsewhere.
+bool take_flock(int fd, FileLock::Kind kind, bool wait, const std::string& path) {
+  int op = (kind == FileLock::Kind::Exclusive ? LOCK_EX : LOCK_SH) | (wait ? 0 : LOCK_NB);
+  while (::flock(fd, op) != 0) {
+    if (!wait && errno == EWOULDBLOCK) return false;
     if (errno != EINTR) throw_errno(fmt::format("lock `{}`", path));
   }
+  return true;
+}
+}  // namespace
+
+FileLock::FileLock(const std::string& path, Kind kind) {
+  fd_ = open_or_throw(path, O_RDWR | O_CREAT, 0644);
+  take_flock(fd_.get(), kind, /*wait=*/true, path);
 }
 
 std::optional<FileLock> FileLock::try_acquire(const std::string& path, Kind kind) {
   Fd fd = open_or_throw(path, O_RDWR | O_CREAT, 0644);
-  while (::flock(fd.get(), (kind == Kind::Exclusive ? LOCK_EX : LOCK_SH) | LOCK_NB) != 0) {
-    if (errno == EWOULDBLOCK) return std::nullopt;
-    if (errno != EINTR) throw_errno(fmt::format("lock `{}`", path));
-  }
+  if (!take_flock(fd.get(), kind, /*wait=*/false, path)) return std::nullopt;
   return FileLock(std::move(fd));
 }
 

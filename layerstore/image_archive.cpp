@@ -145,6 +145,13 @@ struct Staged {
     if (auto it = links.find(name); it != links.end() && depth < 16) return find(it->second, depth + 1);
     return nullptr;
   }
+  // Keeps a sealed blob, findable by digest and, for an archive member, by its name.
+  const Store::BlobWriter& add(std::unique_ptr<Store::BlobWriter> blob, const std::string* member = nullptr) {
+    by_digest.emplace(*blob->digest(), blobs.size());
+    if (member) by_name[*member] = blobs.size();
+    blobs.push_back(std::move(blob));
+    return *blobs.back();
+  }
   const Store::BlobWriter* find(const Digest& d) const {
     auto it = by_digest.find(d);
     return it == by_digest.end() ? nullptr : blobs[it->second].get();
@@ -235,9 +242,7 @@ class Loader {
       } catch (...) {
         rethrow_with_context(fmt::format("archive member `{}`", *name));
       }
-      staged_.by_digest.emplace(*blob->digest(), staged_.blobs.size());
-      staged_.by_name[*name] = staged_.blobs.size();
-      staged_.blobs.push_back(std::move(blob));
+      staged_.add(std::move(blob), &*name);
     }
     // Trailing bytes after the end-of-archive marker are ignored, as tar does.
     NullWriter sink;
@@ -298,8 +303,7 @@ class Loader {
     if (auto done = transcoded_.find(*source.digest()); done != transcoded_.end()) return *done->second;
     auto gzip = store_.new_blob();
     PreadReader raw(source.fd(), source.digest()->str());
-    Compression found = Compression::None;
-    auto tar = open_decompressed(raw, &found);
+    auto tar = make_decompressor(check.compression, raw);
     auto compressor = make_compressor(Compression::Gzip, *gzip);
     copy_stream(*tar, *compressor);
     compressor->finish();
@@ -307,9 +311,7 @@ class Loader {
     checked_.emplace(digest, LayerCheck{Compression::Gzip, check.diff_id, check.uncompressed_size});
     publish_.erase(*source.digest());
     publish_.insert(digest);
-    staged_.by_digest.emplace(digest, staged_.blobs.size());
-    staged_.blobs.push_back(std::move(gzip));
-    const Store::BlobWriter& result = *staged_.blobs.back();
+    const Store::BlobWriter& result = staged_.add(std::move(gzip));
     transcoded_.emplace(*source.digest(), &result);
     return result;
   }

@@ -10,9 +10,7 @@ LayerCheck check_layer(Reader& raw, std::string_view what) {
     Compression found = Compression::None;
     auto tar = open_decompressed(raw, &found);
     HashingReader hashed(*tar);
-    scan_tar(hashed);
-    NullWriter rest;
-    copy_stream(hashed, rest);  // scan_tar drains the stream; this is a no-op kept for clarity of contract
+    scan_tar(hashed);  // reads to the very end, so the hash covers every byte
     return LayerCheck{found, hashed.digest(), hashed.size()};
   } catch (...) {
     rethrow_with_context(std::string(what));
