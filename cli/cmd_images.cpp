@@ -56,6 +56,32 @@ ordered_json inspect_json(const Store& store, const Image& img) {
   return j;
 }
 
+// docker rmi for one argument: a name is untagged (the image goes with its last name); an ID
+// removes the image with all its names, which takes --force when there are several. Prints what it
+// did and returns whether an image went.
+bool remove_image_or_name(Store& store, const std::string& name, bool force) {
+  Image img = store.resolve(name);
+  auto ref = Reference::try_parse(name);
+  bool by_name = ref && std::find(img.names.begin(), img.names.end(), *ref) != img.names.end();
+  if (by_name) {
+    store.remove_name(*ref, false);
+    fmt::print("Untagged: {}\n", ref->familiar());
+    if (img.names.size() > 1) return false;
+    fmt::print("Deleted: {}\n", img.id().str());
+    return true;
+  }
+  if (img.names.size() > 1 && !force) {
+    throw Error(
+        fmt::format("conflict: unable to delete {} (must be forced) - image is referenced in "
+                    "multiple repositories",
+                    img.id().short_id()));
+  }
+  for (const auto& n : img.names) fmt::print("Untagged: {}\n", n.familiar());
+  store.remove_image(img.manifest_descriptor.digest);
+  fmt::print("Deleted: {}\n", img.id().str());
+  return true;
+}
+
 }  // namespace
 
 void add_image_commands(CLI::App& app, Context& ctx) {
@@ -278,28 +304,7 @@ void add_image_commands(CLI::App& app, Context& ctx) {
         Store store = ctx.open_store();
         for (const auto& name : *images) {
           try {
-            Image img = store.resolve(name);
-            auto ref = Reference::try_parse(name);
-            bool by_name = ref && std::find(img.names.begin(), img.names.end(), *ref) != img.names.end();
-            if (by_name) {
-              store.remove_name(*ref, false);
-              fmt::print("Untagged: {}\n", ref->familiar());
-              if (img.names.size() == 1) {
-                fmt::print("Deleted: {}\n", img.id().str());
-                deleted_any = true;
-              }
-              continue;
-            }
-            if (img.names.size() > 1 && !*force) {
-              throw Error(
-                  fmt::format("conflict: unable to delete {} (must be forced) - image is referenced in "
-                              "multiple repositories",
-                              img.id().short_id()));
-            }
-            for (const auto& n : img.names) fmt::print("Untagged: {}\n", n.familiar());
-            store.remove_image(img.manifest_descriptor.digest);
-            fmt::print("Deleted: {}\n", img.id().str());
-            deleted_any = true;
+            deleted_any |= remove_image_or_name(store, name, *force);
           } catch (const Error& e) {
             failures += (failures.empty() ? "" : "\nkiln: error: ") + std::string(e.what());
           }
