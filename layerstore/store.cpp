@@ -431,9 +431,7 @@ std::vector<std::string> Store::snapshot_dirs(const Image& image) {
       try {
         Fd blob = open_blob(layer.digest);
         FdReader raw(blob.get(), layer.digest.str());
-        HashingReader hashed(raw);
-        Compression found = Compression::None;
-        auto tar = open_decompressed(hashed, &found);
+        auto tar = open_decompressed(raw, nullptr);
         HashingReader diff_hash(*tar);
         Fd root = open_or_throw(tmp.path() + "/diff", O_RDONLY | O_DIRECTORY);
         // extract_tar reads to the very end, so the hash covers every byte.
