@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "layerstore/errors.h"
+#include "layerstore/fsutil.h"
 
 namespace kiln {
 
@@ -101,23 +102,9 @@ std::vector<std::pair<std::string, std::string>> key_values(std::string_view arg
   return out;
 }
 
+// An absolute, lexically clean path, as Docker cleans WORKDIR.
 std::string clean_path(const std::string& path) {
-  std::vector<std::string> parts;
-  size_t start = 0;
-  while (start <= path.size()) {
-    size_t end = path.find('/', start);
-    if (end == std::string::npos) end = path.size();
-    std::string part = path.substr(start, end - start);
-    if (part == "..") {
-      if (!parts.empty()) parts.pop_back();
-    } else if (!part.empty() && part != ".") {
-      parts.push_back(part);
-    }
-    start = end + 1;
-  }
-  std::string out;
-  for (const auto& p : parts) out += "/" + p;
-  return out.empty() ? "/" : out;
+  return "/" + join_components(normalize_clamped(path));
 }
 
 }  // namespace

@@ -12,7 +12,10 @@
 
 namespace kiln {
 
-std::optional<std::vector<std::string>> normalize_in_root(std::string_view path) {
+namespace {
+
+// Lexical normalisation; a `..` at the root fails when clamp_at_root is off, else stays there.
+std::optional<std::vector<std::string>> normalize(std::string_view path, bool clamp_at_root) {
   std::vector<std::string> parts;
   size_t pos = 0;
   while (pos <= path.size()) {
@@ -22,13 +25,26 @@ std::optional<std::vector<std::string>> normalize_in_root(std::string_view path)
     pos = slash + 1;
     if (part.empty() || part == ".") continue;
     if (part == "..") {
-      if (parts.empty()) return std::nullopt;
-      parts.pop_back();
+      if (!parts.empty()) {
+        parts.pop_back();
+      } else if (!clamp_at_root) {
+        return std::nullopt;
+      }
       continue;
     }
     parts.emplace_back(part);
   }
   return parts;
+}
+
+}  // namespace
+
+std::optional<std::vector<std::string>> normalize_in_root(std::string_view path) {
+  return normalize(path, /*clamp_at_root=*/false);
+}
+
+std::vector<std::string> normalize_clamped(std::string_view path) {
+  return *normalize(path, /*clamp_at_root=*/true);
 }
 
 std::string join_components(const std::vector<std::string>& parts, size_t count) {

@@ -18,6 +18,9 @@ namespace kiln {
 // Leading `/` is ignored (an absolute name means the root). Returns nullopt when a `..` would
 // climb above the root. An empty result names the root itself.
 std::optional<std::vector<std::string>> normalize_in_root(std::string_view path);
+// The same, except that a `..` at the root stays at the root, as the kernel resolves `/..`
+// (Docker's filepath.Clean for WORKDIR and the like).
+std::vector<std::string> normalize_clamped(std::string_view path);
 
 // Components joined with `/` (a path relative to the root; "" for the root itself).
 std::string join_components(const std::vector<std::string>& parts, size_t count);
