@@ -1,0 +1,10 @@
+ARG VERSION=3.19
+ARG UNUSED
+FROM alpine:${VERSION} AS base
+RUN echo $VERSION
+ARG VERSION
+ARG LOCAL=from-${VERSION}
+ENV LOCAL=env-wins
+LABEL v=$VERSION l=$LOCAL
+FROM base
+LABEL inherited=$LOCAL version=${VERSION:-unset}

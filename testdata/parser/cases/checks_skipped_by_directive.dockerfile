@@ -1,0 +1,5 @@
+# check=skip=JSONArgsRecommended,MaintainerDeprecated
+FROM scratch
+MAINTAINER x
+CMD run
+COPY $MISSING /

@@ -1,0 +1,5 @@
+FROM scratch
+RUN echo \\
+RUN echo two\\ 
+RUN \
+  three

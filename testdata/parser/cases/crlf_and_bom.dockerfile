@@ -1,0 +1,4 @@
+﻿FROM scratch
+RUN a \
+ b
+CMD ["x"]

@@ -1,0 +1,5 @@
+# a comment first
+# escape=`
+FROM scratch
+COPY a \
+  b /

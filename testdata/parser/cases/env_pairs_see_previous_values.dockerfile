@@ -1,0 +1,4 @@
+FROM scratch
+ENV A=old
+ENV A=new B=$A
+ENV C=${A}

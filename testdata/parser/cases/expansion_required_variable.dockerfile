@@ -1,0 +1,3 @@
+FROM scratch
+ARG NEEDED
+WORKDIR /src/${NEEDED:?is required}

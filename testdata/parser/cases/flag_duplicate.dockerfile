@@ -1,0 +1,2 @@
+FROM scratch
+COPY --from=a --from=b /a /b

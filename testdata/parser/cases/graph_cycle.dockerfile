@@ -1,0 +1,4 @@
+FROM alpine AS a
+COPY --from=b / /
+FROM alpine AS b
+COPY --from=a / /

@@ -1,0 +1,2 @@
+FROM alpine AS build
+FROM alpine AS test

@@ -1,0 +1,2 @@
+FROM scratch
+HEALTHCHECK --interval=10 CMD true

@@ -1,0 +1,2 @@
+FROM scratch
+HEALTHCHECK PING localhost

@@ -1,0 +1,3 @@
+FROM scratch
+RUN python3 <<PY
+print(1)

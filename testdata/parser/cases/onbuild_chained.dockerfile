@@ -1,0 +1,2 @@
+FROM scratch
+ONBUILD ONBUILD RUN x

@@ -1,0 +1,2 @@
+FROM scratch
+onbuild from alpine

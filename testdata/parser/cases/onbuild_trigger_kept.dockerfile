@@ -1,0 +1,5 @@
+FROM scratch
+ONBUILD COPY --chown=$USER . /app/$DIR
+ONBUILD RUN <<EOF
+make $TARGET
+EOF

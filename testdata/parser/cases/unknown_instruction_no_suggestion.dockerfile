@@ -1,0 +1,2 @@
+FROM scratch
+frobnicate all the things
