@@ -23,5 +23,6 @@ std::optional<int64_t> source_date_epoch();
 // Each command group adds its subcommands to the app.
 void add_archive_commands(CLI::App& app, Context& ctx);
 void add_image_commands(CLI::App& app, Context& ctx);
+void add_parse_command(CLI::App& app, Context& ctx);
 
 }  // namespace kiln::cli

@@ -46,6 +46,7 @@ int run(int argc, char** argv) {
   app.footer("Run 'kiln COMMAND --help' for more information on a command.");
   add_archive_commands(app, ctx);
   add_image_commands(app, ctx);
+  add_parse_command(app, ctx);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp&) {
