@@ -18,6 +18,7 @@
 #include "parser/checks.h"
 #include "parser/dockerfile.h"
 #include "parser/report.h"
+#include "parser/text.h"
 
 namespace kiln::cli {
 
@@ -48,11 +49,11 @@ std::string expanded_text(const Instruction& ins, const Expanded& expanded) {
   std::string out = flags_text(expanded.flags);
   if (ins.form == ArgumentForm::kKeyValues) {
     for (const KeyValue& pair : expanded.pairs) {
-      out += pair.value ? fmt::format("{}={} ", pair.key, nlohmann::json(*pair.value).dump())
+      out += pair.value ? fmt::format("{}={} ", pair.key, text::quote(*pair.value))
                         : fmt::format("{} (unset) ", pair.key);
     }
   } else {
-    for (const std::string& argument : expanded.arguments) out += nlohmann::json(argument).dump() + " ";
+    for (const std::string& argument : expanded.arguments) out += text::quote(argument) + " ";
   }
   if (!out.empty()) out.pop_back();
   return out;

@@ -7,7 +7,6 @@
 #include <functional>
 #include <map>
 #include <memory>
-#include <nlohmann/json.hpp>
 #include <queue>
 #include <set>
 #include <stdexcept>
@@ -113,6 +112,10 @@ class GraphBuilder {
         stage_instruction(i);
       }
     }
+    if (graph_.stages.empty()) {
+      fail(file_.instructions.back().start,
+           "the Dockerfile has no FROM instruction, so there is no stage to build");
+    }
     resolve_late_dependencies();
     choose_target();
     order_stages();
@@ -135,7 +138,7 @@ class GraphBuilder {
       result = expand_word(word, lookup, options, &usage);
     } catch (const WordError& error) {
       fail(offset_position(where, word, error.offset),
-           fmt::format("failed to process {}: {}", nlohmann::json(std::string(word)).dump(), error.what()));
+           fmt::format("failed to process {}: {}", text::quote(word), error.what()));
     }
     note_unmatched(index, usage, declared);
     return result;
@@ -151,7 +154,7 @@ class GraphBuilder {
       result = expand_words(word, lookup, options, &usage);
     } catch (const WordError& error) {
       fail(offset_position(where, word, error.offset),
-           fmt::format("failed to process {}: {}", nlohmann::json(std::string(word)).dump(), error.what()));
+           fmt::format("failed to process {}: {}", text::quote(word), error.what()));
     }
     note_unmatched(index, usage, declared);
     return result;

@@ -29,6 +29,10 @@ std::string_view trim_space(std::string_view text);       // strings.TrimSpace
 // regexp `[\t\v\f\r ]+`.Split(s, limit) (limit <= 0: no limit).
 std::vector<std::string_view> split_separators(std::string_view text, int limit = 0);
 
+// `text` in double quotes with `"` and `\` escaped and control or invalid bytes written as \xNN,
+// as Go's %q shows a string in messages. Never throws, whatever the bytes.
+std::string quote(std::string_view text);
+
 std::string to_lower(std::string_view text);
 std::string to_upper(std::string_view text);
 bool equals_ignoring_case(std::string_view a, std::string_view b);

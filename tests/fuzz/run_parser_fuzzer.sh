@@ -18,13 +18,16 @@ mkdir -p "$work/corpus"
 cp testdata/parser/cases/*.dockerfile "$work/corpus/"
 # -timeout: one input taking over 10 s is a hang. -rss_limit_mb: an input must not balloon memory.
 # The dictionary steers mutations towards instruction keywords and syntax.
+status=0
 "$build/tests/fuzz/parser_fuzzer" "$work/corpus" -dict=tests/fuzz/dockerfile.dict \
   -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -max_len=16384 \
-  -artifact_prefix="$work/" -print_final_stats=1 2>&1 | tail -n 25
+  -artifact_prefix="$work/" -print_final_stats=1 >"$work/log" 2>&1 || status=$?
+tail -n 40 "$work/log"
 if compgen -G "$work/crash-*" >/dev/null || compgen -G "$work/timeout-*" >/dev/null || compgen -G "$work/oom-*" >/dev/null; then
   echo "parser fuzzer: found failing inputs:" >&2
   mkdir -p fuzz-artifacts && cp "$work"/crash-* "$work"/timeout-* "$work"/oom-* fuzz-artifacts/ 2>/dev/null || true
   ls fuzz-artifacts >&2
   exit 1
 fi
+[[ $status -eq 0 ]] || { echo "parser fuzzer: libFuzzer exited with $status" >&2; exit 1; }
 echo "parser fuzzer: ${seconds}s, no crash, no timeout"

@@ -1,0 +1,2 @@
+ARG ONLY=args
+ARG NO=stage
