@@ -93,6 +93,7 @@ class Checker {
       add("NoEmptyContinuation", "Empty continuation line", {line, 1});
     }
     undefined_variables();
+    stage_reference_typos();
     std::stable_sort(warnings_.begin(), warnings_.end(), [](const CheckWarning& a, const CheckWarning& b) {
       return a.position.line != b.position.line ? a.position.line < b.position.line
                                                 : a.position.column < b.position.column;
@@ -251,6 +252,35 @@ class Checker {
                         "be used",
                         text::to_upper(keyword_name(keyword))),
             file_.instructions[indices[n]].start);
+      }
+    }
+  }
+
+  // `COPY --from=biuld` is an image reference to Docker, pulled from a registry; when the name is
+  // one typo away from a stage's, that is almost never what was meant.
+  void stage_reference_typos() {
+    std::vector<std::string_view> names;
+    for (const Stage& stage : graph_.stages) {
+      if (!stage.name.empty()) names.push_back(stage.name);
+    }
+    for (const Stage& stage : graph_.stages) {
+      for (const Dependency& dependency : stage.dependencies) {
+        if (dependency.stage || dependency.kind == Dependency::Kind::kBase) continue;
+        std::string suggestion = text::closest_match(dependency.image, names);
+        if (suggestion.empty()) continue;
+        const Instruction& ins = file_.instructions[dependency.instruction];
+        Position where = ins.start;
+        for (const Flag& flag : ins.flags) {
+          if ((flag.name() == "from" || flag.name() == "mount") &&
+              flag.text.find(dependency.image) != std::string::npos) {
+            where = flag.position;
+            break;
+          }
+        }
+        add("UnknownStageReference",
+            fmt::format("\"{}\" names no stage (did you mean \"{}\"?), so it is used as an image",
+                        dependency.image, suggestion),
+            where);
       }
     }
   }

@@ -1,0 +1,4 @@
+# escape=`
+FROM scratch
+ENV A=`$HOME B=C:\path C="q`"uote"
+WORKDIR C:\Users\$A

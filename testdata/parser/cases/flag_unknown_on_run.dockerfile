@@ -1,0 +1,2 @@
+FROM scratch
+RUN --mounts=type=cache,target=/x make

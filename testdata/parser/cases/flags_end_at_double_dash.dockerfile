@@ -1,0 +1,3 @@
+FROM scratch
+RUN --network=host -- --not-a-flag
+COPY --link -- --weird-name /dst/

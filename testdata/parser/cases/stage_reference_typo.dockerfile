@@ -1,0 +1,4 @@
+FROM alpine AS build
+FROM scratch
+COPY --from=biuld /out /out
+RUN --mount=from=buidl,target=/b true
