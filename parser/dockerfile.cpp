@@ -561,8 +561,10 @@ bool can_contain_heredoc(const Instruction& instruction) {
 }
 
 // Docker's heredocsFromLine: the whole line is split into words the way the shell lexer splits
-// them, quotes and escapes kept, and every word shaped like `<<NAME` is a heredoc.
-std::vector<std::pair<Heredoc, std::size_t>> heredocs_in_line(std::string_view line) {
+// them, quotes and escapes kept, and every word shaped like `<<NAME` is a heredoc. A heredoc word
+// that does not lex (`<<"EOF`) is an error, as in Docker; `reader` reports it at the word.
+std::vector<std::pair<Heredoc, std::size_t>> heredocs_in_line(std::string_view line,
+                                                              const InstructionReader& reader) {
   std::vector<std::pair<Heredoc, std::size_t>> found;
   if (line.find("<<") == std::string_view::npos) return found;
   VariableLookup unset = [](std::string_view) { return std::optional<std::string>(); };
@@ -574,18 +576,23 @@ std::vector<std::pair<Heredoc, std::size_t>> heredocs_in_line(std::string_view l
   try {
     words = expand_words(line, unset, options);
   } catch (const WordError&) {
-    return found;  // Docker ignores lexing errors here: such a line has no heredocs.
+    return found;  // Docker ignores lexing errors of the whole line: such a line has no heredocs.
   }
   std::size_t search_from = 0;
   for (const std::string& word : words) {
-    std::optional<Heredoc> heredoc = heredoc_from_word(word);
-    if (!heredoc) continue;
+    if (word.find("<<") == std::string::npos) continue;
     // Where the word was, for diagnostics: the next "<<" in the line.
     std::size_t at = line.find("<<", search_from);
     if (at == std::string_view::npos) at = search_from;
     search_from = at + 2;
     while (at > 0 && line[at - 1] >= '0' && line[at - 1] <= '9') --at;
-    found.emplace_back(std::move(*heredoc), at);
+    std::optional<Heredoc> heredoc;
+    try {
+      heredoc = heredoc_from_word(word);
+    } catch (const WordError& error) {
+      reader.fail(at, fmt::format("invalid heredoc {}: {}", text::quote(word), error.what()));
+    }
+    if (heredoc) found.emplace_back(std::move(*heredoc), at);
   }
   return found;
 }
@@ -783,7 +790,7 @@ void read_instructions(std::string_view text, std::size_t base_offset, const Sou
     std::size_t end_offset = line.end_offset;
     Instruction* owner = instruction.trigger ? instruction.trigger.get() : &instruction;
     if (can_contain_heredoc(instruction)) {
-      for (auto& [heredoc, word_offset] : heredocs_in_line(line.text)) {
+      for (auto& [heredoc, word_offset] : heredocs_in_line(line.text, reader)) {
         bool terminated = false;
         while (!in.empty()) {
           const char* line_begin = in.current();
