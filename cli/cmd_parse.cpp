@@ -14,6 +14,7 @@
 
 #include "cli/context.h"
 #include "layerstore/errors.h"
+#include "layerstore/files.h"
 #include "parser/build_graph.h"
 #include "parser/checks.h"
 #include "parser/dockerfile.h"
@@ -26,17 +27,12 @@ namespace {
 
 using namespace kiln::parser;
 
+// Docker reads the whole Dockerfile too; the cap only stops `-f /dev/zero` from eating memory.
+constexpr uint64_t kMaxDockerfileBytes = 256ULL << 20;
+
 std::string read_dockerfile(const std::string& path) {
-  std::ostringstream out;
-  if (path == "-") {
-    out << std::cin.rdbuf();
-    return out.str();
-  }
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw NotFoundError(fmt::format("open `{}`: {}", path, std::strerror(errno)));
-  out << in.rdbuf();
-  if (in.bad()) throw SystemError(fmt::format("read `{}`", path), errno);
-  return out.str();
+  if (path == "-") return read_fd_capped(STDIN_FILENO, kMaxDockerfileBytes, "Dockerfile on standard input");
+  return read_file_capped(path, kMaxDockerfileBytes, path);
 }
 
 std::string flags_text(const std::vector<std::string>& flags) {

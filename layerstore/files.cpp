@@ -90,18 +90,27 @@ void write_file_atomic(const std::string& path, std::string_view content) {
 
 std::string read_fd_capped(int fd, uint64_t max_bytes, std::string_view what) {
   std::string out;
-  char buf[65536];
+  // A regular file's size is known: read straight into a buffer of that size (plus one byte, to see
+  // the end) instead of growing one by copying. Pipes and files that grow take the general path.
+  struct stat st {};
+  size_t chunk = 65536;
+  if (::fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && static_cast<uint64_t>(st.st_size) < max_bytes) {
+    chunk = static_cast<size_t>(st.st_size) + 1;
+  }
   for (;;) {
-    ssize_t n = ::read(fd, buf, sizeof buf);
+    size_t used = out.size();
+    if (out.capacity() - used < chunk) out.reserve(std::max(used + chunk, out.capacity() * 2));
+    out.resize(out.capacity());
+    ssize_t n = ::read(fd, out.data() + used, out.size() - used);
     if (n < 0) {
+      out.resize(used);
       if (errno == EINTR) continue;
       throw_errno(fmt::format("read {}", what));
     }
+    out.resize(used + static_cast<size_t>(n));
     if (n == 0) return out;
-    if (out.size() + static_cast<size_t>(n) > max_bytes) {
+    if (out.size() > max_bytes)
       throw InvalidInputError(fmt::format("{}: larger than {} bytes", what, max_bytes));
-    }
-    out.append(buf, static_cast<size_t>(n));
   }
 }
 

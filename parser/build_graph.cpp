@@ -337,7 +337,9 @@ class GraphBuilder {
     const Instruction& ins = file_.instructions[index];
     Stage& stage = graph_.stages.back();
     stage.instructions.push_back(index);
-    if (!keyword_expands_words(ins.keyword) && ins.keyword != Keyword::kRun) return;
+    // RUN's command is the shell's to expand; only its --mount values are Docker's.
+    if (!keyword_expands_words(ins.keyword) && !(ins.keyword == Keyword::kRun && ins.find_flag("mount")))
+      return;
 
     VariableLookup lookup = stage_lookup();
     auto declared = stage_declared();
@@ -363,6 +365,8 @@ class GraphBuilder {
       }
       return flag.text;
     };
+    expanded.flags.reserve(ins.flags.size());
+    if (ins.keyword == Keyword::kRun) graph_.mounts[index].reserve(ins.flags.size());
     for (const Flag& flag : ins.flags) expanded.flags.push_back(expand_flag(flag));
 
     switch (ins.keyword) {

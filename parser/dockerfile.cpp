@@ -121,23 +121,18 @@ struct Segment {
 
 class SourceMap {
  public:
-  // A byte-order mark is not a column: the first line's columns count from after it.
-  SourceMap(std::string_view text, std::size_t bom_length) {
-    line_starts_.push_back(bom_length);
-    for (std::size_t i = 0; i < text.size(); ++i) {
-      if (text[i] == '\n') line_starts_.push_back(i + 1);
-    }
-  }
+  explicit SourceMap(const std::vector<std::size_t>& line_starts) : line_starts_(line_starts) {}
   Position position(std::size_t file_offset) const {
     auto it = std::upper_bound(line_starts_.begin(), line_starts_.end(), file_offset);
     std::size_t index =
         it == line_starts_.begin() ? 0 : static_cast<std::size_t>(it - line_starts_.begin()) - 1;
+    // A byte-order mark is not a column: the first line's columns count from after it.
     if (file_offset < line_starts_[index]) file_offset = line_starts_[index];
     return {static_cast<int>(index + 1), static_cast<int>(file_offset - line_starts_[index] + 1)};
   }
 
  private:
-  std::vector<std::size_t> line_starts_;
+  const std::vector<std::size_t>& line_starts_;
 };
 
 struct LogicalLine {
@@ -216,6 +211,14 @@ class InstructionReader {
 
   // Docker's splitCommand + dispatch: `text` starts at `offset` in the logical line.
   Instruction read(std::string_view text, std::size_t offset, bool is_trigger = false) const {
+    Instruction instruction;
+    read_into(instruction, text, offset, is_trigger);
+    return instruction;
+  }
+
+  // Fills `instruction` in place, so that the file's instructions are built where they are stored.
+  void read_into(Instruction& instruction, std::string_view text, std::size_t offset,
+                 bool is_trigger = false) const {
     std::string_view trimmed = text::trim_space(text);
     offset += static_cast<std::size_t>(trimmed.data() - text.data());
     std::size_t keyword_end = 0;
@@ -224,7 +227,6 @@ class InstructionReader {
     std::size_t rest_start = keyword_end;
     while (rest_start < trimmed.size() && text::is_separator(trimmed[rest_start])) ++rest_start;
 
-    Instruction instruction;
     instruction.keyword_as_written = std::string(keyword_text);
     instruction.start = position(offset);
     instruction.original = std::string(trimmed);
@@ -255,7 +257,6 @@ class InstructionReader {
       rest_offset += args_start;
     }
     read_arguments(instruction, rest, rest_offset);
-    return instruction;
   }
 
  private:
@@ -682,9 +683,22 @@ const Directive* Dockerfile::find_directive(std::string_view name) const {
   return nullptr;
 }
 
+int Dockerfile::line_count() const {
+  if (!source || line_starts.empty()) return 0;
+  // A newline at the very end starts no further line.
+  bool trailing_start = line_starts.size() > 1 && line_starts.back() == source->size();
+  return static_cast<int>(line_starts.size() - (trailing_start ? 1 : 0)) -
+         (source->size() <= line_starts[0] ? 1 : 0);
+}
+
 std::string_view Dockerfile::line_text(int line) const {
-  if (line < 1 || static_cast<std::size_t>(line) > lines.size()) return {};
-  return lines[static_cast<std::size_t>(line) - 1];
+  if (line < 1 || line > line_count()) return {};
+  auto index = static_cast<std::size_t>(line) - 1;
+  std::size_t start = line_starts[index];
+  std::size_t end = index + 1 < line_starts.size() ? line_starts[index + 1] - 1 : source->size();
+  std::string_view text = std::string_view(*source).substr(start, end - start);
+  while (!text.empty() && text.back() == '\r') text.remove_suffix(1);
+  return text;
 }
 
 std::string format_diagnostic(std::string_view file_name, const ParseError& error) {
@@ -769,9 +783,14 @@ template <char E>
 void read_instructions(std::string_view text, std::size_t base_offset, const SourceMap& map,
                        Dockerfile& file) {
   pg::memory_input<pg::tracking_mode::lazy> in(text.data(), text.size(), "Dockerfile");
+  // One scan state for the whole file: its buffers keep their capacity from line to line.
+  ScanState state;
+  state.file_begin = text.data() - base_offset;
   while (!in.empty()) {
-    ScanState state;
-    state.file_begin = text.data() - base_offset;
+    state.line.text.clear();
+    state.line.segments.clear();
+    state.line.had_empty_continuation_line = false;
+    state.is_instruction = false;
     if (!pg::parse<file_item<E>, ScanAction>(in, state)) {
       // Unreachable: a blank, comment or instruction line always matches a non-empty input.
       Position where = map.position(base_offset + static_cast<std::size_t>(in.current() - text.data()));
@@ -783,7 +802,9 @@ void read_instructions(std::string_view text, std::size_t base_offset, const Sou
     // A line holding only an escape character and nothing after it is no instruction.
     if (text::trim_space(line.text).empty()) continue;
     InstructionReader reader(line, map, file);
-    Instruction instruction = reader.read(line.text, 0);
+    // Built in place; on a ParseError the whole file is discarded, so a half-filled one is harmless.
+    Instruction& instruction = file.instructions.emplace_back();
+    reader.read_into(instruction, line.text, 0);
     if (line.had_empty_continuation_line) {
       file.warnings.emplace_back(instruction.start.line, "empty continuation line");
     }
@@ -820,27 +841,26 @@ void read_instructions(std::string_view text, std::size_t base_offset, const Sou
     instruction.end_line = map.position(end_offset > 0 ? end_offset - 1 : 0).line;
     if (instruction.trigger) instruction.trigger->end_line = instruction.end_line;
     check_instruction(instruction, file);
-    file.instructions.push_back(std::move(instruction));
   }
 }
 
 }  // namespace
 
-Dockerfile parse_dockerfile(std::string_view text) {
+Dockerfile parse_dockerfile(std::string input) {
   Dockerfile file;
+  file.source = std::make_shared<const std::string>(std::move(input));
+  std::string_view text = *file.source;
   std::size_t base_offset = 0;
   // A UTF-8 byte-order mark is dropped, as Docker drops it.
   if (text.substr(0, 3) == "\xEF\xBB\xBF") base_offset = 3;
-  SourceMap map(text, base_offset);
-  for (std::size_t pos = 0; pos <= text.size();) {
-    std::size_t end = text.find('\n', pos);
-    if (end == std::string_view::npos) end = text.size();
-    std::string_view line = text.substr(pos, end - pos);
-    while (!line.empty() && line.back() == '\r') line.remove_suffix(1);
-    if (pos == 0) line.remove_prefix(std::min(line.size(), base_offset));
-    if (pos < text.size() || end != pos) file.lines.emplace_back(line);
-    pos = end + 1;
+  file.line_starts.push_back(base_offset);
+  for (std::size_t pos = text.find('\n'); pos != std::string_view::npos; pos = text.find('\n', pos + 1)) {
+    file.line_starts.push_back(pos + 1);
   }
+  SourceMap map(file.line_starts);
+  // No file has more instructions than lines. Reserving that many costs address space only (pages
+  // are touched as instructions are stored) and saves moving every instruction as the vector grows.
+  file.instructions.reserve(file.line_starts.size());
   std::string_view body = text.substr(base_offset);
   file.directives = read_directives(body, base_offset, map, file);
   if (const Directive* escape = file.find_directive("escape")) file.escape = escape->value.front();
@@ -853,7 +873,7 @@ Dockerfile parse_dockerfile(std::string_view text) {
     std::string message = text::trim_space(body).empty()
                               ? "the Dockerfile is empty"
                               : "the Dockerfile has no instructions, only comments and blank lines";
-    int last = std::max<int>(1, static_cast<int>(file.lines.size()));
+    int last = std::max(1, file.line_count());
     throw ParseError(message, {last, 1}, std::string(file.line_text(last)));
   }
   return file;

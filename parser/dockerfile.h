@@ -139,16 +139,20 @@ struct Dockerfile {
   std::vector<Instruction> instructions;
   // Docker's parser warnings (an empty line inside a continued instruction), with their line.
   std::vector<std::pair<int, std::string>> warnings;
-  // The physical lines, so diagnostics found after parsing can quote them.
-  std::vector<std::string> lines;
+  // The text as read, shared so that copies of the tree stay cheap, and where each physical line
+  // starts in it (the first after any byte-order mark), so diagnostics can quote lines.
+  std::shared_ptr<const std::string> source;
+  std::vector<std::size_t> line_starts;
 
   const Directive* find_directive(std::string_view name) const;
-  std::string_view line_text(int line) const;
+  int line_count() const;
+  std::string_view line_text(int line) const;  // without its line ending; empty when out of range
 };
 
 // Parses a whole Dockerfile. Throws ParseError for anything Docker would refuse: an unknown
 // instruction, a malformed flag or argument list, an unterminated heredoc or JSON array, a file
-// with no instructions. Runs in time linear in the input.
-Dockerfile parse_dockerfile(std::string_view text);
+// with no instructions. Runs in time linear in the input. The text is kept (Dockerfile::source)
+// for diagnostics.
+Dockerfile parse_dockerfile(std::string text);
 
 }  // namespace kiln::parser

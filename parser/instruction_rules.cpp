@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <span>
 #include <stdexcept>
 #include <vector>
 
@@ -21,26 +22,33 @@ struct FlagRule {
 };
 
 // The flags each instruction accepts, as the Dockerfile frontend (syntax 1.x) accepts them.
-std::vector<FlagRule> flag_rules(Keyword keyword) {
+std::span<const FlagRule> flag_rules(Keyword keyword) {
+  static constexpr FlagRule kAdd[] = {{"chown", FlagType::kString},      {"chmod", FlagType::kString},
+                                      {"link", FlagType::kBool},         {"checksum", FlagType::kString},
+                                      {"keep-git-dir", FlagType::kBool}, {"exclude", FlagType::kStrings},
+                                      {"unpack", FlagType::kBool}};
+  static constexpr FlagRule kCopy[] = {{"chown", FlagType::kString}, {"chmod", FlagType::kString},
+                                       {"from", FlagType::kString},  {"link", FlagType::kBool},
+                                       {"parents", FlagType::kBool}, {"exclude", FlagType::kStrings}};
+  static constexpr FlagRule kFrom[] = {{"platform", FlagType::kString}};
+  static constexpr FlagRule kRun[] = {
+      {"mount", FlagType::kStrings}, {"network", FlagType::kString}, {"security", FlagType::kString}};
+  static constexpr FlagRule kHealthcheck[] = {{"interval", FlagType::kString},
+                                              {"timeout", FlagType::kString},
+                                              {"start-period", FlagType::kString},
+                                              {"start-interval", FlagType::kString},
+                                              {"retries", FlagType::kString}};
   switch (keyword) {
     case Keyword::kAdd:
-      return {{"chown", FlagType::kString},      {"chmod", FlagType::kString},
-              {"link", FlagType::kBool},         {"checksum", FlagType::kString},
-              {"keep-git-dir", FlagType::kBool}, {"exclude", FlagType::kStrings},
-              {"unpack", FlagType::kBool}};
+      return kAdd;
     case Keyword::kCopy:
-      return {{"chown", FlagType::kString}, {"chmod", FlagType::kString}, {"from", FlagType::kString},
-              {"link", FlagType::kBool},    {"parents", FlagType::kBool}, {"exclude", FlagType::kStrings}};
+      return kCopy;
     case Keyword::kFrom:
-      return {{"platform", FlagType::kString}};
+      return kFrom;
     case Keyword::kRun:
-      return {{"mount", FlagType::kStrings}, {"network", FlagType::kString}, {"security", FlagType::kString}};
+      return kRun;
     case Keyword::kHealthcheck:
-      return {{"interval", FlagType::kString},
-              {"timeout", FlagType::kString},
-              {"start-period", FlagType::kString},
-              {"start-interval", FlagType::kString},
-              {"retries", FlagType::kString}};
+      return kHealthcheck;
     default:
       return {};
   }
@@ -62,7 +70,7 @@ class Checker {
   }
 
   void check_flags() const {
-    std::vector<FlagRule> rules = flag_rules(instruction_.keyword);
+    std::span<const FlagRule> rules = flag_rules(instruction_.keyword);
     std::vector<std::string_view> seen;
     for (const Flag& flag : instruction_.flags) {
       if (flag.text.rfind("--", 0) != 0)

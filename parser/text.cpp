@@ -26,6 +26,12 @@ std::string_view trim_left_space(std::string_view text) {
 
 std::string_view trim_space(std::string_view text) {
   text = trim_left_space(text);
+  // Fast path: a line ending in ASCII needs no decoding from the front to find its end.
+  while (!text.empty() && static_cast<unsigned char>(text.back()) < 0x80) {
+    if (space_length(text, text.size() - 1) == 0) return text;
+    text.remove_suffix(1);
+  }
+  if (text.empty()) return text;
   // Walk forward remembering where the last non-space character ended; UTF-8 cannot be decoded
   // backwards safely when it may be invalid.
   std::size_t end = 0;
