@@ -123,9 +123,22 @@ class SourceMap {
  public:
   explicit SourceMap(const std::vector<std::size_t>& line_starts) : line_starts_(line_starts) {}
   Position position(std::size_t file_offset) const {
-    auto it = std::upper_bound(line_starts_.begin(), line_starts_.end(), file_offset);
-    std::size_t index =
-        it == line_starts_.begin() ? 0 : static_cast<std::size_t>(it - line_starts_.begin()) - 1;
+    // Positions are asked for mostly in file order: the line of the last answer, or the next one,
+    // is checked before searching.
+    std::size_t index = hint_;
+    auto on_line = [&](std::size_t i) {
+      return i < line_starts_.size() && line_starts_[i] <= file_offset &&
+             (i + 1 == line_starts_.size() || file_offset < line_starts_[i + 1]);
+    };
+    if (!on_line(index)) {
+      if (on_line(index + 1)) {
+        ++index;
+      } else {
+        auto it = std::upper_bound(line_starts_.begin(), line_starts_.end(), file_offset);
+        index = it == line_starts_.begin() ? 0 : static_cast<std::size_t>(it - line_starts_.begin()) - 1;
+      }
+    }
+    hint_ = index;
     // A byte-order mark is not a column: the first line's columns count from after it.
     if (file_offset < line_starts_[index]) file_offset = line_starts_[index];
     return {static_cast<int>(index + 1), static_cast<int>(file_offset - line_starts_[index] + 1)};
@@ -133,6 +146,7 @@ class SourceMap {
 
  private:
   const std::vector<std::size_t>& line_starts_;
+  mutable std::size_t hint_ = 0;
 };
 
 struct LogicalLine {

@@ -213,6 +213,8 @@ class Lexer {
   // Reads up to `stop` (consumed) or, for kEndOfInput, to the end. Only the top level splits words.
   std::string process_until(char32_t stop, bool raw_escapes, WordSplitter* words) {
     std::string result;
+    // The whole input's result is usually about as long as the input: one allocation, not a few.
+    if (stop == kEndOfInput && words == nullptr) result.reserve(input_.size() - pos_);
     while (!at_end()) {
       char32_t rune = peek();
       if (stop != kEndOfInput && rune == stop) {
