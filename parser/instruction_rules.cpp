@@ -551,10 +551,6 @@ MountSpec parse_mount(std::string_view spec, const std::function<std::string(std
   }
   // Cache mounts are writable and bind mounts read-only unless said otherwise, as in BuildKit.
   if (mount.type == "bind" && !access_given) mount.readonly = true;
-  if (mount.type == "bind" || mount.type == "cache" || mount.type == "tmpfs") {
-    if (mount.target.empty())
-      throw std::invalid_argument(fmt::format("a {} mount needs a target", mount.type));
-  }
   if ((mount.type == "tmpfs" || mount.type == "secret" || mount.type == "ssh") && !mount.from.empty()) {
     throw std::invalid_argument(fmt::format("\"from\" is not allowed for a {} mount", mount.type));
   }

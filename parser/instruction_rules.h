@@ -24,7 +24,7 @@ struct MountSpec {
   std::string type = "bind";  // bind, cache, tmpfs, secret, ssh
   std::string from;           // a stage or image, for bind and cache
   std::string source;
-  std::string target;
+  std::string target;  // empty: the working directory, as BuildKit mounts it
   bool readonly = false;
   std::string id;
   std::string sharing = "shared";  // cache: shared, private, locked

@@ -1,2 +1,0 @@
-FROM scratch
-RUN --mount=type=cache,id=x true
