@@ -121,7 +121,7 @@ struct Segment {
 
 class SourceMap {
  public:
-  explicit SourceMap(const std::vector<std::size_t>& line_starts) : line_starts_(line_starts) {}
+  explicit SourceMap(const std::vector<std::uint32_t>& line_starts) : line_starts_(line_starts) {}
   Position position(std::size_t file_offset) const {
     // Positions are asked for mostly in file order: the line of the last answer, or the next one,
     // is checked before searching.
@@ -145,7 +145,7 @@ class SourceMap {
   }
 
  private:
-  const std::vector<std::size_t>& line_starts_;
+  const std::vector<std::uint32_t>& line_starts_;
   mutable std::size_t hint_ = 0;
 };
 
@@ -700,7 +700,7 @@ const Directive* Dockerfile::find_directive(std::string_view name) const {
 int Dockerfile::line_count() const {
   if (!source || line_starts.empty()) return 0;
   // A newline at the very end starts no further line.
-  bool trailing_start = line_starts.size() > 1 && line_starts.back() == source->size();
+  bool trailing_start = line_starts.size() > 1 && std::size_t{line_starts.back()} == source->size();
   return static_cast<int>(line_starts.size() - (trailing_start ? 1 : 0)) -
          (source->size() <= line_starts[0] ? 1 : 0);
 }
@@ -867,14 +867,18 @@ Dockerfile parse_dockerfile(std::string input) {
   std::size_t base_offset = 0;
   // A UTF-8 byte-order mark is dropped, as Docker drops it.
   if (text.substr(0, 3) == "\xEF\xBB\xBF") base_offset = 3;
-  file.line_starts.push_back(base_offset);
+  if (text.size() >= UINT32_MAX) throw ParseError("the Dockerfile is 4 GiB or larger", {0, 0}, "");
+  file.line_starts.push_back(static_cast<std::uint32_t>(base_offset));
   for (std::size_t pos = text.find('\n'); pos != std::string_view::npos; pos = text.find('\n', pos + 1)) {
-    file.line_starts.push_back(pos + 1);
+    file.line_starts.push_back(static_cast<std::uint32_t>(pos + 1));
   }
   SourceMap map(file.line_starts);
-  // No file has more instructions than lines. Reserving that many costs address space only (pages
-  // are touched as instructions are stored) and saves moving every instruction as the vector grows.
-  file.instructions.reserve(file.line_starts.size());
+  // No file has more instructions than lines, nor more than one per four bytes ("CMD\n"). Reserving
+  // that many costs address space only (pages are touched as instructions are stored) and saves
+  // moving every instruction as the vector grows; the cap keeps a huge file of blank lines from
+  // asking for gigabytes of address space.
+  constexpr std::size_t kMaxReserved = 1 << 20;
+  file.instructions.reserve(std::min({file.line_starts.size(), text.size() / 4 + 1, kMaxReserved}));
   std::string_view body = text.substr(base_offset);
   file.directives = read_directives(body, base_offset, map, file);
   if (const Directive* escape = file.find_directive("escape")) file.escape = escape->value.front();

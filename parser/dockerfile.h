@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <memory>
 #include <optional>
 #include <stdexcept>
@@ -142,7 +143,7 @@ struct Dockerfile {
   // The text as read, shared so that copies of the tree stay cheap, and where each physical line
   // starts in it (the first after any byte-order mark), so diagnostics can quote lines.
   std::shared_ptr<const std::string> source;
-  std::vector<std::size_t> line_starts;
+  std::vector<std::uint32_t> line_starts;  // 32 bits: parse_dockerfile refuses 4 GiB and more
 
   const Directive* find_directive(std::string_view name) const;
   int line_count() const;
