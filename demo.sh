@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds kiln and shows it at work on a busybox root filesystem made from Debian's busybox-static:
-# import, images, history, save, load back, export. Installs missing Debian packages first.
+# import, images, history, save, load back, export; then how it reads a multi-stage Dockerfile.
+# Installs missing Debian packages first.
 set -euo pipefail
 cd "$(dirname "$0")"
 source tests/deps.sh
@@ -30,5 +31,22 @@ step "$kiln" load -i "$work/busybox.tar"
 step "$kiln" images
 step "$kiln" export -o "$work/rootfs-export.tar" busybox:demo
 step tar -tvf "$work/rootfs-export.tar" bin/busybox
+
+# How kiln reads a Dockerfile: stages, arguments as the builder will use them, the build order.
+cat >"$work/Dockerfile" <<'EOF'
+# syntax=docker/dockerfile:1
+ARG BASE=busybox:demo
+FROM ${BASE} AS build
+ARG GREETING=hello
+RUN --mount=type=cache,target=/cache <<SCRIPT
+echo "$GREETING" >/greeting
+SCRIPT
+FROM scratch AS app
+COPY --from=build /greeting /greeting
+CMD ["/bin/cat", "/greeting"]
+EOF
+step "$kiln" parse -f "$work/Dockerfile" --build-arg GREETING=bonjour
+printf 'FROM scratch\nCOPY --form=build /a /b\n' >"$work/Broken.Dockerfile"
+step "$kiln" parse -f "$work/Broken.Dockerfile" || true
 echo
 echo "The store is an OCI image layout: $KILN_ROOT/oci (removed when the demo ends)."
