@@ -143,6 +143,16 @@ class Checker {
         add("MaintainerDeprecated", "Maintainer instruction is deprecated in favor of using label",
             ins.start);
         break;
+      case Keyword::kOnbuild:
+        if (!ins.trigger && !ins.arguments.empty()) {
+          std::string_view trigger = ins.arguments.front();
+          trigger = trigger.substr(0, trigger.find_first_of(" \t"));
+          add("UnknownOnbuildTrigger",
+              fmt::format("unknown instruction \"{}\" in ONBUILD: every image built FROM this one will fail",
+                          trigger),
+              ins.argument_positions.front());
+        }
+        break;
       case Keyword::kFrom:
         if (ins.arguments.size() == 3) {
           const std::string& as = ins.arguments[1];

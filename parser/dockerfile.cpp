@@ -357,6 +357,15 @@ class InstructionReader {
         break;
       case Keyword::kOnbuild:
         if (!rest.empty()) {
+          std::size_t word_end = 0;
+          while (word_end < rest.size() && !text::is_separator(rest[word_end])) ++word_end;
+          if (!find_keyword(rest.substr(0, word_end))) {
+            // Docker keeps a trigger it does not know: only a child image's build fails on it.
+            instruction.form = ArgumentForm::kString;
+            instruction.arguments.emplace_back(rest);
+            instruction.argument_positions.push_back(position(offset));
+            break;
+          }
           instruction.form = ArgumentForm::kWords;
           instruction.trigger = std::make_unique<Instruction>(read(rest, offset, true));
           instruction.arguments.push_back(instruction.trigger->keyword_as_written);

@@ -1,0 +1,2 @@
+FROM scratch
+ONBUILD FROBNICATE the child
