@@ -14,7 +14,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   using namespace kiln::parser;
   std::string_view text(reinterpret_cast<const char*>(data), size);
   try {
-    Dockerfile file = parse_dockerfile(text);
+    Dockerfile file = parse_dockerfile(std::string(text));
     BuildOptions options;
     options.build_args = {{"VERSION", "1.0"}, {"HTTP_PROXY", "http://proxy"}};
     BuildGraph graph = build_graph(file, options);
