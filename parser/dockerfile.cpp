@@ -73,20 +73,25 @@ struct line_space {
 // Docker trims every "\r" and "\n" at the end of a physical line.
 struct line_end : pg::seq<pg::star<pg::one<'\r'>>, pg::sor<pg::one<'\n'>, pg::eof>> {};
 struct horizontal_blank : pg::one<' ', '\t'> {};
+// A run of "\r" that does not end the line is text, taken whole: testing line_end at each "\r" of
+// a long run would scan the rest of the run every time (quadratic on hostile input).
+struct inner_carriage_returns
+    : pg::seq<pg::plus<pg::one<'\r'>>, pg::not_at<pg::sor<pg::one<'\n'>, pg::eof>>> {};
+struct line_char : pg::sor<pg::not_one<'\r', '\n'>, inner_carriage_returns> {};
 
 // Escape, then blanks, at the end of a line: the instruction goes on. A run of two or more escape
 // characters is text, which is why `RUN echo \\` ends its line (Docker's `([^\\])\\[ \t]*$`).
 template <char E>
 struct continuation_mark : pg::seq<pg::one<E>, pg::star<horizontal_blank>, pg::at<line_end>> {};
 template <char E>
-struct segment_char : pg::sor<pg::seq<pg::one<E>, pg::plus<pg::one<E>>>,
+struct segment_char : pg::sor<pg::seq<pg::one<E>, pg::plus<pg::one<E>>>, inner_carriage_returns,
                               pg::seq<pg::not_at<continuation_mark<E>>, pg::not_at<line_end>, pg::any>> {};
 // The text of one physical line of an instruction.
 template <char E>
 struct segment : pg::star<segment_char<E>> {};
 
-struct comment_line : pg::seq<pg::not_at<pg::eof>, pg::star<line_space>, pg::one<'#'>,
-                              pg::until<pg::at<line_end>>, line_end> {};
+struct comment_line
+    : pg::seq<pg::not_at<pg::eof>, pg::star<line_space>, pg::one<'#'>, pg::star<line_char>, line_end> {};
 struct blank_line : pg::seq<pg::not_at<pg::eof>, pg::star<line_space>, line_end> {};
 // Inside a continued instruction, comment lines are dropped and whitespace-only lines are skipped
 // (Docker warns about the latter).
