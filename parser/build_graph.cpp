@@ -329,7 +329,7 @@ class GraphBuilder {
     }
     // Names are resolved once every stage is known: a later stage may be named.
     dependency.image = reference;
-    pending_.push_back({graph_.stages.size() - 1, graph_.stages.back().dependencies.size(), where});
+    pending_.push_back({graph_.stages.size() - 1, graph_.stages.back().dependencies.size()});
     return dependency;
   }
 
@@ -562,10 +562,10 @@ class GraphBuilder {
     }
   }
 
+  // A dependency by name, resolved once every stage is known.
   struct Pending {
     std::size_t stage;
     std::size_t dependency;
-    Position where;
   };
 
   const Dockerfile& file_;
