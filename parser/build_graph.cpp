@@ -49,7 +49,8 @@ Platform host_platform() {
   utsname name{};
   if (uname(&name) != 0) return platform;
   std::string_view machine = name.machine;
-  // Go's GOARCH names, which are what image platforms use.
+  // Go's GOARCH names, which are what image platforms use; ppc64le, s390x and riscv64 are named
+  // alike by both.
   if (machine == "x86_64") {
     platform.architecture = "amd64";
   } else if (machine == "aarch64") {
@@ -59,8 +60,6 @@ Platform host_platform() {
     platform.variant = "v7";
   } else if (machine == "i686" || machine == "i386") {
     platform.architecture = "386";
-  } else if (machine == "ppc64le" || machine == "s390x" || machine == "riscv64") {
-    platform.architecture = std::string(machine);
   } else {
     platform.architecture = std::string(machine);
   }
@@ -130,37 +129,38 @@ class GraphBuilder {
     throw ParseError(message, where, std::string(file_.line_text(where.line)));
   }
 
-  // Word processing for one argument of instruction `index`; errors point into the argument.
-  std::string expand(std::size_t index, Position where, std::string_view word, const VariableLookup& lookup,
-                     const IsDeclared& declared) {
+  // Word processing for one argument of instruction `index`, by `process` (expand_word or
+  // expand_words); errors point into the argument, and unset variables are noted for the checks.
+  template <typename Process>
+  auto process_word(std::size_t index, Position where, std::string_view word, const IsDeclared& declared,
+                    Process&& process) {
     VariableUsage usage;
     ExpandOptions options;
     options.escape = file_.escape;
-    std::string result;
     try {
-      result = expand_word(word, lookup, options, &usage);
+      auto result = process(options, usage);
+      note_unmatched(index, usage, declared);
+      return result;
     } catch (const WordError& error) {
       fail(offset_position(where, word, error.offset),
            fmt::format("failed to process {}: {}", text::quote(word), error.what()));
     }
-    note_unmatched(index, usage, declared);
-    return result;
+  }
+
+  std::string expand(std::size_t index, Position where, std::string_view word, const VariableLookup& lookup,
+                     const IsDeclared& declared) {
+    return process_word(index, where, word, declared,
+                        [&](const ExpandOptions& options, VariableUsage& usage) {
+                          return expand_word(word, lookup, options, &usage);
+                        });
   }
 
   std::vector<std::string> expand_split(std::size_t index, Position where, std::string_view word,
                                         const VariableLookup& lookup, const IsDeclared& declared) {
-    VariableUsage usage;
-    ExpandOptions options;
-    options.escape = file_.escape;
-    std::vector<std::string> result;
-    try {
-      result = expand_words(word, lookup, options, &usage);
-    } catch (const WordError& error) {
-      fail(offset_position(where, word, error.offset),
-           fmt::format("failed to process {}: {}", text::quote(word), error.what()));
-    }
-    note_unmatched(index, usage, declared);
-    return result;
+    return process_word(index, where, word, declared,
+                        [&](const ExpandOptions& options, VariableUsage& usage) {
+                          return expand_words(word, lookup, options, &usage);
+                        });
   }
 
   // Where the value of pair `i` starts: after `key=` in the `k=v` form; the legacy form's value
