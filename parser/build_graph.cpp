@@ -314,20 +314,12 @@ class GraphBuilder {
   Dependency source_dependency(Dependency::Kind kind, const std::string& reference, std::size_t index,
                                Position where) {
     Dependency dependency{kind, std::nullopt, "", index};
-    bool numeric = !reference.empty() && std::all_of(reference.begin(), reference.end(), [](char c) {
-      return (c >= '0' && c <= '9') || c == '-' || c == '+';
-    });
-    if (numeric) {
-      long long stage_index = -1;
-      try {
-        stage_index = std::stoll(reference);
-      } catch (const std::exception&) {
-        stage_index = -1;
-      }
-      // Stages after this one exist only once the whole file is read; checked in
-      // resolve_late_dependencies.
-      if (stage_index < 0) fail(where, fmt::format("invalid stage index {}", reference));
-      dependency.stage = static_cast<std::size_t>(stage_index);
+    // A reference that reads as an integer is a stage index (Go's strconv.Atoi decides, as in
+    // BuildKit; "1-2" is a name). Stages after this one exist only once the whole file is read, so
+    // the upper bound is checked in resolve_late_dependencies.
+    if (std::optional<long long> stage_index = text::parse_integer(reference)) {
+      if (*stage_index < 0) fail(where, fmt::format("invalid stage index {}", reference));
+      dependency.stage = static_cast<std::size_t>(*stage_index);
       return dependency;
     }
     // Names are resolved once every stage is known: a later stage may be named.

@@ -573,7 +573,9 @@ std::optional<Heredoc> heredoc_from_word(std::string_view word) {
   heredoc.name = plain.front();
   heredoc.expand = quotes(plain.front()) == quotes(raw.front());
   heredoc.chomp = chomp;
-  if (!digits.empty()) heredoc.file_descriptor = digits.size() > 9 ? -1 : std::stoi(std::string(digits));
+  // A descriptor number too large for an int is kept as -1 (no descriptor can have it).
+  if (!digits.empty())
+    heredoc.file_descriptor = digits.size() > 9 ? -1 : static_cast<int>(*text::parse_integer(digits));
   return heredoc;
 }
 

@@ -135,18 +135,14 @@ class Checker {
         }
       }
       if (const Flag* retries = instruction_.find_flag("retries"); retries && !retries->value()->empty()) {
-        std::string value(*retries->value());
-        std::size_t used = 0;
-        long long count = 0;
-        try {
-          count = std::stoll(value, &used, 10);
-        } catch (const std::exception&) {
-          used = 0;
-        }
-        if (used != value.size() || count > 2147483647LL || count < -2147483648LL) {
+        std::string_view value = *retries->value();
+        // Docker reads it as a 32-bit integer.
+        std::optional<long long> parsed = text::parse_integer(value);
+        if (!parsed || *parsed > 2147483647LL || *parsed < -2147483648LL) {
           fail(retries->position,
                fmt::format("HEALTHCHECK: --retries must be an integer, not \"{}\"", value));
         }
+        long long count = *parsed;
         if (count < 0)
           fail(retries->position, fmt::format("HEALTHCHECK: --retries cannot be negative ({})", count));
       }
@@ -387,18 +383,11 @@ bool parse_bool_value(std::string_view key, std::string_view value) {
 }
 
 std::int64_t parse_integer(std::string_view key, std::string_view value) {
-  std::string copy(value);
-  std::size_t used = 0;
-  long long number = 0;
-  try {
-    number = std::stoll(copy, &used, 10);
-  } catch (const std::exception&) {
-    used = 0;
-  }
-  if (copy.empty() || used != copy.size()) {
+  std::optional<long long> number = text::parse_integer(value);
+  if (!number) {
     throw std::invalid_argument(fmt::format("invalid value \"{}\" for \"{}\" (want an integer)", value, key));
   }
-  return number;
+  return *number;
 }
 
 // Docker's units.RAMInBytes: a number with an optional b/k/m/g/t/p suffix (binary multiples).
@@ -525,18 +514,11 @@ MountSpec parse_mount(std::string_view spec, const std::function<std::string(std
       }
       mount.sharing = sharing;
     } else if (key == "mode") {
-      std::string copy(value);
-      std::size_t used = 0;
-      unsigned long mode = 0;
-      try {
-        mode = std::stoul(copy, &used, 8);
-      } catch (const std::exception&) {
-        used = 0;
-      }
-      if (copy.empty() || used != copy.size() || mode > 07777) {
+      std::optional<long long> mode = text::parse_integer(value, 8);
+      if (!mode || *mode < 0 || *mode > 07777) {
         throw std::invalid_argument(fmt::format("invalid mode \"{}\" (want an octal number)", value));
       }
-      mount.mode = static_cast<std::uint32_t>(mode);
+      mount.mode = static_cast<std::uint32_t>(*mode);
     } else if (key == "uid") {
       mount.uid = parse_integer(key, value);
     } else if (key == "gid") {

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cctype>
+#include <charconv>
+#include <limits>
 
 #include "parser/unicode.h"
 
@@ -100,6 +102,21 @@ std::string quote(std::string_view text) {
   }
   out += '"';
   return out;
+}
+
+std::optional<long long> parse_integer(std::string_view text, int base) {
+  bool negative = !text.empty() && text.front() == '-';
+  if (!text.empty() && (text.front() == '-' || text.front() == '+')) text.remove_prefix(1);
+  // from_chars takes no sign of its own; the magnitude is read unsigned so that the most
+  // negative value still fits.
+  unsigned long long magnitude = 0;
+  auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), magnitude, base);
+  if (text.empty() || error != std::errc() || end != text.data() + text.size()) return std::nullopt;
+  constexpr auto kMax = static_cast<unsigned long long>(std::numeric_limits<long long>::max());
+  if (magnitude > kMax + (negative ? 1 : 0)) return std::nullopt;
+  if (negative)
+    return magnitude == kMax + 1 ? std::numeric_limits<long long>::min() : -static_cast<long long>(magnitude);
+  return static_cast<long long>(magnitude);
 }
 
 std::string to_lower(std::string_view text) {

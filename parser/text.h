@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstddef>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -32,6 +33,11 @@ std::vector<std::string_view> split_separators(std::string_view text, int limit 
 // `text` in double quotes with `"` and `\` escaped and control or invalid bytes written as \xNN,
 // as Go's %q shows a string in messages. Never throws, whatever the bytes.
 std::string quote(std::string_view text);
+
+// The whole of `text` as an integer in `base`, with an optional leading + or -, as Go's
+// strconv.ParseInt reads it (no blanks, nothing after the digits). nullopt when it is not one or
+// does not fit.
+std::optional<long long> parse_integer(std::string_view text, int base = 10);
 
 std::string to_lower(std::string_view text);
 std::string to_upper(std::string_view text);
