@@ -408,12 +408,8 @@ class GraphBuilder {
       case Keyword::kAdd:
         for (std::size_t i = 0; i < ins.arguments.size(); ++i) {
           const std::string& argument = ins.arguments[i];
-          bool heredoc_source =
-              i + 1 < ins.arguments.size() &&
-              std::any_of(ins.heredocs.begin(), ins.heredocs.end(), [&](const Heredoc& h) {
-                return argument.find("<<") != std::string::npos && argument.size() >= h.name.size() &&
-                       argument.compare(argument.size() - h.name.size(), h.name.size(), h.name) == 0;
-              });
+          // A heredoc source is a name, not a path: it is not expanded.
+          bool heredoc_source = i + 1 < ins.arguments.size() && is_heredoc_word(argument);
           expanded.arguments.push_back(
               heredoc_source ? argument
                              : expand(index, ins.argument_positions[i], argument, lookup, declared));

@@ -633,6 +633,14 @@ std::vector<std::pair<Heredoc, std::size_t>> heredocs_in_line(std::string_view l
 
 // ---------------------------------------------------------------------------------------------
 
+bool is_heredoc_word(std::string_view word) {
+  try {
+    return heredoc_from_word(word).has_value();
+  } catch (const WordError&) {
+    return false;
+  }
+}
+
 std::string_view keyword_name(Keyword keyword) {
   for (const auto& [name, value] : kKeywords) {
     if (value == keyword) return name;

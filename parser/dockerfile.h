@@ -150,6 +150,10 @@ struct Dockerfile {
   std::string_view line_text(int line) const;  // without its line ending; empty when out of range
 };
 
+// Whether an ADD/COPY argument names a heredoc (`<<EOF`, `<<-"EOF"`, `3<<EOF`), as Docker's
+// MustParseHeredoc decides: a word that does not lex is no heredoc.
+bool is_heredoc_word(std::string_view word);
+
 // Parses a whole Dockerfile. Throws ParseError for anything Docker would refuse: an unknown
 // instruction, a malformed flag or argument list, an unterminated heredoc or JSON array, a file
 // with no instructions. Runs in time linear in the input. The text is kept (Dockerfile::source)

@@ -182,8 +182,7 @@ class Checker {
               "determined",
               name_, count == 0 ? "none was" : "one was"));
         }
-        if (ins.arguments.back().find("<<") != std::string::npos &&
-            ins.arguments.back().rfind("<<", 0) == 0) {
+        if (is_heredoc_word(ins.arguments.back())) {
           fail(argument_position(count - 1),
                fmt::format("{} cannot accept a heredoc as a destination", name_));
         }
