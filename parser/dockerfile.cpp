@@ -117,6 +117,37 @@ struct directive_line
     : pg::seq<pg::star<line_space>, pg::one<'#'>, pg::star<directive_blank>, directive_name,
               pg::star<directive_blank>, pg::one<'='>, pg::star<directive_blank>, directive_value> {};
 
+// The name and the value of a directive line, the value without the blanks that end it (the
+// regexp's lazy `(.+?)\s*$`).
+struct DirectiveParts {
+  std::string_view name;
+  std::string_view value;
+};
+
+template <typename Rule>
+struct DirectiveAction : pg::nothing<Rule> {};
+
+template <>
+struct DirectiveAction<directive_name> {
+  template <typename ActionInput>
+  static void apply(const ActionInput& in, DirectiveParts& parts) {
+    parts.name = std::string_view(in.begin(), in.size());
+  }
+};
+
+template <>
+struct DirectiveAction<directive_value> {
+  template <typename ActionInput>
+  static void apply(const ActionInput& in, DirectiveParts& parts) {
+    std::string_view value(in.begin(), in.size());
+    while (!value.empty() &&
+           (value.back() == ' ' || value.back() == '\t' || value.back() == '\f' || value.back() == '\r')) {
+      value.remove_suffix(1);
+    }
+    parts.value = value;
+  }
+};
+
 // ---------------------------------------------------------------------------------------------
 // A logical line: the segments of an instruction joined, with where each came from.
 
@@ -773,31 +804,11 @@ std::vector<Directive> read_directives(std::string_view text, std::size_t base_o
     // A shebang on the first line is skipped, as Docker's syntax detection skips it.
     if (!(line_number == 1 && line.substr(0, 2) == "#!")) {
       pg::memory_input<pg::tracking_mode::lazy> in(line.data(), line.size(), "");
-      std::string_view name;
-      std::string_view value;
-      bool matched = false;
-      try {
-        matched = pg::parse<pg::seq<directive_line, pg::eof>>(in);
-      } catch (const pg::parse_error&) {
-        matched = false;
-      }
-      if (!matched) break;
-      // Re-split the matched line: name between '#' and '=', value trimmed of blanks.
-      std::string_view body = text::trim_left_space(line).substr(1);
-      std::size_t equals = body.find('=');
-      auto trim_blanks = [](std::string_view s) {
-        while (!s.empty() &&
-               (s.front() == ' ' || s.front() == '\t' || s.front() == '\f' || s.front() == '\r'))
-          s.remove_prefix(1);
-        while (!s.empty() && (s.back() == ' ' || s.back() == '\t' || s.back() == '\f' || s.back() == '\r'))
-          s.remove_suffix(1);
-        return s;
-      };
-      name = trim_blanks(body.substr(0, equals));
-      value = trim_blanks(body.substr(equals + 1));
-      std::string key = text::to_lower(name);
+      DirectiveParts parts;
+      if (!pg::parse<pg::seq<directive_line, pg::eof>, DirectiveAction>(in, parts)) break;
+      std::string_view value = parts.value;
+      std::string key = text::to_lower(parts.name);
       if (key != "syntax" && key != "escape" && key != "check") break;
-      if (value.empty()) break;
       for (const Directive& seen : directives) {
         if (seen.name == key) {
           Position where = map.position(base_offset + pos);
