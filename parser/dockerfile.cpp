@@ -709,27 +709,6 @@ std::optional<std::string_view> Flag::value() const {
   return std::string_view(text).substr(equals + 1);
 }
 
-Instruction::Instruction(const Instruction& other)
-    : keyword(other.keyword),
-      keyword_as_written(other.keyword_as_written),
-      flags(other.flags),
-      form(other.form),
-      arguments(other.arguments),
-      pairs(other.pairs),
-      healthcheck_kind(other.healthcheck_kind),
-      heredocs(other.heredocs),
-      trigger(other.trigger ? std::make_unique<Instruction>(*other.trigger) : nullptr),
-      original(other.original),
-      start(other.start),
-      end_line(other.end_line),
-      argument_positions(other.argument_positions),
-      invalid_json(other.invalid_json) {}
-
-Instruction& Instruction::operator=(const Instruction& other) {
-  if (this != &other) *this = Instruction(other);
-  return *this;
-}
-
 const Flag* Instruction::find_flag(std::string_view name) const {
   const Flag* found = nullptr;
   for (const Flag& flag : flags) {

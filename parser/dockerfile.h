@@ -94,6 +94,30 @@ struct Flag {
   std::optional<std::string_view> value() const;  // "build"; nullopt for `--link`
 };
 
+// A heap-held value that copies as a value: what an instruction holds its ONBUILD trigger in, so
+// that Instruction keeps the compiler's own copy and move.
+template <typename T>
+class Boxed {
+ public:
+  Boxed() = default;
+  Boxed(std::unique_ptr<T> value) : value_(std::move(value)) {}  // NOLINT: implicit, like unique_ptr
+  Boxed(const Boxed& other) : value_(other.value_ ? std::make_unique<T>(*other.value_) : nullptr) {}
+  Boxed(Boxed&&) noexcept = default;
+  Boxed& operator=(Boxed other) noexcept {
+    value_ = std::move(other.value_);
+    return *this;
+  }
+  ~Boxed() = default;
+
+  explicit operator bool() const { return value_ != nullptr; }
+  T* get() const { return value_.get(); }
+  T& operator*() const { return *value_; }
+  T* operator->() const { return value_.get(); }
+
+ private:
+  std::unique_ptr<T> value_;
+};
+
 struct Instruction {
   Keyword keyword = Keyword::kRun;
   std::string keyword_as_written;  // "Run"
@@ -107,7 +131,7 @@ struct Instruction {
   std::string healthcheck_kind;
   std::vector<Heredoc> heredocs;
   // ONBUILD: the trigger instruction, kept unexpanded for the builder of a child image.
-  std::unique_ptr<Instruction> trigger;
+  Boxed<Instruction> trigger;
   // The logical line with continuations joined (Docker's "original"), without heredoc bodies.
   std::string original;
   Position start;    // where the keyword is
@@ -117,12 +141,6 @@ struct Instruction {
   // Where an argument list began that looked like a JSON array but was not valid JSON, so Docker
   // took it as shell form (a build check reports it).
   std::optional<Position> invalid_json;
-
-  Instruction() = default;
-  Instruction(const Instruction& other);
-  Instruction& operator=(const Instruction& other);
-  Instruction(Instruction&&) noexcept = default;
-  Instruction& operator=(Instruction&&) noexcept = default;
 
   const Flag* find_flag(std::string_view name) const;  // the last one given, or null
   std::vector<const Flag*> find_flags(std::string_view name) const;
