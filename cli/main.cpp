@@ -9,6 +9,7 @@
 #include <iostream>
 
 #include "cli/context.h"
+#include "cli/huge_page_heap.h"
 #include "layerstore/errors.h"
 
 namespace kiln::cli {
@@ -75,6 +76,7 @@ int run(int argc, char** argv) {
 }  // namespace kiln::cli
 
 int main(int argc, char** argv) {
+  kiln::cli::back_heap_with_huge_pages();
   // Names in layer tarballs are UTF-8 (PAX). Under the C locale libarchive cannot convert them and
   // marks every non-ASCII name hdrcharset=BINARY, which GNU tar warns about; the rest of the
   // locale (numbers, messages) stays C.

@@ -11,7 +11,6 @@
 #include <set>
 #include <stdexcept>
 
-#include "parser/huge_pages.h"
 #include "parser/text.h"
 #include "parser/word_expansion.h"
 
@@ -96,9 +95,7 @@ class GraphBuilder {
   }
 
   BuildGraph build() {
-    reserve_on_huge_pages(graph_.expanded, file_.instructions.size());
     graph_.expanded.resize(file_.instructions.size());
-    reserve_on_huge_pages(graph_.mounts, file_.instructions.size());
     graph_.mounts.resize(file_.instructions.size());
     for (std::size_t i = 0; i < file_.instructions.size(); ++i) {
       const Instruction& ins = file_.instructions[i];

@@ -12,7 +12,6 @@
 #include <nlohmann/json.hpp>
 #include <tao/pegtl.hpp>
 
-#include "parser/huge_pages.h"
 #include "parser/instruction_rules.h"
 #include "parser/text.h"
 #include "parser/word_expansion.h"
@@ -893,8 +892,7 @@ Dockerfile parse_dockerfile(std::string input) {
   // moving every instruction as the vector grows; the cap keeps a huge file of blank lines from
   // asking for gigabytes of address space.
   constexpr std::size_t kMaxReserved = 1 << 20;
-  reserve_on_huge_pages(file.instructions,
-                        std::min({file.line_starts.size(), text.size() / 4 + 1, kMaxReserved}));
+  file.instructions.reserve(std::min({file.line_starts.size(), text.size() / 4 + 1, kMaxReserved}));
   std::string_view body = text.substr(base_offset);
   file.directives = read_directives(body, base_offset, map, file);
   if (const Directive* escape = file.find_directive("escape")) file.escape = escape->value.front();
