@@ -12,6 +12,8 @@ namespace kiln::cli {
 
 struct Context {
   std::string root_flag;  // --root, empty when not given
+  // What kiln exits with when the command succeeded: a container's exit code for `run`.
+  int exit_code = 0;
 
   std::string root() const;
   Store open_store(Store::Access access = Store::Access::Shared) const { return Store(root(), access); }
@@ -24,5 +26,6 @@ std::optional<int64_t> source_date_epoch();
 void add_archive_commands(CLI::App& app, Context& ctx);
 void add_image_commands(CLI::App& app, Context& ctx);
 void add_parse_command(CLI::App& app, Context& ctx);
+void add_container_commands(CLI::App& app, Context& ctx);
 
 }  // namespace kiln::cli

@@ -48,6 +48,7 @@ int run(int argc, char** argv) {
   add_archive_commands(app, ctx);
   add_image_commands(app, ctx);
   add_parse_command(app, ctx);
+  add_container_commands(app, ctx);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp&) {
@@ -69,7 +70,7 @@ int run(int argc, char** argv) {
     fmt::print(stderr, "kiln: error: {}\nRun 'kiln --help' for usage.\n", e.what());
     return 125;
   }
-  return 0;
+  return ctx.exit_code;
 }
 
 }  // namespace

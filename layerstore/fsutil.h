@@ -1,6 +1,6 @@
 // Directory-fd primitives for working inside a root filesystem that an archive controls: paths are
 // resolved relative to a root fd and never leave it, nothing is found by joining host paths.
-// Internal to layerstore.
+// Shared with runtime, which mounts inside a container's root the same way.
 #pragma once
 
 #include <sys/stat.h>

@@ -149,12 +149,16 @@ std::uint64_t capability_mask(const std::vector<std::string>& names) {
   return mask;
 }
 
-int apply_capabilities(const CapabilitySets& sets) {
+int drop_bounding_set(const CapabilitySets& sets) {
   std::uint64_t bounding = capability_mask(sets.bounding);
   for (int cap = 0; cap <= last_capability(); ++cap) {
     if ((bounding >> cap) & 1) continue;
     if (::prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0) return errno;
   }
+  return 0;
+}
+
+int apply_capabilities(const CapabilitySets& sets) {
   // libcap is not among the project's libraries; the system call is small enough to make directly.
   __user_cap_header_struct header{_LINUX_CAPABILITY_VERSION_3, 0};
   std::array<__user_cap_data_struct, 2> data{};

@@ -32,11 +32,15 @@ struct CapabilitySets {
   std::vector<std::string> bounding, effective, permitted, inheritable, ambient;
 };
 
-// Applies the sets to the calling process: drops what is not in the bounding set, then sets
-// effective, permitted and inheritable, then raises the ambient ones. Call after changing to the
-// container's user (with PR_SET_KEEPCAPS set before the change) and before exec. Returns 0, or the
-// errno of the first call that failed (the caller is a freshly cloned child that reports errors
-// through a pipe, not by throwing).
+// Drops from the calling process's bounding set every capability the sets' bounding list lacks.
+// Needs CAP_SETPCAP: call before changing to the container's user. Returns 0 or the errno of the
+// call that failed (the caller is a freshly cloned child that reports errors through a pipe, not
+// by throwing).
+int drop_bounding_set(const CapabilitySets& sets);
+
+// Sets effective, permitted and inheritable, then raises the ambient ones. Call after changing to
+// the container's user (with PR_SET_KEEPCAPS set before the change, so that the permitted set
+// survives it) and before exec. Returns 0 or an errno, as drop_bounding_set.
 int apply_capabilities(const CapabilitySets& sets);
 
 // A mask of capability numbers, for comparing with /proc/PID/status's CapEff and friends.

@@ -1,0 +1,158 @@
+// kiln run, bundle, ps, rm: containers from the store's images, run in kiln's sandbox.
+#include <fmt/format.h>
+
+#include <memory>
+
+#include "cli/context.h"
+#include "layerstore/errors.h"
+#include "runtime/containers.h"
+#include "runtime/run.h"
+
+namespace kiln::cli {
+namespace {
+
+using runtime::RunOptions;
+
+// Docker's run flags, shared by run and bundle.
+void add_run_flags(CLI::App* cmd, RunOptions& o) {
+  cmd->add_flag("-i,--interactive", o.interactive, "Keep STDIN open");
+  cmd->add_flag("-t,--tty", o.tty, "Allocate a pseudo-TTY");
+  cmd->add_flag("--init", o.init,
+                "Run an init inside the container that forwards signals and reaps processes");
+  cmd->add_flag("--read-only", o.read_only, "Mount the container's root filesystem as read only");
+  cmd->add_flag("--privileged", o.privileged, "Give extended privileges to this container");
+  cmd->add_option("-e,--env", o.env, "Set environment variables")
+      ->type_name("KEY=VALUE")
+      ->allow_extra_args(false);
+  cmd->add_option("--env-file", o.env_files, "Read in a file of environment variables")
+      ->type_name("FILE")
+      ->allow_extra_args(false);
+  cmd->add_option("-w,--workdir", o.workdir, "Working directory inside the container")->type_name("DIR");
+  cmd->add_option("-u,--user", o.user, "Username or UID (format: <name|uid>[:<group|gid>])");
+  cmd->add_option("--group-add", o.group_add, "Add additional groups to join")
+      ->type_name("GROUP")
+      ->allow_extra_args(false);
+  cmd->add_option("--entrypoint", o.entrypoint, "Overwrite the default ENTRYPOINT of the image");
+  cmd->add_option("-h,--hostname", o.hostname, "Container host name");
+  cmd->add_option("-v,--volume", o.volumes, "Bind mount a volume")
+      ->type_name("HOST:CONTAINER[:ro]")
+      ->allow_extra_args(false);
+  cmd->add_option("--tmpfs", o.tmpfs, "Mount a tmpfs directory")
+      ->type_name("PATH[:OPTIONS]")
+      ->allow_extra_args(false);
+  cmd->add_option("--cap-add", o.cap_add, "Add Linux capabilities")
+      ->type_name("CAP")
+      ->allow_extra_args(false);
+  cmd->add_option("--cap-drop", o.cap_drop, "Drop Linux capabilities")
+      ->type_name("CAP")
+      ->allow_extra_args(false);
+  cmd->add_option("--security-opt", o.security_opt,
+                  "Security options (seccomp=unconfined|FILE, no-new-privileges)")
+      ->allow_extra_args(false);
+  cmd->add_option("--network,--net", o.network, "Network: none (default) or host");
+  cmd->add_option("-m,--memory", o.memory, "Memory limit")->type_name("BYTES");
+  cmd->add_option("--cpus", o.cpus, "Number of CPUs")->type_name("DECIMAL");
+  cmd->add_option("--pids-limit", o.pids_limit, "Tune container pids limit (-1 for unlimited)");
+  // Everything from IMAGE on is the image and its command, options included (`kiln run img ls -l`).
+  cmd->prefix_command();
+}
+
+void take_image_and_args(CLI::App* cmd, RunOptions& o, const char* usage) {
+  std::vector<std::string> rest = cmd->remaining();
+  if (rest.empty())
+    throw UsageError(fmt::format("\"{}\" requires at least 1 argument: {}", cmd->get_name(), usage));
+  o.image = rest.front();
+  o.args.assign(rest.begin() + 1, rest.end());
+}
+
+std::string state_text(const runtime::ContainerRecord& c) {
+  if (c.state == "exited") return fmt::format("Exited ({}) {}", c.exit_code, c.finished.substr(0, 19));
+  if (c.state == "running") return "Running";
+  return "Created";
+}
+
+}  // namespace
+
+void add_container_commands(CLI::App& app, Context& ctx) {
+  {
+    auto options = std::make_shared<RunOptions>();
+    auto* cmd = app.add_subcommand("run", "Run a command in a new container");
+    cmd->set_help_flag("--help", "Print this help message and exit");
+    cmd->add_flag("--rm", options->remove, "Automatically remove the container when it exits");
+    cmd->add_option("--name", options->name, "Assign a name to the container");
+    add_run_flags(cmd, *options);
+    cmd->footer("Usage: kiln run [OPTIONS] IMAGE [COMMAND] [ARG...]");
+    cmd->callback([&ctx, options, cmd] {
+      take_image_and_args(cmd, *options, "kiln run [OPTIONS] IMAGE [COMMAND] [ARG...]");
+      Store store = ctx.open_store();
+      ctx.exit_code = runtime::run_container(store, *options);
+    });
+  }
+  {
+    auto options = std::make_shared<RunOptions>();
+    auto dir = std::make_shared<std::string>();
+    auto* cmd =
+        app.add_subcommand("bundle", "Write an OCI runtime bundle (config.json and rootfs/) that runc runs");
+    cmd->set_help_flag("--help", "Print this help message and exit");
+    cmd->add_option("-o,--output", *dir, "Bundle directory (created; must be empty)")
+        ->required()
+        ->type_name("DIR");
+    add_run_flags(cmd, *options);
+    cmd->footer("Usage: kiln bundle -o DIR [RUN OPTIONS] IMAGE [COMMAND] [ARG...]");
+    cmd->callback([&ctx, options, dir, cmd] {
+      take_image_and_args(cmd, *options, "kiln bundle -o DIR [OPTIONS] IMAGE [COMMAND] [ARG...]");
+      Store store = ctx.open_store();
+      runtime::write_bundle(store, *options, *dir);
+    });
+  }
+  {
+    auto all = std::make_shared<bool>(false);
+    auto quiet = std::make_shared<bool>(false);
+    auto no_trunc = std::make_shared<bool>(false);
+    auto* cmd = app.add_subcommand("ps", "List containers");
+    cmd->add_flag("-a,--all", *all, "Show all containers (default shows just running)");
+    cmd->add_flag("-q,--quiet", *quiet, "Only display container IDs");
+    cmd->add_flag("--no-trunc", *no_trunc, "Don't truncate output");
+    cmd->callback([&ctx, all, quiet, no_trunc] {
+      runtime::ContainerStore containers(ctx.root());
+      if (!*quiet)
+        fmt::print("{:<14}{:<22}{:<24}{:<32}{}\n", "CONTAINER ID", "IMAGE", "COMMAND", "STATUS", "NAMES");
+      for (const runtime::ContainerRecord& c : containers.list()) {
+        if (!*all && c.state != "running") continue;
+        std::string id = *no_trunc ? c.id : c.short_id();
+        if (*quiet) {
+          fmt::print("{}\n", id);
+          continue;
+        }
+        std::string command;
+        for (const std::string& arg : c.command) command += (command.empty() ? "" : " ") + arg;
+        command = "\"" + command + "\"";
+        if (!*no_trunc && command.size() > 22) command = command.substr(0, 19) + "…\"";
+        fmt::print("{:<14}{:<22}{:<24}{:<32}{}\n", id, c.image_name, command, state_text(c), c.name);
+      }
+    });
+  }
+  {
+    auto names = std::make_shared<std::vector<std::string>>();
+    auto force = std::make_shared<bool>(false);
+    auto* cmd = app.add_subcommand("rm", "Remove one or more containers");
+    cmd->add_option("container", *names, "Containers")->required()->type_name("CONTAINER...");
+    cmd->add_flag("-f,--force", *force, "Remove a running container too");
+    cmd->callback([&ctx, names, force] {
+      runtime::ContainerStore containers(ctx.root());
+      for (const std::string& name : *names) {
+        runtime::ContainerRecord c = containers.resolve(name);
+        if (c.state == "running" && !*force) {
+          throw UsageError(
+              fmt::format("cannot remove container \"{}\": container is running: stop the "
+                          "container before removing or force remove",
+                          name));
+        }
+        containers.remove(c);
+        fmt::print("{}\n", name);
+      }
+    });
+  }
+}
+
+}  // namespace kiln::cli

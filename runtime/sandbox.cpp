@@ -1,0 +1,874 @@
+#include "runtime/sandbox.h"
+
+#include <fcntl.h>
+#include <fmt/format.h>
+#include <grp.h>
+#include <linux/sched.h>
+#include <net/if.h>
+#include <poll.h>
+#include <sys/ioctl.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/syscall.h>
+#include <sys/sysmacros.h>
+#include <sys/wait.h>
+#include <termios.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <csignal>
+#include <cstring>
+#include <map>
+
+#include "layerstore/errors.h"
+#include "layerstore/fsutil.h"
+#include "layerstore/io.h"
+#include "runtime/capabilities.h"
+
+namespace kiln::runtime {
+namespace {
+
+// ---- what the child reports when it fails before exec
+
+struct ChildFailure {
+  int exit_code = kExitRunFailed;
+  char message[2048] = {};
+};
+
+// Thrown inside the child only; carries the exit code Docker would give.
+class ChildError : public std::runtime_error {
+ public:
+  ChildError(int exit_code, const std::string& what) : std::runtime_error(what), exit_code_(exit_code) {}
+  int exit_code() const { return exit_code_; }
+
+ private:
+  int exit_code_;
+};
+
+[[noreturn]] void fail(const std::string& what, int err = errno) {
+  throw ChildError(kExitRunFailed, fmt::format("{}: {}", what, std::strerror(err)));
+}
+
+void check(int result, const std::string& what) {
+  if (result < 0) fail(what);
+}
+
+// ---- mount options as runc reads them
+
+struct MountFlags {
+  unsigned long flags = 0;
+  unsigned long propagation = 0;
+  std::vector<std::string> data;
+};
+
+MountFlags parse_mount_options(const nlohmann::json& options) {
+  static const std::map<std::string, std::pair<bool, unsigned long>> kFlags = {
+      {"async", {false, MS_SYNCHRONOUS}},
+      {"atime", {false, MS_NOATIME}},
+      {"bind", {true, MS_BIND}},
+      {"defaults", {true, 0}},
+      {"dev", {false, MS_NODEV}},
+      {"diratime", {false, MS_NODIRATIME}},
+      {"dirsync", {true, MS_DIRSYNC}},
+      {"exec", {false, MS_NOEXEC}},
+      {"noatime", {true, MS_NOATIME}},
+      {"nodev", {true, MS_NODEV}},
+      {"nodiratime", {true, MS_NODIRATIME}},
+      {"noexec", {true, MS_NOEXEC}},
+      {"nosuid", {true, MS_NOSUID}},
+      {"rbind", {true, MS_BIND | MS_REC}},
+      {"relatime", {true, MS_RELATIME}},
+      {"ro", {true, MS_RDONLY}},
+      {"rw", {false, MS_RDONLY}},
+      {"strictatime", {true, MS_STRICTATIME}},
+      {"suid", {false, MS_NOSUID}},
+      {"sync", {true, MS_SYNCHRONOUS}},
+  };
+  static const std::map<std::string, unsigned long> kPropagation = {
+      {"private", MS_PRIVATE},       {"rprivate", MS_PRIVATE | MS_REC},
+      {"shared", MS_SHARED},         {"rshared", MS_SHARED | MS_REC},
+      {"slave", MS_SLAVE},           {"rslave", MS_SLAVE | MS_REC},
+      {"unbindable", MS_UNBINDABLE}, {"runbindable", MS_UNBINDABLE | MS_REC},
+  };
+  MountFlags out;
+  if (!options.is_array()) return out;
+  for (const auto& item : options) {
+    std::string option = item.get<std::string>();
+    if (auto flag = kFlags.find(option); flag != kFlags.end()) {
+      if (flag->second.first) {
+        out.flags |= flag->second.second;
+      } else {
+        out.flags &= ~flag->second.second;
+      }
+    } else if (auto propagation = kPropagation.find(option); propagation != kPropagation.end()) {
+      out.propagation = propagation->second;
+    } else {
+      out.data.push_back(option);
+    }
+  }
+  return out;
+}
+
+std::string join(const std::vector<std::string>& parts, char separator) {
+  std::string out;
+  for (const std::string& part : parts) {
+    if (!out.empty()) out += separator;
+    out += part;
+  }
+  return out;
+}
+
+// The flags a mount already has that an unprivileged remount may not clear (the kernel locks them
+// on mounts inherited into a user namespace), so that a read-only remount keeps them.
+unsigned long locked_flags(const std::string& path) {
+  struct statvfs st {};
+  if (::statvfs(path.c_str(), &st) != 0) return 0;
+  unsigned long flags = 0;
+  if (st.f_flag & ST_NOSUID) flags |= MS_NOSUID;
+  if (st.f_flag & ST_NODEV) flags |= MS_NODEV;
+  if (st.f_flag & ST_NOEXEC) flags |= MS_NOEXEC;
+  if (st.f_flag & ST_NOATIME) flags |= MS_NOATIME;
+  if (st.f_flag & ST_NODIRATIME) flags |= MS_NODIRATIME;
+  if (st.f_flag & ST_RELATIME) flags |= MS_RELATIME;
+  return flags;
+}
+
+// strerror as Go spells it (lowercase), which is how Docker's messages read.
+std::string go_strerror(int err) {
+  std::string text = std::strerror(err);
+  if (!text.empty()) text[0] = static_cast<char>(std::tolower(static_cast<unsigned char>(text[0])));
+  return text;
+}
+
+std::string fd_path(int fd) {
+  return fmt::format("/proc/self/fd/{}", fd);
+}
+
+// ---- paths inside the root, never by joining host strings
+
+// Creates `path` (absolute, inside the root) and its missing parents, as a directory or, for the
+// last component when `file` is set, an empty file. Symlinks are resolved inside the root.
+void make_in_root(int root_fd, const std::string& path, bool file) {
+  std::vector<std::string> parts = normalize_clamped(path);
+  for (size_t i = 0; i < parts.size(); ++i) {
+    std::string prefix = join_components(parts, i + 1);
+    Fd existing = open_in_root(root_fd, prefix, O_PATH);
+    if (existing.valid()) continue;
+    if (errno != ENOENT) fail(fmt::format("resolve `{}` in the root", "/" + prefix));
+    Fd parent = open_in_root(root_fd, join_components(parts, i), O_PATH | O_DIRECTORY);
+    if (!parent.valid()) fail(fmt::format("resolve `{}` in the root", "/" + join_components(parts, i)));
+    bool last = i + 1 == parts.size();
+    if (last && file) {
+      Fd created(::openat(parent.get(), parts[i].c_str(), O_CREAT | O_WRONLY | O_NOFOLLOW | O_CLOEXEC, 0644));
+      if (!created.valid() && errno != EEXIST) fail(fmt::format("create `{}`", "/" + prefix));
+    } else if (::mkdirat(parent.get(), parts[i].c_str(), 0755) != 0 && errno != EEXIST) {
+      fail(fmt::format("create directory `{}`", "/" + prefix));
+    }
+  }
+}
+
+Fd open_mountpoint(int root_fd, const std::string& path) {
+  Fd fd = open_in_root(root_fd, join_components(normalize_clamped(path)), O_PATH);
+  if (!fd.valid()) fail(fmt::format("open mount point `{}`", path));
+  return fd;
+}
+
+// ---- the child
+
+struct Prepared {
+  const nlohmann::json* spec;
+  const SandboxOptions* options;
+  std::string root_path;  // absolute host path of the root
+  bool new_user_namespace = false;
+  bool new_network_namespace = false;
+  int sync_read = -1, sync_write = -1;
+  int error_read = -1, error_write = -1;
+  std::string terminal_slave;  // host path of the pty's slave side, when process.terminal
+  sigset_t original_mask{};
+};
+
+void mount_root(const Prepared& prepared) {
+  // Nothing mounted from here on may reach the host's mount table, and nothing mounted on the
+  // host later reaches in.
+  check(::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr), "make mounts private");
+  const std::string& root = prepared.root_path;
+  if (const auto& overlay = prepared.options->overlay) {
+    // Layers are listed top first in lowerdir; the image lists them bottom first.
+    std::vector<std::string> lowers(overlay->lower_dirs.rbegin(), overlay->lower_dirs.rend());
+    std::string data = fmt::format("lowerdir={},upperdir={},workdir={}", join(lowers, ':'),
+                                   overlay->upper_dir, overlay->work_dir);
+    // In a user namespace overlay keeps its own metadata in user.* xattrs.
+    std::string with_user_xattr = data + ",userxattr";
+    if (::mount("overlay", root.c_str(), "overlay", 0,
+                (prepared.new_user_namespace ? with_user_xattr : data).c_str()) != 0) {
+      fail(fmt::format("mount the root filesystem (overlay on `{}`)", root));
+    }
+  } else {
+    // pivot_root needs the new root to be a mount point.
+    check(::mount(root.c_str(), root.c_str(), nullptr, MS_BIND | MS_REC, nullptr),
+          fmt::format("bind the root `{}`", root));
+  }
+}
+
+void mount_one(int root_fd, const nlohmann::json& mount, const Prepared& prepared) {
+  std::string destination = mount.value("destination", "");
+  std::string type = mount.value("type", "");
+  std::string source = mount.value("source", "");
+  MountFlags options = parse_mount_options(mount.value("options", nlohmann::json::array()));
+  bool bind = (options.flags & MS_BIND) != 0 || type == "bind";
+  if (bind && !source.empty() && source.front() != '/') source = prepared.options->bundle_dir + "/" + source;
+  bool file_target = false;
+  if (bind) {
+    struct stat st {};
+    if (::stat(source.c_str(), &st) != 0) fail(fmt::format("bind mount source `{}`", source));
+    file_target = !S_ISDIR(st.st_mode);
+  }
+  make_in_root(root_fd, destination, file_target);
+  Fd target = open_mountpoint(root_fd, destination);
+  std::string target_path = fd_path(target.get());
+  std::string data = join(options.data, ',');
+  if (bind) {
+    unsigned long bind_flags = MS_BIND | (options.flags & MS_REC);
+    check(::mount(source.c_str(), target_path.c_str(), nullptr, bind_flags, nullptr),
+          fmt::format("bind `{}` on `{}`", source, destination));
+    unsigned long extra = options.flags & ~(MS_BIND | MS_REC);
+    if (extra != 0) {
+      Fd mounted = open_mountpoint(root_fd, destination);
+      std::string mounted_path = fd_path(mounted.get());
+      check(::mount(nullptr, mounted_path.c_str(), nullptr,
+                    MS_REMOUNT | MS_BIND | extra | locked_flags(mounted_path), nullptr),
+            fmt::format("remount `{}`", destination));
+    }
+  } else {
+    const char* device = source.empty() ? type.c_str() : source.c_str();
+    int result = ::mount(device, target_path.c_str(), type.c_str(), options.flags, data.c_str());
+    if (result != 0 && type == "sysfs" && (errno == EPERM || errno == EACCES)) {
+      // A user namespace that does not own the network namespace (rootless with the host's
+      // network) may not mount sysfs; the host's, read-only, is what runc gives it then.
+      result = ::mount("/sys", target_path.c_str(), nullptr, MS_BIND | MS_REC, nullptr);
+      if (result == 0) {
+        Fd mounted = open_mountpoint(root_fd, destination);
+        std::string mounted_path = fd_path(mounted.get());
+        result = ::mount(nullptr, mounted_path.c_str(), nullptr,
+                         MS_REMOUNT | MS_BIND | MS_RDONLY | locked_flags(mounted_path), nullptr);
+      }
+    }
+    if (result != 0 && type == "devpts" && errno == EINVAL) {
+      // gid=5 (tty) may not be mapped in a user namespace.
+      std::vector<std::string> without_gid;
+      std::copy_if(options.data.begin(), options.data.end(), std::back_inserter(without_gid),
+                   [](const std::string& option) { return !option.starts_with("gid="); });
+      result =
+          ::mount(device, target_path.c_str(), type.c_str(), options.flags, join(without_gid, ',').c_str());
+    }
+    if (result != 0) fail(fmt::format("mount {} on `{}`", type, destination));
+  }
+  if (options.propagation != 0) {
+    Fd mounted = open_mountpoint(root_fd, destination);
+    check(::mount(nullptr, fd_path(mounted.get()).c_str(), nullptr, options.propagation, nullptr),
+          fmt::format("set propagation of `{}`", destination));
+  }
+}
+
+struct Device {
+  const char* name;
+  unsigned major, minor;
+};
+constexpr Device kDevices[] = {{"null", 1, 3},   {"zero", 1, 5},    {"full", 1, 7},
+                               {"random", 1, 8}, {"urandom", 1, 9}, {"tty", 5, 0}};
+
+void create_devices(int root_fd, const Prepared& prepared) {
+  Fd dev = open_in_root(root_fd, "dev", O_PATH | O_DIRECTORY);
+  if (!dev.valid()) fail("open /dev in the root");
+  for (const Device& device : kDevices) {
+    if (::mknodat(dev.get(), device.name, S_IFCHR | 0666, makedev(device.major, device.minor)) == 0) {
+      check(::fchmodat(dev.get(), device.name, 0666, 0), fmt::format("chmod /dev/{}", device.name));
+      continue;
+    }
+    if (errno != EPERM) fail(fmt::format("create /dev/{}", device.name));
+    // No mknod in a user namespace: the host's node, bound, as runc does for rootless.
+    Fd placeholder(::openat(dev.get(), device.name, O_CREAT | O_WRONLY | O_NOFOLLOW | O_CLOEXEC, 0666));
+    if (!placeholder.valid()) fail(fmt::format("create /dev/{}", device.name));
+    Fd target(::openat(dev.get(), device.name, O_PATH | O_NOFOLLOW | O_CLOEXEC));
+    std::string host = fmt::format("/dev/{}", device.name);
+    check(::mount(host.c_str(), fd_path(target.get()).c_str(), nullptr, MS_BIND, nullptr),
+          fmt::format("bind {} into the container", host));
+  }
+  const std::pair<const char*, const char*> links[] = {{"/proc/self/fd", "fd"},
+                                                       {"/proc/self/fd/0", "stdin"},
+                                                       {"/proc/self/fd/1", "stdout"},
+                                                       {"/proc/self/fd/2", "stderr"},
+                                                       {"pts/ptmx", "ptmx"}};
+  for (const auto& [target, name] : links) {
+    if (::symlinkat(target, dev.get(), name) != 0 && errno != EEXIST) fail(fmt::format("link /dev/{}", name));
+  }
+  if (::access("/proc/kcore", F_OK) == 0 && ::symlinkat("/proc/kcore", dev.get(), "core") != 0 &&
+      errno != EEXIST) {
+    fail("link /dev/core");
+  }
+  if (!prepared.terminal_slave.empty()) {
+    Fd console(::openat(dev.get(), "console", O_CREAT | O_WRONLY | O_NOFOLLOW | O_CLOEXEC, 0600));
+    if (!console.valid()) fail("create /dev/console");
+    Fd target(::openat(dev.get(), "console", O_PATH | O_NOFOLLOW | O_CLOEXEC));
+    check(::mount(prepared.terminal_slave.c_str(), fd_path(target.get()).c_str(), nullptr, MS_BIND, nullptr),
+          "bind the terminal on /dev/console");
+  }
+}
+
+void pivot_into(const std::string& root) {
+  // runc's way: with both arguments ".", the old root ends up stacked under the new one, and a
+  // lazy unmount of "." detaches it without needing a directory for it inside the container.
+  Fd old_root(::open("/", O_DIRECTORY | O_RDONLY | O_CLOEXEC));
+  if (!old_root.valid()) fail("open the old root");
+  check(::chdir(root.c_str()), fmt::format("enter the root `{}`", root));
+  check(static_cast<int>(::syscall(SYS_pivot_root, ".", ".")), "pivot_root");
+  check(::fchdir(old_root.get()), "enter the old root");
+  // The old root must not propagate the unmount back into the host's namespace.
+  check(::mount(nullptr, ".", nullptr, MS_SLAVE | MS_REC, nullptr), "make the old root a slave");
+  check(::umount2(".", MNT_DETACH), "detach the old root");
+  check(::chdir("/"), "enter /");
+}
+
+void mask_paths(const nlohmann::json& linux_section) {
+  for (const auto& item : linux_section.value("maskedPaths", nlohmann::json::array())) {
+    std::string path = item.get<std::string>();
+    struct stat st {};
+    if (::stat(path.c_str(), &st) != 0) continue;  // a path the kernel does not have needs no mask
+    int result = S_ISDIR(st.st_mode) ? ::mount("tmpfs", path.c_str(), "tmpfs", MS_RDONLY, nullptr)
+                                     : ::mount("/dev/null", path.c_str(), nullptr, MS_BIND, nullptr);
+    if (result != 0) fail(fmt::format("mask `{}`", path));
+  }
+  for (const auto& item : linux_section.value("readonlyPaths", nlohmann::json::array())) {
+    std::string path = item.get<std::string>();
+    if (::access(path.c_str(), F_OK) != 0) continue;
+    check(::mount(path.c_str(), path.c_str(), nullptr, MS_BIND | MS_REC, nullptr),
+          fmt::format("bind `{}` read-only", path));
+    check(::mount(nullptr, path.c_str(), nullptr, MS_REMOUNT | MS_BIND | MS_RDONLY | locked_flags(path),
+                  nullptr),
+          fmt::format("remount `{}` read-only", path));
+  }
+}
+
+void bring_loopback_up() {
+  Fd socket(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+  if (!socket.valid()) fail("open a socket to configure loopback");
+  ifreq request{};
+  std::strncpy(request.ifr_name, "lo", IFNAMSIZ - 1);
+  check(::ioctl(socket.get(), SIOCGIFFLAGS, &request), "read loopback's flags");
+  request.ifr_flags = static_cast<short>(request.ifr_flags | IFF_UP | IFF_RUNNING);
+  check(::ioctl(socket.get(), SIOCSIFFLAGS, &request), "bring loopback up");
+}
+
+std::vector<std::string> strings_of(const nlohmann::json& array) {
+  std::vector<std::string> out;
+  if (array.is_array()) {
+    for (const auto& item : array) out.push_back(item.get<std::string>());
+  }
+  return out;
+}
+
+std::vector<char*> pointers_to(std::vector<std::string>& strings) {
+  std::vector<char*> out;
+  for (std::string& s : strings) out.push_back(s.data());
+  out.push_back(nullptr);
+  return out;
+}
+
+std::string env_value(const std::vector<std::string>& env, std::string_view key) {
+  for (const std::string& entry : env) {
+    if (entry.size() > key.size() && entry.compare(0, key.size(), key) == 0 && entry[key.size()] == '=') {
+      return entry.substr(key.size() + 1);
+    }
+  }
+  return {};
+}
+
+// execve with the command looked up in the container's PATH (not kiln's: execvpe would use ours).
+// Returns only on failure, with the exit code and message Docker gives.
+[[noreturn]] void exec_process(std::vector<std::string> args, std::vector<std::string> env) {
+  std::vector<char*> argv = pointers_to(args);
+  std::vector<char*> envp = pointers_to(env);
+  const std::string& command = args.front();
+  if (command.find('/') != std::string::npos) {
+    ::execve(command.c_str(), argv.data(), envp.data());
+    int err = errno;
+    throw ChildError(err == ENOENT ? kExitCommandNotFound : kExitNotExecutable,
+                     fmt::format("exec: \"{}\": {}", command, go_strerror(err)));
+  }
+  std::string path = env_value(env, "PATH");
+  if (path.empty()) path = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+  int denied = 0;
+  size_t start = 0;
+  while (start <= path.size()) {
+    size_t end = path.find(':', start);
+    if (end == std::string::npos) end = path.size();
+    std::string dir = path.substr(start, end - start);
+    std::string candidate = (dir.empty() ? "." : dir) + "/" + command;
+    ::execve(candidate.c_str(), argv.data(), envp.data());
+    if (errno == EACCES || errno == ENOEXEC) denied = errno;
+    start = end + 1;
+  }
+  if (denied != 0) {
+    throw ChildError(kExitNotExecutable, fmt::format("exec: \"{}\": {}", command, go_strerror(denied)));
+  }
+  throw ChildError(kExitCommandNotFound,
+                   fmt::format("exec: \"{}\": executable file not found in $PATH", command));
+}
+
+// PID 1 for --init: runs the process as its child, passes signals on, reaps every orphan, and
+// exits as the process exited (tini's behaviour, which is what `docker run --init` runs).
+[[noreturn]] void run_init(const Prepared& prepared, std::vector<std::string> args,
+                           std::vector<std::string> env) {
+  sigset_t forwarded;
+  ::sigfillset(&forwarded);
+  ::sigprocmask(SIG_BLOCK, &forwarded, nullptr);
+  pid_t child = ::fork();
+  if (child < 0) fail("fork the process under init");
+  if (child > 0) ::prctl(PR_SET_NAME, "init", 0, 0, 0);
+  if (child == 0) {
+    ::setpgid(0, 0);
+    ::sigprocmask(SIG_SETMASK, &prepared.original_mask, nullptr);
+    exec_process(std::move(args), std::move(env));
+  }
+  // The error pipe belongs to the process now: its exec closes it.
+  ::close(prepared.error_write);
+  for (;;) {
+    siginfo_t info{};
+    int signal = ::sigwaitinfo(&forwarded, &info);
+    if (signal < 0) continue;
+    if (signal != SIGCHLD) {
+      ::kill(child, signal);
+      continue;
+    }
+    int status = 0;
+    pid_t reaped;
+    while ((reaped = ::waitpid(-1, &status, WNOHANG)) > 0) {
+      if (reaped != child) continue;
+      ::_exit(WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status));
+    }
+  }
+}
+
+void set_user(const nlohmann::json& user) {
+  std::vector<gid_t> groups;
+  for (const auto& gid : user.value("additionalGids", nlohmann::json::array()))
+    groups.push_back(gid.get<gid_t>());
+  uid_t uid = user.value("uid", 0U);
+  gid_t gid = user.value("gid", 0U);
+  // setgroups is refused in a user namespace whose gid map was written without it; a rootless
+  // container then keeps no supplementary groups, as runc.
+  if (::setgroups(groups.size(), groups.data()) != 0 && !(errno == EPERM && groups.empty())) {
+    fail("set supplementary groups");
+  }
+  check(::setresgid(gid, gid, gid), fmt::format("set group id {}", gid));
+  check(::setresuid(uid, uid, uid), fmt::format("set user id {}", uid));
+}
+
+[[noreturn]] void child_main(const Prepared& prepared) {
+  const nlohmann::json& spec = *prepared.spec;
+  ::close(prepared.sync_write);
+  ::close(prepared.error_read);
+  char go = 0;
+  if (::read(prepared.sync_read, &go, 1) != 1) ::_exit(kExitRunFailed);  // the parent gave up
+  ::close(prepared.sync_read);
+  // Nothing in this process may be inspected through /proc by the container before exec replaces
+  // it (runc's CVE-2019-5736 class); exec restores dumpability for the container's own binary.
+  ::prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+  ::umask(0);
+  if (!prepared.terminal_slave.empty()) {
+    check(::setsid(), "start a session");
+    Fd slave(::open(prepared.terminal_slave.c_str(), O_RDWR | O_CLOEXEC));
+    if (!slave.valid()) fail("open the terminal");
+    check(::ioctl(slave.get(), TIOCSCTTY, 0), "take the terminal");
+    for (int fd = 0; fd < 3; ++fd) check(::dup2(slave.get(), fd), "attach the terminal");
+  }
+  // Without -i the process reads nothing, as under Docker: the container's /dev/null, or the
+  // host's when the spec gives the container no /dev.
+  bool detach_stdin = prepared.terminal_slave.empty() && !prepared.options->attach_stdin;
+  Fd host_null(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+  nlohmann::json process = spec.at("process");
+  const nlohmann::json linux_section = spec.value("linux", nlohmann::json::object());
+
+  mount_root(prepared);
+  {
+    Fd root(::open(prepared.root_path.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+    if (!root.valid()) fail(fmt::format("open the root `{}`", prepared.root_path));
+    bool dev_is_tmpfs = false;
+    for (const auto& mount : spec.value("mounts", nlohmann::json::array())) {
+      mount_one(root.get(), mount, prepared);
+      if (mount.value("destination", "") == "/dev") dev_is_tmpfs = true;
+    }
+    if (dev_is_tmpfs) create_devices(root.get(), prepared);
+    if (prepared.options->finish_process) prepared.options->finish_process(root.get(), process);
+    std::string cwd = process.value("cwd", "/");
+    make_in_root(root.get(), cwd, false);
+  }
+  pivot_into(prepared.root_path);
+  if (detach_stdin) {
+    Fd null(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+    check(::dup2(null.valid() ? null.get() : host_null.get(), STDIN_FILENO),
+          "attach /dev/null as standard input");
+  }
+  host_null.reset();
+  mask_paths(linux_section);
+  if (spec.value("root", nlohmann::json::object()).value("readonly", false)) {
+    check(::mount(nullptr, "/", nullptr, MS_REMOUNT | MS_BIND | MS_RDONLY | locked_flags("/"), nullptr),
+          "make the root read-only");
+  }
+  if (spec.contains("hostname")) {
+    std::string hostname = spec.at("hostname").get<std::string>();
+    check(::sethostname(hostname.data(), hostname.size()), "set the hostname");
+  }
+  if (prepared.new_network_namespace) bring_loopback_up();
+  std::string cwd = process.value("cwd", "/");
+  check(::chdir(cwd.c_str()), fmt::format("enter the working directory `{}`", cwd));
+
+  const nlohmann::json caps = process.value("capabilities", nlohmann::json::object());
+  CapabilitySets sets{strings_of(caps.value("bounding", nlohmann::json::array())),
+                      strings_of(caps.value("effective", nlohmann::json::array())),
+                      strings_of(caps.value("permitted", nlohmann::json::array())),
+                      strings_of(caps.value("inheritable", nlohmann::json::array())),
+                      strings_of(caps.value("ambient", nlohmann::json::array()))};
+  // runc's order: the bounding set while still root (dropping needs CAP_SETPCAP), then the user
+  // with keepcaps so that the permitted set survives the change, then the other sets.
+  if (int err = drop_bounding_set(sets); err != 0) fail("drop capabilities from the bounding set", err);
+  check(::prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0), "keep capabilities");
+  set_user(process.value("user", nlohmann::json::object()));
+  check(::prctl(PR_SET_KEEPCAPS, 0, 0, 0, 0), "stop keeping capabilities");
+  if (int err = apply_capabilities(sets); err != 0) fail("set capabilities", err);
+  if (process.value("noNewPrivileges", false)) {
+    check(::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "set no_new_privs");
+  }
+  // Every fd but the standard three and the error pipe (close-on-exec itself) closes at exec:
+  // none of kiln's may reach the container (CVE-2024-21626).
+  check(static_cast<int>(::syscall(SYS_close_range, 3U, ~0U, CLOSE_RANGE_CLOEXEC)), "mark fds close-on-exec");
+
+  std::vector<std::string> args = strings_of(process.at("args"));
+  std::vector<std::string> env = strings_of(process.value("env", nlohmann::json::array()));
+  if (args.empty()) throw ChildError(kExitRunFailed, "no command specified");
+  if (prepared.options->init) run_init(prepared, std::move(args), std::move(env));
+  ::sigprocmask(SIG_SETMASK, &prepared.original_mask, nullptr);
+  exec_process(std::move(args), std::move(env));
+}
+
+[[noreturn]] void child_entry(const Prepared& prepared) {
+  ChildFailure failure;
+  try {
+    child_main(prepared);
+  } catch (const ChildError& error) {
+    failure.exit_code = error.exit_code();
+    std::snprintf(failure.message, sizeof failure.message, "%s", error.what());
+  } catch (const std::exception& error) {
+    std::snprintf(failure.message, sizeof failure.message, "%s", error.what());
+  }
+  ssize_t written = ::write(prepared.error_write, &failure, sizeof failure);
+  (void)written;  // the parent learns of a failure either way: the exit code says it
+  ::_exit(failure.exit_code);
+}
+
+// ---- the parent
+
+// What the parent runs after the child exists and before it lets it go: ID maps, cgroup.
+void write_id_maps(pid_t pid, const nlohmann::json& linux_section) {
+  auto render = [](const nlohmann::json& mappings) {
+    std::string out;
+    for (const auto& m : mappings) {
+      out += fmt::format("{} {} {}\n", m.at("containerID").get<uint64_t>(), m.at("hostID").get<uint64_t>(),
+                         m.at("size").get<uint64_t>());
+    }
+    return out;
+  };
+  auto write_map = [&](const char* file, const std::string& content) {
+    std::string path = fmt::format("/proc/{}/{}", pid, file);
+    Fd fd(::open(path.c_str(), O_WRONLY | O_CLOEXEC));
+    if (!fd.valid() ||
+        ::write(fd.get(), content.data(), content.size()) != static_cast<ssize_t>(content.size())) {
+      throw_errno(fmt::format("write `{}`", path));
+    }
+  };
+  const nlohmann::json uid_mappings = linux_section.value("uidMappings", nlohmann::json::array());
+  const nlohmann::json gid_mappings = linux_section.value("gidMappings", nlohmann::json::array());
+  // An unprivileged user may write only a map of its own single ID (and a gid map only once
+  // setgroups is denied); anything wider goes through the setuid helpers from /etc/subuid and
+  // /etc/subgid, as podman and rootlesskit do.
+  auto own_id_only = [](const nlohmann::json& mappings, uint64_t id) {
+    return mappings.size() == 1 && mappings[0].at("hostID").get<uint64_t>() == id &&
+           mappings[0].at("size").get<uint64_t>() == 1;
+  };
+  if (::geteuid() == 0) {
+    write_map("uid_map", render(uid_mappings));
+    write_map("gid_map", render(gid_mappings));
+    return;
+  }
+  auto helper = [&](const char* program, const nlohmann::json& mappings) {
+    std::vector<std::string> args = {program, std::to_string(pid)};
+    for (const auto& m : mappings) {
+      for (const char* key : {"containerID", "hostID", "size"})
+        args.push_back(std::to_string(m.at(key).get<uint64_t>()));
+    }
+    std::vector<char*> argv = pointers_to(args);
+    pid_t helper_pid = ::fork();
+    if (helper_pid < 0) throw_errno(fmt::format("run {}", program));
+    if (helper_pid == 0) {
+      ::execvp(program, argv.data());
+      ::_exit(127);
+    }
+    int status = 0;
+    while (::waitpid(helper_pid, &status, 0) < 0 && errno == EINTR) {
+    }
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+      throw SandboxError(fmt::format(
+          "rootless: {} failed (exit {}): the user needs ranges in /etc/subuid and /etc/subgid and the "
+          "uidmap package's setuid helpers",
+          program, WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status)));
+    }
+  };
+  if (own_id_only(uid_mappings, ::geteuid())) {
+    write_map("uid_map", render(uid_mappings));
+  } else {
+    helper("newuidmap", uid_mappings);
+  }
+  if (own_id_only(gid_mappings, ::getegid())) {
+    write_map("setgroups", "deny");
+    write_map("gid_map", render(gid_mappings));
+  } else {
+    helper("newgidmap", gid_mappings);
+  }
+}
+
+struct ChildProcess {
+  pid_t pid = -1;
+  Fd pidfd;
+};
+
+ChildProcess clone_child(uint64_t flags) {
+  clone_args args{};
+  int pidfd = -1;
+  args.flags = flags | CLONE_PIDFD;
+  args.pidfd = reinterpret_cast<uint64_t>(&pidfd);
+  args.exit_signal = SIGCHLD;
+  long pid = ::syscall(SYS_clone3, &args, sizeof args);
+  if (pid < 0) throw_errno("create the container's namespaces (clone3)");
+  ChildProcess child;
+  child.pid = static_cast<pid_t>(pid);
+  if (pid > 0) child.pidfd = Fd(pidfd);
+  return child;
+}
+
+int exit_code_of(int status) {
+  if (WIFEXITED(status)) return WEXITSTATUS(status);
+  if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
+  return kExitRunFailed;
+}
+
+// Puts the host terminal in raw mode for the container's pty, and restores it.
+class RawTerminal {
+ public:
+  explicit RawTerminal(int fd) : fd_(fd) {
+    if (::isatty(fd_) && ::tcgetattr(fd_, &saved_) == 0) {
+      termios raw = saved_;
+      ::cfmakeraw(&raw);
+      active_ = ::tcsetattr(fd_, TCSANOW, &raw) == 0;
+    }
+  }
+  ~RawTerminal() {
+    if (active_) ::tcsetattr(fd_, TCSANOW, &saved_);
+  }
+  RawTerminal(const RawTerminal&) = delete;
+  RawTerminal& operator=(const RawTerminal&) = delete;
+
+ private:
+  int fd_;
+  termios saved_{};
+  bool active_ = false;
+};
+
+void copy_window_size(int from, int to) {
+  winsize size{};
+  if (::ioctl(from, TIOCGWINSZ, &size) == 0) ::ioctl(to, TIOCSWINSZ, &size);
+}
+
+// Copies one read's worth from `from` to `to`. Returns the bytes copied, 0 when nothing was ready,
+// -1 at the end of the input (a pty whose other side closed reads EIO).
+ssize_t pump(int from, int to) {
+  char buffer[16384];
+  ssize_t n = ::read(from, buffer, sizeof buffer);
+  if (n < 0 && (errno == EINTR || errno == EAGAIN)) return 0;
+  if (n <= 0) return -1;
+  for (ssize_t done = 0; done < n;) {
+    ssize_t w = ::write(to, buffer + done, static_cast<size_t>(n - done));
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      return -1;
+    }
+    done += w;
+  }
+  return n;
+}
+
+}  // namespace
+
+int run_sandbox(const nlohmann::json& spec, const SandboxOptions& options) {
+  Prepared prepared;
+  prepared.spec = &spec;
+  prepared.options = &options;
+  const nlohmann::json linux_section = spec.value("linux", nlohmann::json::object());
+  std::string root = spec.at("root").at("path").get<std::string>();
+  prepared.root_path = root.starts_with("/") ? root : options.bundle_dir + "/" + root;
+
+  uint64_t flags = 0;
+  for (const auto& ns : linux_section.value("namespaces", nlohmann::json::array())) {
+    if (ns.contains("path"))
+      throw UsageError("joining an existing namespace (namespaces[].path) is not supported");
+    std::string type = ns.at("type").get<std::string>();
+    if (type == "mount")
+      flags |= CLONE_NEWNS;
+    else if (type == "pid")
+      flags |= CLONE_NEWPID;
+    else if (type == "uts")
+      flags |= CLONE_NEWUTS;
+    else if (type == "ipc")
+      flags |= CLONE_NEWIPC;
+    else if (type == "network")
+      flags |= CLONE_NEWNET;
+    else if (type == "user")
+      flags |= CLONE_NEWUSER;
+    else if (type == "cgroup")
+      flags |= CLONE_NEWCGROUP;
+    else
+      throw InvalidInputError(fmt::format("spec: unknown namespace type `{}`", type));
+  }
+  if (!(flags & CLONE_NEWNS)) throw InvalidInputError("spec: the sandbox needs a mount namespace");
+  prepared.new_user_namespace = (flags & CLONE_NEWUSER) != 0;
+  prepared.new_network_namespace = (flags & CLONE_NEWNET) != 0;
+
+  bool terminal = spec.at("process").value("terminal", false);
+  Fd terminal_master;
+  if (terminal) {
+    terminal_master = Fd(::posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC));
+    if (!terminal_master.valid() || ::grantpt(terminal_master.get()) != 0 ||
+        ::unlockpt(terminal_master.get()) != 0) {
+      throw_errno("allocate a terminal");
+    }
+    char name[128];
+    if (::ptsname_r(terminal_master.get(), name, sizeof name) != 0) throw_errno("name the terminal");
+    prepared.terminal_slave = name;
+    copy_window_size(STDIN_FILENO, terminal_master.get());
+  }
+
+  int sync_pipe[2];
+  int error_pipe[2];
+  if (::pipe2(sync_pipe, O_CLOEXEC) != 0) throw_errno("create a pipe");
+  Fd sync_read(sync_pipe[0]), sync_write(sync_pipe[1]);
+  if (::pipe2(error_pipe, O_CLOEXEC) != 0) throw_errno("create a pipe");
+  Fd error_read(error_pipe[0]), error_write(error_pipe[1]);
+  prepared.sync_read = sync_read.get();
+  prepared.sync_write = sync_write.get();
+  prepared.error_read = error_read.get();
+  prepared.error_write = error_write.get();
+
+  // Signals wait in the parent until it can forward them; the child restores the mask for the
+  // process.
+  sigset_t forwarded;
+  ::sigemptyset(&forwarded);
+  for (int signal : {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH, SIGCHLD}) {
+    ::sigaddset(&forwarded, signal);
+  }
+  ::sigprocmask(SIG_BLOCK, &forwarded, &prepared.original_mask);
+  struct MaskRestorer {
+    sigset_t mask;
+    ~MaskRestorer() { ::sigprocmask(SIG_SETMASK, &mask, nullptr); }
+  } restore_mask{prepared.original_mask};
+
+  ChildProcess child = clone_child(flags);
+  if (child.pid == 0) child_entry(prepared);
+  sync_read.reset();
+  error_write.reset();
+
+  auto reap = [&] {
+    int status = 0;
+    while (::waitpid(child.pid, &status, 0) < 0 && errno == EINTR) {
+    }
+    return status;
+  };
+  try {
+    if (prepared.new_user_namespace) write_id_maps(child.pid, linux_section);
+  } catch (...) {
+    ::kill(child.pid, SIGKILL);
+    reap();
+    throw;
+  }
+  char go = 1;
+  if (::write(sync_write.get(), &go, 1) != 1) {
+    ::kill(child.pid, SIGKILL);
+    reap();
+    throw_errno("start the container");
+  }
+  sync_write.reset();
+
+  ChildFailure failure;
+  ssize_t got = 0;
+  while ((got = ::read(error_read.get(), &failure, sizeof failure)) < 0 && errno == EINTR) {
+  }
+  if (got > 0) {
+    int status = reap();
+    failure.message[sizeof failure.message - 1] = '\0';
+    if (failure.exit_code == kExitRunFailed) throw SandboxError(fmt::format("run: {}", failure.message));
+    fmt::print(stderr, "kiln: error: run: {}\n", failure.message);
+    (void)status;
+    return failure.exit_code;
+  }
+  error_read.reset();
+
+  Fd signals(::signalfd(-1, &forwarded, SFD_CLOEXEC | SFD_NONBLOCK));
+  if (!signals.valid()) throw_errno("watch signals");
+  std::optional<RawTerminal> raw;
+  bool stdin_open = terminal && options.attach_stdin;
+  if (terminal) {
+    raw.emplace(STDIN_FILENO);
+    ::fcntl(terminal_master.get(), F_SETFL, ::fcntl(terminal_master.get(), F_GETFL) | O_NONBLOCK);
+  }
+  for (;;) {
+    pollfd fds[4] = {{signals.get(), POLLIN, 0},
+                     {child.pidfd.get(), POLLIN, 0},
+                     {terminal ? terminal_master.get() : -1, POLLIN, 0},
+                     {stdin_open ? STDIN_FILENO : -1, POLLIN, 0}};
+    if (::poll(fds, 4, -1) < 0) {
+      if (errno == EINTR) continue;
+      throw_errno("wait for the container");
+    }
+    if (fds[0].revents & POLLIN) {
+      signalfd_siginfo info{};
+      while (::read(signals.get(), &info, sizeof info) == sizeof info) {
+        int signal = static_cast<int>(info.ssi_signo);
+        if (signal == SIGCHLD) continue;
+        if (signal == SIGWINCH) {
+          if (terminal) copy_window_size(STDIN_FILENO, terminal_master.get());
+          continue;
+        }
+        ::syscall(SYS_pidfd_send_signal, child.pidfd.get(), signal, nullptr, 0);
+      }
+    }
+    if (terminal && (fds[2].revents & (POLLIN | POLLHUP | POLLERR))) {
+      if (pump(terminal_master.get(), STDOUT_FILENO) < 0) terminal = false;
+    }
+    if (stdin_open && (fds[3].revents & (POLLIN | POLLHUP | POLLERR))) {
+      if (pump(STDIN_FILENO, terminal_master.get()) < 0) stdin_open = false;
+    }
+    if (fds[1].revents & POLLIN) {
+      // Whatever the terminal still holds is the process's last output.
+      if (terminal_master.valid()) {
+        while (pump(terminal_master.get(), STDOUT_FILENO) > 0) {
+        }
+      }
+      return exit_code_of(reap());
+    }
+  }
+}
+
+}  // namespace kiln::runtime

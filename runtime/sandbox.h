@@ -1,0 +1,74 @@
+// The namespaced sandbox: runs the process an OCI runtime spec (config.json) describes, isolated as
+// runc isolates it, and waits for it. `kiln run` hands it the spec it made from an image; every
+// RUN of a build will too.
+//
+// What happens, in order (the parent is the calling kiln process):
+//   parent: compiles the seccomp filter, creates the cgroup, clones the child into new namespaces
+//           (mount, PID, UTS, IPC, network, and user when rootless), writes the child's ID maps,
+//           puts it in the cgroup, then lets it go;
+//   child:  makes its mounts private, mounts the root (overlay of the image's layers, or the
+//           bundle's rootfs bound on itself), the spec's mounts (/proc, /dev, /sys, ...), device
+//           nodes, pivots into the root and detaches the old one, masks and write-protects paths,
+//           sets the hostname, brings loopback up, changes to the process's user, drops
+//           capabilities, sets no_new_privs, installs seccomp, closes every inherited fd, execs;
+//   parent: forwards SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1 and SIGUSR2 until the child exits.
+// A failure before exec comes back through a close-on-exec pipe: the child writes what failed and
+// exits; exec closing the pipe is the sign that the process runs. Nothing is mounted on the host:
+// every mount lives in the child's mount namespace and goes with it.
+#pragma once
+
+#include <functional>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "layerstore/errors.h"
+
+namespace kiln::runtime {
+
+// The root filesystem as an overlay of the image's unpacked layers (bottom layer first) with a
+// private upper directory; the spec's root.path is where it is mounted.
+struct OverlayRoot {
+  std::vector<std::string> lower_dirs;
+  std::string upper_dir;
+  std::string work_dir;
+};
+
+struct SandboxOptions {
+  // The spec's relative root.path and mount sources are resolved against it.
+  std::string bundle_dir;
+  std::optional<OverlayRoot> overlay;
+  // The container's ID: names its cgroup.
+  std::string container_id;
+  // --init: a minimal init runs as PID 1, reaps zombies and forwards signals to the process.
+  bool init = false;
+  // -i: the process reads kiln's standard input (through the terminal with -t); otherwise
+  // /dev/null.
+  bool attach_stdin = false;
+  // Runs in the child once the root is mounted and before the process starts: lets the caller
+  // finish the spec's "process" from files in the container's root (the user named in the
+  // image's /etc/passwd, HOME). `root_fd` is the root's directory. May throw kiln::Error, which is
+  // reported as the run's failure.
+  std::function<void(int root_fd, nlohmann::json& process)> finish_process;
+};
+
+// Docker's exit codes for a container that never ran its process.
+constexpr int kExitRunFailed = 125;        // the sandbox could not be set up
+constexpr int kExitNotExecutable = 126;    // the command exists but cannot be executed
+constexpr int kExitCommandNotFound = 127;  // the command does not exist
+
+// The sandbox could not be set up: Docker's exit code for that is 125.
+class SandboxError : public Error {
+ public:
+  using Error::Error;
+  int exit_code() const override { return kExitRunFailed; }
+};
+
+// Runs the container to completion. Returns the process's exit code, 128 + the signal number when
+// a signal ended it (as a shell and Docker report it), or 126/127 when the command could not be
+// executed (after printing why, as `kiln: error: …`). Throws kiln::Error when the sandbox cannot be
+// set up; nothing of it is left behind.
+int run_sandbox(const nlohmann::json& spec, const SandboxOptions& options);
+
+}  // namespace kiln::runtime

@@ -1,0 +1,89 @@
+#include "runtime/spec.h"
+
+#include "runtime/capabilities.h"
+
+namespace kiln::runtime {
+
+std::vector<std::string> default_masked_paths() {
+  return {"/proc/asound",
+          "/proc/acpi",
+          "/proc/kcore",
+          "/proc/keys",
+          "/proc/latency_stats",
+          "/proc/timer_list",
+          "/proc/timer_stats",
+          "/proc/sched_debug",
+          "/proc/scsi",
+          "/sys/firmware",
+          "/sys/devices/virtual/powercap"};
+}
+
+std::vector<std::string> default_readonly_paths() {
+  return {"/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"};
+}
+
+nlohmann::json default_spec(const std::string& root_path) {
+  using nlohmann::json;
+  auto mount = [](const char* destination, const char* type, const char* source, json options) {
+    return json{
+        {"destination", destination}, {"type", type}, {"source", source}, {"options", std::move(options)}};
+  };
+  json spec = {
+      {"ociVersion", kOciVersion},
+      {"process",
+       {{"terminal", false},
+        {"user", {{"uid", 0}, {"gid", 0}}},
+        {"args", json::array()},
+        {"env", {"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}},
+        {"cwd", "/"},
+        {"noNewPrivileges", false}}},
+      {"root", {{"path", root_path}, {"readonly", false}}},
+      {"hostname", ""},
+      {"mounts",
+       {mount("/proc", "proc", "proc", {"nosuid", "noexec", "nodev"}),
+        mount("/dev", "tmpfs", "tmpfs", {"nosuid", "strictatime", "mode=755", "size=65536k"}),
+        mount("/dev/pts", "devpts", "devpts",
+              {"nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"}),
+        mount("/sys", "sysfs", "sysfs", {"nosuid", "noexec", "nodev", "ro"}),
+        mount("/dev/mqueue", "mqueue", "mqueue", {"nosuid", "noexec", "nodev"}),
+        mount("/dev/shm", "tmpfs", "shm", {"nosuid", "noexec", "nodev", "mode=1777", "size=65536k"})}},
+      {"linux",
+       {{"namespaces",
+         {{{"type", "pid"}},
+          {{"type", "network"}},
+          {{"type", "ipc"}},
+          {{"type", "uts"}},
+          {{"type", "mount"}}}},
+        {"maskedPaths", default_masked_paths()},
+        {"readonlyPaths", default_readonly_paths()}}},
+  };
+  set_capabilities(spec, default_capabilities());
+  return spec;
+}
+
+void add_user_namespace(nlohmann::json& spec, const nlohmann::json& uid_mappings,
+                        const nlohmann::json& gid_mappings) {
+  nlohmann::json& linux_section = spec["linux"];
+  linux_section["namespaces"].push_back({{"type", "user"}});
+  linux_section["uidMappings"] = uid_mappings;
+  linux_section["gidMappings"] = gid_mappings;
+}
+
+void remove_namespace(nlohmann::json& spec, const std::string& type) {
+  nlohmann::json& namespaces = spec["linux"]["namespaces"];
+  nlohmann::json kept = nlohmann::json::array();
+  for (const auto& ns : namespaces) {
+    if (ns.value("type", "") != type) kept.push_back(ns);
+  }
+  namespaces = std::move(kept);
+}
+
+void set_capabilities(nlohmann::json& spec, const std::vector<std::string>& capabilities) {
+  spec["process"]["capabilities"] = {{"bounding", capabilities},
+                                     {"effective", capabilities},
+                                     {"permitted", capabilities},
+                                     {"inheritable", nlohmann::json::array()},
+                                     {"ambient", nlohmann::json::array()}};
+}
+
+}  // namespace kiln::runtime

@@ -1,0 +1,37 @@
+// The OCI runtime-spec document (config.json) kiln hands to its sandbox, and that `kiln bundle`
+// writes for runc: Docker's defaults for namespaces, mounts, masked and read-only paths and
+// capabilities, which `kiln run` then fills with the image's process and the user's flags.
+#pragma once
+
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+namespace kiln::runtime {
+
+// The runtime-spec version kiln writes.
+inline constexpr const char* kOciVersion = "1.0.2";
+
+// Docker's masked and read-only paths (moby's oci.DefaultSpec).
+std::vector<std::string> default_masked_paths();
+std::vector<std::string> default_readonly_paths();
+
+// A spec with Docker's defaults and no process arguments yet: root at `root_path` (relative to
+// the bundle, as runc expects "rootfs"), new mount, PID, UTS, IPC and network namespaces,
+// /proc, /dev (tmpfs with /dev/pts, /dev/shm, /dev/mqueue) and read-only /sys, the default
+// capabilities for every set but inheritable and ambient, no_new_privs off (Docker's default),
+// process as root in "/" with PATH set.
+nlohmann::json default_spec(const std::string& root_path);
+
+// Adds the user namespace with these maps (rootless): each is {containerID, hostID, size}.
+void add_user_namespace(nlohmann::json& spec, const nlohmann::json& uid_mappings,
+                        const nlohmann::json& gid_mappings);
+
+// Removes the namespace of this type ("network" for --network host).
+void remove_namespace(nlohmann::json& spec, const std::string& type);
+
+// Sets every capability set the process has in a default Docker container: bounding, effective
+// and permitted get `capabilities`; inheritable and ambient stay empty (moby since 20.10.14).
+void set_capabilities(nlohmann::json& spec, const std::vector<std::string>& capabilities);
+
+}  // namespace kiln::runtime
