@@ -1,9 +1,11 @@
 #include "runtime/cgroups.h"
 
+#include <fcntl.h>
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 #include <linux/magic.h>
 #include <sched.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <unistd.h>
@@ -12,7 +14,10 @@
 #include <cctype>
 #include <cerrno>
 #include <charconv>
+#include <chrono>
 #include <cmath>
+#include <cstring>
+#include <thread>
 
 #include "layerstore/errors.h"
 #include "layerstore/files.h"
@@ -325,6 +330,283 @@ CgroupHost detect_cgroup_host() {
     }
   }
   return host;
+}
+
+namespace {
+
+// remove(): how long to wait for killed processes to leave the cgroup.
+constexpr int kRemoveAttempts = 500;
+constexpr auto kRemoveInterval = std::chrono::milliseconds(10);
+
+// The writer's view of a cgroup file: one write(2) of the whole value, as the kernel parses it.
+// Returns 0 or the errno.
+int write_cgroup_file(const std::string& path, std::string_view value) {
+  int fd = ::open(path.c_str(), O_WRONLY | O_CLOEXEC);
+  if (fd < 0) return errno;
+  ssize_t n;
+  do {
+    n = ::write(fd, value.data(), value.size());
+  } while (n < 0 && errno == EINTR);
+  int err = n < 0 ? errno : (static_cast<size_t>(n) == value.size() ? 0 : EIO);
+  ::close(fd);
+  return err;
+}
+
+void write_or_throw(std::string_view operation, const std::string& path, std::string_view value) {
+  if (int err = write_cgroup_file(path, value); err != 0) {
+    throw_errno(fmt::format("{}: write `{}`", operation, path), err);
+  }
+}
+
+// A "key value" line's value from files such as memory.events or memory.oom_control; nullopt when
+// the key is missing.
+std::optional<int64_t> keyed_value(std::string_view text, std::string_view key) {
+  for (std::string_view line : split(text, '\n')) {
+    if (line.size() > key.size() && line.starts_with(key) && line[key.size()] == ' ') {
+      std::string_view number = line.substr(key.size() + 1);
+      int64_t value = 0;
+      auto [end, ec] = std::from_chars(number.data(), number.data() + number.size(), value);
+      if (ec == std::errc()) return value;
+    }
+  }
+  return std::nullopt;
+}
+
+const char* flag_of(std::string_view controller) {
+  if (controller == "memory") return "--memory";
+  if (controller == "cpu") return "--cpus";
+  return "--pids-limit";
+}
+
+std::vector<std::string> needed_controllers(const ResourceLimits& limits) {
+  std::vector<std::string> out;
+  if (limits.memory_bytes) out.emplace_back("memory");
+  if (limits.cpu_quota_us) out.emplace_back("cpu");
+  if (limits.pids) out.emplace_back("pids");
+  return out;
+}
+
+bool valid_container_id(std::string_view id) {
+  if (id.empty() || id == "." || id == ".." || id.size() > 255) return false;
+  return std::all_of(id.begin(), id.end(), [](unsigned char c) { return c > ' ' && c != '/' && c < 0x7f; });
+}
+
+// Creates `own`/kiln/`id` and returns its path. kiln/ is shared by the containers of this cgroup and
+// removed by the last one to go (Cgroup::remove), so it may vanish between the two mkdirs: a few
+// attempts. `prepare_parent` runs on kiln/ before the container's directory is made.
+template <typename Prepare>
+std::string make_container_dir(const std::string& own, const std::string& id, std::string_view operation,
+                               Prepare prepare_parent) {
+  constexpr int kAttempts = 10;
+  std::string parent = own + "/kiln";
+  std::string dir = parent + "/" + id;
+  for (int attempt = 1;; ++attempt) {
+    if (::mkdir(parent.c_str(), 0755) != 0 && errno != EEXIST) {
+      throw_errno(fmt::format("{}: mkdir `{}`", operation, parent));
+    }
+    try {
+      prepare_parent(parent);
+    } catch (const Error&) {
+      if (attempt < kAttempts && !path_exists(parent)) continue;
+      throw;
+    }
+    if (::mkdir(dir.c_str(), 0755) == 0) return dir;
+    if (errno == ENOENT && attempt < kAttempts) continue;
+    throw_errno(fmt::format("{}: mkdir `{}`", operation, dir));
+  }
+}
+
+// Pids listed in a cgroup.procs; an unreadable file (the cgroup already gone) lists none.
+std::vector<pid_t> pids_in(const std::string& dir) {
+  std::vector<pid_t> out;
+  std::string text;
+  try {
+    text = read_cgroup_file(dir + "/cgroup.procs");
+  } catch (const Error&) {
+    return out;  // intended: rmdir's own error tells what is wrong
+  }
+  for (std::string_view line : split(text, '\n')) {
+    pid_t pid = 0;
+    auto [end, ec] = std::from_chars(line.data(), line.data() + line.size(), pid);
+    if (ec == std::errc() && pid > 0) out.push_back(pid);
+  }
+  return out;
+}
+
+}  // namespace
+
+// ---- Cgroup ----
+
+Cgroup Cgroup::create(const std::string& container_id, const ResourceLimits& limits) {
+  if (limits.empty()) return Cgroup();
+  return create(container_id, limits, detect_cgroup_host());
+}
+
+Cgroup Cgroup::create(const std::string& container_id, const ResourceLimits& limits, const CgroupHost& host) {
+  Cgroup cgroup;
+  if (limits.empty()) return cgroup;
+  if (!valid_container_id(container_id)) {
+    throw InvalidInputError(fmt::format("create cgroup: invalid container id `{}`", container_id));
+  }
+  const std::vector<std::string> needed = needed_controllers(limits);
+  for (const std::string& controller : needed) {
+    if (std::string problem = host.controller_problem(controller); !problem.empty()) {
+      throw Error(
+          fmt::format("{}: no writable {} cgroup controller (rootless without cgroup delegation?): {}",
+                      flag_of(controller), controller, problem));
+    }
+  }
+  const std::string create_op = fmt::format("create cgroup for `{}`", container_id);
+
+  if (host.uses_v2()) {
+    cgroup.v2_ = true;
+    // The parent hands the controllers to kiln/, kiln/ to the container's cgroup. Enabling them one
+    // at a time names the one the kernel refuses.
+    auto enable = [&](const std::string& dir) {
+      std::vector<std::string> enabled = words(read_cgroup_file(dir + "/cgroup.subtree_control"));
+      for (const std::string& controller : needed) {
+        if (contains(enabled, controller)) continue;
+        std::string file = dir + "/cgroup.subtree_control";
+        if (int err = write_cgroup_file(file, "+" + controller); err != 0) {
+          std::string hint = err == EBUSY ? " (cgroup v2 hands no controllers down from a cgroup that holds "
+                                            "processes; run kiln in a cgroup of its own, e.g. with "
+                                            "`systemd-run --scope -p Delegate=yes`)"
+                                          : "";
+          throw Error(fmt::format("{}: enable the {} controller: write `{}`: {}{}", flag_of(controller),
+                                  controller, file, std::strerror(err), hint));
+        }
+      }
+    };
+    enable(host.unified_dir);
+    std::string dir = make_container_dir(host.unified_dir, container_id, create_op, enable);
+    cgroup.dirs_.push_back(dir);
+    for (const std::string& controller : needed) cgroup.controllers_[controller] = dir;
+    cgroup.dir_fd_v2_ = open_or_throw(dir, O_RDONLY | O_DIRECTORY);
+  } else {
+    for (const std::string& controller : needed) {
+      const std::string& own = host.v1_dirs.at(controller);
+      std::string dir = own + "/kiln/" + container_id;
+      if (!contains(cgroup.dirs_, dir)) {
+        make_container_dir(own, container_id, create_op, [](const std::string&) {});
+        cgroup.dirs_.push_back(dir);
+      }
+      cgroup.controllers_[controller] = dir;
+    }
+  }
+
+  if (limits.memory_bytes) {
+    std::string dir = cgroup.controllers_.at("memory");
+    std::string bytes = std::to_string(*limits.memory_bytes);
+    if (cgroup.v2_) {
+      // Docker's default --memory-swap is twice --memory: as much swap again as memory.
+      if (path_exists(dir + "/memory.swap.max"))
+        write_or_throw("set swap limit", dir + "/memory.swap.max", bytes);
+      write_or_throw("set memory limit", dir + "/memory.max", bytes);
+    } else {
+      // memsw must stay at or above the memory limit, so memory goes first into a fresh cgroup.
+      write_or_throw("set memory limit", dir + "/memory.limit_in_bytes", bytes);
+      if (path_exists(dir + "/memory.memsw.limit_in_bytes")) {
+        // Twice a limit beyond half of int64 is no limit ("-1") rather than an overflow.
+        int64_t memsw = *limits.memory_bytes > INT64_MAX / 2 ? -1 : *limits.memory_bytes * 2;
+        write_or_throw("set memory+swap limit", dir + "/memory.memsw.limit_in_bytes", std::to_string(memsw));
+      }
+    }
+  }
+  if (limits.cpu_quota_us) {
+    std::string dir = cgroup.controllers_.at("cpu");
+    int64_t period = limits.cpu_period_us.value_or(kCpuPeriodUs);
+    if (cgroup.v2_) {
+      write_or_throw("set cpu limit", dir + "/cpu.max", fmt::format("{} {}", *limits.cpu_quota_us, period));
+    } else {
+      write_or_throw("set cpu limit", dir + "/cpu.cfs_period_us", std::to_string(period));
+      write_or_throw("set cpu limit", dir + "/cpu.cfs_quota_us", std::to_string(*limits.cpu_quota_us));
+    }
+  }
+  if (limits.pids) {
+    write_or_throw("set pids limit", cgroup.controllers_.at("pids") + "/pids.max",
+                   std::to_string(*limits.pids));
+  }
+  return cgroup;
+}
+
+Cgroup& Cgroup::operator=(Cgroup&& other) noexcept {
+  if (this != &other) {
+    try {
+      remove();
+    } catch (...) {
+      // Intended, as in the destructor: the old cgroup is given up either way.
+    }
+    v2_ = other.v2_;
+    dirs_ = std::exchange(other.dirs_, {});
+    controllers_ = std::exchange(other.controllers_, {});
+    dir_fd_v2_ = std::move(other.dir_fd_v2_);
+  }
+  return *this;
+}
+
+Cgroup::~Cgroup() {
+  try {
+    remove();
+  } catch (...) {
+    // Intended: a destructor cannot report; callers who must know call remove() themselves.
+  }
+}
+
+void Cgroup::add_process(pid_t pid) {
+  for (const std::string& dir : dirs_) {
+    write_or_throw(fmt::format("add process {} to cgroup", pid), dir + "/cgroup.procs", std::to_string(pid));
+  }
+}
+
+std::optional<int> Cgroup::directory_fd_v2() const {
+  if (!dir_fd_v2_.valid()) return std::nullopt;
+  return dir_fd_v2_.get();
+}
+
+bool Cgroup::oom_killed() const {
+  auto it = controllers_.find("memory");
+  if (it == controllers_.end()) return false;
+  if (v2_) {
+    std::string events = read_cgroup_file(it->second + "/memory.events");
+    return keyed_value(events, "oom_kill").value_or(0) > 0;
+  }
+  std::string control = read_cgroup_file(it->second + "/memory.oom_control");
+  if (auto kills = keyed_value(control, "oom_kill")) return *kills > 0;
+  return keyed_value(control, "under_oom").value_or(0) > 0;
+}
+
+std::string Cgroup::directory(std::string_view controller) const {
+  auto it = controllers_.find(std::string(controller));
+  return it == controllers_.end() ? "" : it->second;
+}
+
+void Cgroup::remove() {
+  dir_fd_v2_.reset();
+  while (!dirs_.empty()) {
+    const std::string& dir = dirs_.back();
+    bool killed_by_kernel = false;
+    for (int attempt = 0;; ++attempt) {
+      if (::rmdir(dir.c_str()) == 0 || errno == ENOENT) break;
+      if (errno != EBUSY) throw_errno(fmt::format("remove cgroup `{}`", dir));
+      if (attempt == kRemoveAttempts) {
+        throw Error(fmt::format("remove cgroup `{}`: processes still inside after {} ms", dir,
+                                kRemoveAttempts * kRemoveInterval.count()));
+      }
+      // cgroup.kill (Linux 5.14) kills the whole subtree at once, also processes forking meanwhile.
+      if (v2_ && !killed_by_kernel && write_cgroup_file(dir + "/cgroup.kill", "1") == 0) {
+        killed_by_kernel = true;
+      } else if (!killed_by_kernel) {
+        // A pid may exit and be reused between the read and the kill; crun and runc take the same risk.
+        for (pid_t pid : pids_in(dir)) ::kill(pid, SIGKILL);
+      }
+      std::this_thread::sleep_for(kRemoveInterval);
+    }
+    // The shared kiln/ goes with its last container, so that kiln never keeps the cgroup it was
+    // started in from being removed. Intended ignore: EBUSY while other containers still use it.
+    ::rmdir(dir.substr(0, dir.rfind('/')).c_str());
+    dirs_.pop_back();
+  }
+  controllers_.clear();
 }
 
 }  // namespace kiln::runtime

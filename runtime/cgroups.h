@@ -4,12 +4,16 @@
 // throws; it is never silently dropped.
 #pragma once
 
+#include <sys/types.h>
+
 #include <cstdint>
 #include <map>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
+
+#include "layerstore/io.h"
 
 namespace kiln::runtime {
 
@@ -89,5 +93,66 @@ CgroupHost detect_cgroup_host();
 // The parsing half of detect_cgroup_host(): mount points from `mountinfo`, paths from `self_cgroup`.
 // unified_controllers is left empty (reading it needs the file system).
 CgroupHost parse_cgroup_host(CgroupMode mode, std::string_view mountinfo, std::string_view self_cgroup);
+
+// ---- The cgroup of one container ----
+
+// A cgroup `kiln/<container_id>` under this process's own cgroup, holding the container's processes
+// until destruction. Move-only; the destructor kills what is left inside and removes the directories.
+class Cgroup {
+ public:
+  // Creates the cgroup and writes every limit, or throws naming the flag and the cause:
+  //   "--memory: no writable memory cgroup controller (rootless without cgroup delegation?): …"
+  //   "set memory limit: write `/sys/fs/cgroup/memory/kiln/ID/memory.limit_in_bytes`: Permission denied"
+  // Whatever was created before the failure is removed again.
+  // v2: the needed controllers are enabled in the subtree_control of this process's cgroup and of
+  // kiln/ (left enabled afterwards, as crun leaves them); the kernel refuses that with EBUSY when this
+  // process's cgroup also holds processes (the no-internal-processes rule) unless it is the root.
+  // v1: one directory per needed controller (memory, cpu, pids); never cpuset, freezer, devices.
+  // Memory as Docker's default --memory-swap (twice --memory): memory.memsw.limit_in_bytes = 2 × memory
+  // on v1 and memory.swap.max = memory on v2, where the kernel accounts swap (else memory alone).
+  // Empty limits create nothing: the container stays in kiln's cgroup and the calls below do nothing.
+  // The kiln/ parent directory goes with its last container (remove()), so that it never keeps the
+  // cgroup kiln runs in from being removed.
+  static Cgroup create(const std::string& container_id, const ResourceLimits& limits);
+  static Cgroup create(const std::string& container_id, const ResourceLimits& limits, const CgroupHost& host);
+
+  Cgroup(Cgroup&& other) noexcept = default;
+  Cgroup& operator=(Cgroup&& other) noexcept;
+  Cgroup(const Cgroup&) = delete;
+  Cgroup& operator=(const Cgroup&) = delete;
+  // remove(), any failure ignored: a destructor must not throw.
+  ~Cgroup();
+
+  // Moves a process (all its threads) into the cgroup: v2 cgroup.procs, v1 every controller's
+  // cgroup.procs. Throws SystemError naming the file.
+  void add_process(pid_t pid);
+
+  // The v2 directory, for clone3's CLONE_INTO_CGROUP (the child starts inside, no window outside
+  // the limits); nullopt on v1 or when nothing was created. Owned by this object.
+  std::optional<int> directory_fd_v2() const;
+
+  // Whether the kernel's OOM killer killed a process in the cgroup: v2 memory.events `oom_kill`,
+  // v1 memory.oom_control `oom_kill` (kernel 4.13+; older kernels: `under_oom`). false without a
+  // memory limit. memory.failcnt is not used: it counts reclaim at the limit, not kills.
+  bool oom_killed() const;
+
+  // The directory holding `controller`'s files ("memory", "cpu", "pids"), "" when there is none.
+  std::string directory(std::string_view controller) const;
+  // Every directory created (v2: one; v1: one per hierarchy).
+  const std::vector<std::string>& directories() const { return dirs_; }
+
+  // Kills what is left inside (v2 cgroup.kill where the kernel has it, else SIGKILL to each pid in
+  // cgroup.procs), waits up to 5 s for the cgroup to empty and removes the directories. Throws Error
+  // when a directory cannot be removed (a later call tries again); once removed, a call does nothing.
+  void remove();
+
+ private:
+  Cgroup() = default;
+
+  bool v2_ = false;
+  std::vector<std::string> dirs_;                   // in creation order
+  std::map<std::string, std::string> controllers_;  // controller → directory
+  Fd dir_fd_v2_;
+};
 
 }  // namespace kiln::runtime

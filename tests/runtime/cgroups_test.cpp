@@ -1,11 +1,102 @@
 #include "runtime/cgroups.h"
 
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <catch2/catch.hpp>
+#include <cerrno>
+#include <fstream>
+#include <sstream>
 
 #include "layerstore/errors.h"
 
+using kiln::runtime::Cgroup;
 using kiln::runtime::CgroupHost;
 using kiln::runtime::CgroupMode;
+using kiln::runtime::ResourceLimits;
+
+namespace {
+
+std::string read_text(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream out;
+  out << in.rdbuf();
+  return out.str();
+}
+
+bool exists(const std::string& path) {
+  return ::access(path.c_str(), F_OK) == 0;
+}
+
+std::string test_id(std::string_view name) {
+  return fmt::format("kiln-test-{}-{}", ::getpid(), name);
+}
+
+// The cgroup, or nullopt after printing why this host cannot apply the limits (not root, no such
+// controller, not writable, or cgroup v2's no-internal-processes rule refusing the delegation).
+std::optional<Cgroup> create_or_skip(std::string_view name, const ResourceLimits& limits) {
+  if (::geteuid() != 0) {
+    WARN("skipped: needs root to create cgroups");
+    return std::nullopt;
+  }
+  CgroupHost host = kiln::runtime::detect_cgroup_host();
+  for (const char* controller : {"memory", "cpu", "pids"}) {
+    bool needed = (controller == std::string_view("memory") && limits.memory_bytes) ||
+                  (controller == std::string_view("cpu") && limits.cpu_quota_us) ||
+                  (controller == std::string_view("pids") && limits.pids);
+    if (!needed) continue;
+    if (std::string problem = host.controller_problem(controller); !problem.empty()) {
+      WARN("skipped: " << problem);
+      return std::nullopt;
+    }
+  }
+  try {
+    return Cgroup::create(test_id(name), limits, host);
+  } catch (const kiln::Error& e) {
+    if (std::string_view(e.what()).find("hands no controllers down") == std::string_view::npos) throw;
+    WARN("skipped: " << e.what());
+    return std::nullopt;
+  }
+}
+
+ResourceLimits memory_limit(int64_t bytes) {
+  ResourceLimits limits;
+  limits.memory_bytes = bytes;
+  return limits;
+}
+
+ResourceLimits pids_limit(int64_t pids) {
+  ResourceLimits limits;
+  limits.pids = pids;
+  return limits;
+}
+
+CgroupHost host_of(CgroupMode mode, std::string unified_dir, std::vector<std::string> controllers) {
+  CgroupHost host;
+  host.mode = mode;
+  host.unified_dir = std::move(unified_dir);
+  host.unified_controllers = std::move(controllers);
+  return host;
+}
+
+struct Pipe {
+  int fds[2] = {-1, -1};
+  Pipe() { REQUIRE(::pipe2(fds, O_CLOEXEC) == 0); }
+  ~Pipe() {
+    for (int fd : fds) {
+      if (fd >= 0) ::close(fd);
+    }
+  }
+  void close_end(int end) {
+    ::close(fds[end]);
+    fds[end] = -1;
+  }
+};
+
+}  // namespace
 
 TEST_CASE("memory sizes parse as Docker's RAMInBytes", "[cgroups]") {
   using kiln::runtime::parse_memory_size;
@@ -144,4 +235,148 @@ TEST_CASE("each hierarchy's directory comes from mountinfo and /proc/self/cgroup
     }
     CHECK((host.uses_v2() ? !host.unified_dir.empty() : !host.v1_dirs.empty()));
   }
+}
+
+TEST_CASE("a limit the host cannot apply is an error naming the flag, never ignored", "[cgroups]") {
+  ResourceLimits memory = memory_limit(64 << 20);
+  CgroupHost v2 = host_of(CgroupMode::Unified, "/nonexistent/user.slice", {"cpu"});
+  CHECK_THROWS_WITH(Cgroup::create("c1", memory, v2),
+                    "--memory: no writable memory cgroup controller (rootless without cgroup delegation?): "
+                    "no memory controller in `/nonexistent/user.slice` (controllers: cpu)");
+  ResourceLimits cpu;
+  cpu.cpu_quota_us = 50000;
+  cpu.cpu_period_us = 100000;
+  CHECK_THROWS_WITH(Cgroup::create("c1", cpu, v2),
+                    "--cpus: no writable cpu cgroup controller (rootless without cgroup delegation?): "
+                    "`/nonexistent/user.slice` is not writable: No such file or directory");
+  CgroupHost v1 = host_of(CgroupMode::Legacy, "", {});
+  CHECK_THROWS_WITH(Cgroup::create("c1", pids_limit(5), v1),
+                    "--pids-limit: no writable pids cgroup controller (rootless without cgroup delegation?): "
+                    "no pids controller is mounted (cgroup v1)");
+  CHECK_THROWS_WITH(Cgroup::create("../x", memory, v1), "create cgroup: invalid container id `../x`");
+}
+
+TEST_CASE("empty limits create no cgroup", "[cgroups]") {
+  Cgroup cgroup = Cgroup::create("unused", ResourceLimits{});
+  CHECK(cgroup.directories().empty());
+  CHECK(cgroup.directory_fd_v2() == std::nullopt);
+  CHECK_FALSE(cgroup.oom_killed());
+  cgroup.add_process(::getpid());  // nothing to join
+}
+
+TEST_CASE("the limits written read back from the cgroup files", "[cgroups]") {
+  ResourceLimits limits;
+  limits.memory_bytes = 32 << 20;
+  auto cpus = kiln::runtime::parse_cpus("0.5", kiln::runtime::host_cpu_count());
+  limits.cpu_quota_us = cpus->quota_us;
+  limits.cpu_period_us = cpus->period_us;
+  limits.pids = 20;
+  std::vector<std::string> dirs;
+  {
+    std::optional<Cgroup> cgroup = create_or_skip("limits", limits);
+    if (!cgroup) return;
+    dirs = cgroup->directories();
+    std::string memory = cgroup->directory("memory"), cpu = cgroup->directory("cpu"),
+                pids = cgroup->directory("pids");
+    if (cgroup->directory_fd_v2()) {
+      CHECK(dirs.size() == 1);
+      CHECK(read_text(memory + "/memory.max") == "33554432\n");
+      if (exists(memory + "/memory.swap.max")) CHECK(read_text(memory + "/memory.swap.max") == "33554432\n");
+      CHECK(read_text(cpu + "/cpu.max") == "50000 100000\n");
+    } else {
+      CHECK(dirs.size() == 3);
+      CHECK(read_text(memory + "/memory.limit_in_bytes") == "33554432\n");
+      if (exists(memory + "/memory.memsw.limit_in_bytes")) {
+        CHECK(read_text(memory + "/memory.memsw.limit_in_bytes") == "67108864\n");
+      }
+      CHECK(read_text(cpu + "/cpu.cfs_quota_us") == "50000\n");
+      CHECK(read_text(cpu + "/cpu.cfs_period_us") == "100000\n");
+    }
+    CHECK(read_text(pids + "/pids.max") == "20\n");
+    for (const std::string& dir : dirs) CHECK(dir.ends_with("/kiln/" + test_id("limits")));
+    CHECK_FALSE(cgroup->oom_killed());
+    CHECK_THROWS_WITH(Cgroup::create(test_id("limits"), limits),
+                      Catch::Contains("create cgroup for `" + test_id("limits") + "`: mkdir") &&
+                          Catch::Contains("File exists"));
+  }
+  for (const std::string& dir : dirs) CHECK_FALSE(exists(dir));
+}
+
+TEST_CASE("a process over --memory is killed by the OOM killer and oom_killed() says so", "[cgroups]") {
+  std::vector<std::string> dirs;
+  {
+    std::optional<Cgroup> cgroup = create_or_skip("oom", memory_limit(32 << 20));
+    if (!cgroup) return;
+    dirs = cgroup->directories();
+    Pipe go;
+    pid_t child = ::fork();
+    REQUIRE(child >= 0);
+    if (child == 0) {
+      char byte = 0;
+      if (::read(go.fds[0], &byte, 1) != 1) ::_exit(3);
+      constexpr size_t kSize = size_t{128} << 20;
+      auto* memory = static_cast<char*>(
+          ::mmap(nullptr, kSize, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
+      if (memory == MAP_FAILED) ::_exit(2);
+      for (size_t at = 0; at < kSize; at += 4096) memory[at] = 1;
+      ::_exit(0);
+    }
+    go.close_end(0);
+    cgroup->add_process(child);
+    REQUIRE(::write(go.fds[1], "g", 1) == 1);
+    int status = 0;
+    REQUIRE(::waitpid(child, &status, 0) == child);
+    CHECK(WIFSIGNALED(status));
+    CHECK((WIFSIGNALED(status) ? WTERMSIG(status) : -WEXITSTATUS(status)) == SIGKILL);
+    CHECK(cgroup->oom_killed());
+  }
+  for (const std::string& dir : dirs) CHECK_FALSE(exists(dir));
+}
+
+TEST_CASE("forks past --pids-limit fail with EAGAIN; removal kills what is left", "[cgroups]") {
+  std::optional<Cgroup> cgroup = create_or_skip("pids", pids_limit(5));
+  if (!cgroup) return;
+  std::vector<std::string> dirs = cgroup->directories();
+  Pipe go, report;
+  pid_t child = ::fork();
+  REQUIRE(child >= 0);
+  if (child == 0) {
+    char byte = 0;
+    if (::read(go.fds[0], &byte, 1) != 1) ::_exit(3);
+    int result[2] = {0, 0};  // forks that worked, errno of the first that failed
+    for (int i = 0; i < 20; ++i) {
+      pid_t grandchild = ::fork();
+      if (grandchild == 0) {
+        ::pause();
+        ::_exit(0);
+      }
+      if (grandchild < 0) {
+        result[1] = errno;
+        break;
+      }
+      ++result[0];
+    }
+    if (::write(report.fds[1], result, sizeof(result)) != sizeof(result)) ::_exit(4);
+    ::pause();  // stays, with its children, for remove() to kill
+    ::_exit(0);
+  }
+  go.close_end(0);
+  report.close_end(1);
+  cgroup->add_process(child);
+  REQUIRE(::write(go.fds[1], "g", 1) == 1);
+  int result[2] = {-1, -1};
+  REQUIRE(::read(report.fds[0], result, sizeof(result)) == sizeof(result));
+  CHECK(result[0] == 4);  // the child itself is the fifth
+  CHECK(result[1] == EAGAIN);
+  if (exists(cgroup->directory("pids") + "/pids.current")) {
+    CHECK(read_text(cgroup->directory("pids") + "/pids.current") == "5\n");
+  }
+
+  REQUIRE_NOTHROW(cgroup->remove());
+  for (const std::string& dir : dirs) CHECK_FALSE(exists(dir));
+  int status = 0;
+  REQUIRE(::waitpid(child, &status, 0) == child);
+  CHECK(WIFSIGNALED(status));
+  CHECK(cgroup->directories().empty());
+  REQUIRE_NOTHROW(cgroup->remove());  // a second call has nothing to do
 }
