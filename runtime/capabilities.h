@@ -10,7 +10,8 @@
 
 namespace kiln::runtime {
 
-// Names as the OCI runtime spec writes them ("CAP_CHOWN"), in the kernel's numbering.
+// Names as the OCI runtime spec writes them ("CAP_CHOWN"), in the kernel's numbering: every
+// capability the kernel has and the calling process's bounding set holds.
 std::vector<std::string> all_capabilities();
 // Docker's default grant: CHOWN, DAC_OVERRIDE, FSETID, FOWNER, MKNOD, NET_RAW, SETGID, SETUID,
 // SETFCAP, SETPCAP, NET_BIND_SERVICE, SYS_CHROOT, KILL, AUDIT_WRITE.

@@ -779,11 +779,24 @@ int run_sandbox(const nlohmann::json& spec, const SandboxOptions& options) {
   for (int signal : {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH, SIGCHLD}) {
     ::sigaddset(&forwarded, signal);
   }
-  ::sigprocmask(SIG_BLOCK, &forwarded, &prepared.original_mask);
-  struct MaskRestorer {
+  // An ignored signal is discarded, never pending, so signalfd would not see it: a kiln started in
+  // the background by a shell has SIGINT and SIGQUIT ignored. While the container runs they are
+  // kiln's to forward, and the process does not inherit the ignoring either.
+  struct SignalState {
     sigset_t mask;
-    ~MaskRestorer() { ::sigprocmask(SIG_SETMASK, &mask, nullptr); }
-  } restore_mask{prepared.original_mask};
+    std::map<int, struct sigaction> actions;
+    ~SignalState() {
+      for (const auto& [signal, action] : actions) ::sigaction(signal, &action, nullptr);
+      ::sigprocmask(SIG_SETMASK, &mask, nullptr);
+    }
+  } restore_signals;
+  ::sigprocmask(SIG_BLOCK, &forwarded, &prepared.original_mask);
+  restore_signals.mask = prepared.original_mask;
+  for (int signal : {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2}) {
+    struct sigaction default_action {};
+    default_action.sa_handler = SIG_DFL;
+    ::sigaction(signal, &default_action, &restore_signals.actions[signal]);
+  }
 
   ChildProcess child = clone_child(flags);
   if (child.pid == 0) child_entry(prepared);

@@ -66,3 +66,17 @@ make_busybox_tar() {
   tar -C "$d" --numeric-owner --owner=0 --group=0 --mtime='2024-01-01 00:00:00' --sort=name "$@" -cf "$out" .
   rm -rf -- "$d"
 }
+
+# busybox_image [NAME]: imports the busybox rootfs as NAME (default busybox:latest), with a shell
+# command as the image's Cmd as Docker's busybox has.
+busybox_image() {
+  local name=${1:-busybox:latest}
+  make_busybox_tar "$WORK/busybox.tar"
+  kiln import --change 'CMD ["sh"]' "$WORK/busybox.tar" "$name" >/dev/null
+}
+
+# need_root_sandbox: skips unless namespaces and mounts can be made here (root, with overlay).
+need_root_sandbox() {
+  [[ $(id -u) -eq 0 ]] || skip "needs root for namespaces and mounts (the rootless scenario covers the rest)"
+  grep -qw overlay /proc/filesystems || modprobe overlay 2>/dev/null || skip "needs the overlay filesystem"
+}
