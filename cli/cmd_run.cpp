@@ -7,6 +7,7 @@
 #include "layerstore/errors.h"
 #include "runtime/containers.h"
 #include "runtime/run.h"
+#include "runtime/sandbox.h"
 
 namespace kiln::cli {
 namespace {
@@ -85,7 +86,14 @@ void add_container_commands(CLI::App& app, Context& ctx) {
     cmd->callback([&ctx, options, cmd] {
       take_image_and_args(cmd, *options, "kiln run [OPTIONS] IMAGE [COMMAND] [ARG...]");
       Store store = ctx.open_store();
-      ctx.exit_code = runtime::run_container(store, *options);
+      try {
+        ctx.exit_code = runtime::run_container(store, *options);
+      } catch (const runtime::SandboxError&) {
+        throw;
+      } catch (const Error& error) {
+        // Docker exits 125 whenever the container could not be run, whatever the cause.
+        throw runtime::SandboxError(error.what());
+      }
     });
   }
   {

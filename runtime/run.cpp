@@ -16,9 +16,11 @@
 #include "layerstore/io.h"
 #include "layerstore/tar.h"
 #include "runtime/capabilities.h"
+#include "runtime/cgroups.h"
 #include "runtime/containers.h"
 #include "runtime/process_config.h"
 #include "runtime/sandbox.h"
+#include "runtime/seccomp.h"
 #include "runtime/spec.h"
 
 namespace kiln::runtime {
@@ -243,8 +245,11 @@ PreparedRun prepare_run(const Image& image, const RunOptions& options, const std
                       opt));
     }
   }
-  (void)seccomp_file;
-  (void)seccomp_unconfined;
+  if (!seccomp_unconfined) {
+    nlohmann::json profile = seccomp_file ? read_seccomp_profile(*seccomp_file) : default_seccomp_profile();
+    nlohmann::json seccomp = seccomp_for_spec(profile, caps);
+    if (!seccomp.is_null()) spec["linux"]["seccomp"] = std::move(seccomp);
+  }
 
   spec["root"]["readonly"] = options.read_only;
   if (options.privileged) {
@@ -261,6 +266,21 @@ PreparedRun prepare_run(const Image& image, const RunOptions& options, const std
   }
   for (const std::string& volume : options.volumes) spec["mounts"].push_back(volume_mount(volume));
   for (const std::string& tmpfs : options.tmpfs) spec["mounts"].push_back(tmpfs_mount(tmpfs));
+
+  nlohmann::json resources = nlohmann::json::object();
+  if (options.memory) {
+    if (auto bytes = parse_memory_limit(*options.memory)) {
+      // Docker's default --memory-swap: as much swap again as memory.
+      resources["memory"] = {{"limit", *bytes}, {"swap", 2 * *bytes}};
+    }
+  }
+  if (options.cpus) {
+    if (auto cpu = parse_cpus(*options.cpus, host_cpu_count())) {
+      resources["cpu"] = {{"quota", cpu->quota_us}, {"period", cpu->period_us}};
+    }
+  }
+  if (options.pids_limit && *options.pids_limit > 0) resources["pids"] = {{"limit", *options.pids_limit}};
+  if (!resources.empty()) spec["linux"]["resources"] = resources;
 
   if (::geteuid() != 0) {
     add_user_namespace(spec, rootless_mappings("/etc/subuid", ::geteuid()),

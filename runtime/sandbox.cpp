@@ -29,6 +29,8 @@
 #include "layerstore/fsutil.h"
 #include "layerstore/io.h"
 #include "runtime/capabilities.h"
+#include "runtime/cgroups.h"
+#include "runtime/seccomp.h"
 
 namespace kiln::runtime {
 namespace {
@@ -188,7 +190,8 @@ struct Prepared {
   bool new_network_namespace = false;
   int sync_read = -1, sync_write = -1;
   int error_read = -1, error_write = -1;
-  std::string terminal_slave;  // host path of the pty's slave side, when process.terminal
+  std::string terminal_slave;              // host path of the pty's slave side, when process.terminal
+  const SeccompFilter* seccomp = nullptr;  // compiled in the parent; the child only installs it
   sigset_t original_mask{};
 };
 
@@ -534,6 +537,13 @@ void set_user(const nlohmann::json& user) {
                       strings_of(caps.value("permitted", nlohmann::json::array())),
                       strings_of(caps.value("inheritable", nlohmann::json::array())),
                       strings_of(caps.value("ambient", nlohmann::json::array()))};
+  // Without no_new_privs, installing the filter needs CAP_SYS_ADMIN, which is about to go: install
+  // it now, as runc does (the default profile allows every call made from here to exec). With
+  // no_new_privs it goes last, just before exec.
+  bool no_new_privileges = process.value("noNewPrivileges", false);
+  if (prepared.seccomp && !no_new_privileges) {
+    if (int err = prepared.seccomp->load(); err != 0) fail("install the seccomp filter", err);
+  }
   // runc's order: the bounding set while still root (dropping needs CAP_SETPCAP), then the user
   // with keepcaps so that the permitted set survives the change, then the other sets.
   if (int err = drop_bounding_set(sets); err != 0) fail("drop capabilities from the bounding set", err);
@@ -541,8 +551,11 @@ void set_user(const nlohmann::json& user) {
   set_user(process.value("user", nlohmann::json::object()));
   check(::prctl(PR_SET_KEEPCAPS, 0, 0, 0, 0), "stop keeping capabilities");
   if (int err = apply_capabilities(sets); err != 0) fail("set capabilities", err);
-  if (process.value("noNewPrivileges", false)) {
+  if (no_new_privileges) {
     check(::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "set no_new_privs");
+    if (prepared.seccomp) {
+      if (int err = prepared.seccomp->load(); err != 0) fail("install the seccomp filter", err);
+    }
   }
   // Every fd but the standard three and the error pipe (close-on-exec itself) closes at exec:
   // none of kiln's may reach the container (CVE-2024-21626).
@@ -798,6 +811,29 @@ int run_sandbox(const nlohmann::json& spec, const SandboxOptions& options) {
     ::sigaction(signal, &default_action, &restore_signals.actions[signal]);
   }
 
+  // The spec's limits, as runc reads linux.resources; a limit that cannot be applied fails here,
+  // before anything runs.
+  ResourceLimits limits;
+  const nlohmann::json resources = linux_section.value("resources", nlohmann::json::object());
+  if (resources.contains("memory") && resources["memory"].contains("limit")) {
+    limits.memory_bytes = resources["memory"]["limit"].get<int64_t>();
+  }
+  if (resources.contains("cpu") && resources["cpu"].contains("quota")) {
+    limits.cpu_quota_us = resources["cpu"]["quota"].get<int64_t>();
+    limits.cpu_period_us = resources["cpu"].value("period", int64_t{100000});
+  }
+  if (resources.contains("pids") && resources["pids"].contains("limit")) {
+    limits.pids = resources["pids"]["limit"].get<int64_t>();
+  }
+  std::optional<SeccompFilter> seccomp;
+  if (linux_section.contains("seccomp") && !linux_section["seccomp"].is_null()) {
+    seccomp = SeccompFilter::compile(linux_section["seccomp"]);
+    prepared.seccomp = &*seccomp;
+  }
+  std::optional<Cgroup> cgroup;
+  if (!limits.empty())
+    cgroup = Cgroup::create(options.container_id.empty() ? "sandbox" : options.container_id, limits);
+
   ChildProcess child = clone_child(flags);
   if (child.pid == 0) child_entry(prepared);
   sync_read.reset();
@@ -811,6 +847,7 @@ int run_sandbox(const nlohmann::json& spec, const SandboxOptions& options) {
   };
   try {
     if (prepared.new_user_namespace) write_id_maps(child.pid, linux_section);
+    if (cgroup) cgroup->add_process(child.pid);
   } catch (...) {
     ::kill(child.pid, SIGKILL);
     reap();

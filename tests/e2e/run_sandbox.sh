@@ -28,6 +28,25 @@ assert_contains "$(kiln run --rm --privileged busybox cat /proc/self/status)" "C
   "--privileged grants every capability kiln has"
 expect_fail 125 "unknown capability" kiln run --rm --cap-add SYS_EVERYTHING busybox true
 
+# Docker's default seccomp profile: mode 2, namespaces and mounts refused; off when unconfined or
+# privileged; a profile file of the user's own.
+assert_contains "$(kiln run --rm busybox cat /proc/self/status)" $'Seccomp:\t2' "seccomp filter installed"
+expect_code() { local want=$1 rc=0; shift; "$@" >/dev/null 2>&1 || rc=$?; [[ $rc -eq $want ]] || fail "[$*] exited $rc, not $want"; }
+assert_contains "$(kiln run --rm busybox unshare -u true 2>&1 || true)" "Operation not permitted" "unshare refused"
+assert_contains "$(kiln run --rm busybox mount -t tmpfs x /mnt 2>&1 || true)" "permission denied" "mount refused"
+assert_contains "$(kiln run --rm --security-opt seccomp=unconfined busybox cat /proc/self/status)" $'Seccomp:\t0' "seccomp=unconfined"
+assert_contains "$(kiln run --rm --privileged busybox cat /proc/self/status)" $'Seccomp:\t0' "--privileged has no filter"
+expect_code 0 kiln run --rm --cap-add SYS_ADMIN busybox unshare -u true
+status=$(kiln run --rm --security-opt no-new-privileges busybox cat /proc/self/status)
+assert_contains "$status" $'NoNewPrivs:\t1' "no-new-privileges"
+cat >"$WORK/deny-mkdir.json" <<'EOF'
+{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 13}]}
+EOF
+assert_contains "$(kiln run --rm --security-opt "seccomp=$WORK/deny-mkdir.json" busybox mkdir /x 2>&1 || true)" \
+  "Permission denied" "a user's profile applies (mkdir gets EACCES)"
+echo '{"defaultAction": "SCMP_ACT_MAYBE"}' >"$WORK/bad.json"
+expect_fail 125 "bad.json" kiln run --rm --security-opt "seccomp=$WORK/bad.json" busybox true
+
 # Masked paths read empty; read-only paths refuse writes; /sys is read-only.
 assert_eq "$(kiln run --rm busybox cat /proc/timer_list | wc -c)" 0 "/proc/timer_list is masked"
 assert_eq "$(kiln run --rm busybox sh -c 'ls /sys/firmware | wc -l')" 0 "/sys/firmware is masked"
@@ -57,7 +76,6 @@ assert_eq "$(kiln run --rm busybox sh -c 'ls /proc/self/fd' 3</dev/null 4</dev/n
   "only the standard fds (and ls's own directory fd) are open"
 
 # Read-only root, writable tmpfs.
-expect_code() { local want=$1 rc=0; shift; "$@" >/dev/null 2>&1 || rc=$?; [[ $rc -eq $want ]] || fail "[$*] exited $rc, not $want"; }
 expect_code 1 kiln run --rm --read-only busybox touch /x
 expect_code 0 kiln run --rm --read-only --tmpfs /scratch busybox touch /scratch/x
 assert_contains "$(kiln run --rm --tmpfs /scratch busybox cat /proc/self/mounts)" "tmpfs /scratch tmpfs rw,nosuid,nodev,noexec" "--tmpfs defaults"
