@@ -1,12 +1,12 @@
 #include "runtime/process_config.h"
 
 #include <fcntl.h>
+#include <fmt/format.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
 #include <fstream>
-#include <map>
 
 #include "layerstore/errors.h"
 #include "layerstore/files.h"
@@ -133,4 +133,276 @@ TEST_CASE("a relative working directory is refused", "[process]") {
                     "image config: the working directory 'app' is invalid, it needs to be an absolute path");
   CHECK_THROWS_WITH(working_dir(json{{"WorkingDir", 7}}, std::nullopt),
                     "image config: WorkingDir is not a string");
+}
+
+// ---- User ---------------------------------------------------------------------------------------
+
+TEST_CASE("no --user is root, with root's home and root's groups", "[process]") {
+  Rootfs root(kPasswd, kGroup);
+  ExecUser u = root.resolve("");
+  CHECK(u.uid == 0);
+  CHECK(u.gid == 0);
+  // moby puts the primary gid first; then the groups listing root (root itself, and wheel).
+  CHECK(u.additional_gids == Gids{0, 0, 10});
+  CHECK(u.home == "/root");
+  CHECK(u.name == "root");
+}
+
+TEST_CASE("a user name takes its entry's ids and the groups that list it", "[process]") {
+  Rootfs root(kPasswd, kGroup);
+  ExecUser u = root.resolve("alice");
+  CHECK(u.uid == 1000);
+  CHECK(u.gid == 1000);
+  // "#hidden" lists alice too, but a "#" line in etc/group is a comment.
+  CHECK(u.additional_gids == Gids{1000, 10, 50});
+  CHECK(u.home == "/home/alice");
+  CHECK(u.name == "alice");
+  // An empty group part is no group part.
+  CHECK(root.resolve("alice:").additional_gids == Gids{1000, 10, 50});
+}
+
+TEST_CASE("a number is a uid, with or without an entry", "[process]") {
+  Rootfs root(kPasswd, kGroup);
+  // With an entry it is that entry, supplementary groups included.
+  ExecUser alice = root.resolve("1000");
+  CHECK(alice.name == "alice");
+  CHECK(alice.additional_gids == Gids{1000, 10, 50});
+  // Without one: gid 0, home "/", no name, no supplementary groups.
+  ExecUser nobody = root.resolve("4242");
+  CHECK(nobody.uid == 4242);
+  CHECK(nobody.gid == 0);
+  CHECK(nobody.additional_gids == Gids{0});
+  CHECK(nobody.home == "/");
+  CHECK(nobody.name.empty());
+  // Go's Atoi reads a sign and leading zeros.
+  CHECK(root.resolve("+0042").uid == 42);
+}
+
+TEST_CASE("user:group forms set the gid and drop the supplementary groups", "[process]") {
+  Rootfs root(kPasswd, kGroup);
+  ExecUser by_names = root.resolve("alice:staff");
+  CHECK(by_names.uid == 1000);
+  CHECK(by_names.gid == 50);
+  CHECK(by_names.additional_gids == Gids{50});
+  CHECK(by_names.home == "/home/alice");
+  ExecUser name_gid = root.resolve("alice:4343");
+  CHECK(name_gid.gid == 4343);
+  CHECK(name_gid.additional_gids == Gids{4343});
+  ExecUser uid_group = root.resolve("1001:staff");
+  CHECK(uid_group.uid == 1001);
+  CHECK(uid_group.gid == 50);
+  CHECK(uid_group.name == "bob");
+  ExecUser numbers = root.resolve("4242:4343");
+  CHECK(numbers.uid == 4242);
+  CHECK(numbers.gid == 4343);
+  CHECK(numbers.home == "/");
+  // ":group" is root with that group.
+  ExecUser group_only = root.resolve(":staff");
+  CHECK(group_only.uid == 0);
+  CHECK(group_only.gid == 50);
+  CHECK(group_only.home == "/root");
+}
+
+TEST_CASE("HOME is looked up by the final uid, as runc does", "[process]") {
+  Rootfs root(kPasswd, kGroup);
+  // twin shares alice's uid; runc finds HOME by uid, so the first entry with 1000 gives it.
+  ExecUser twin = root.resolve("twin");
+  CHECK(twin.name == "twin");
+  CHECK(twin.uid == 1000);
+  CHECK(twin.home == "/home/alice");
+}
+
+TEST_CASE("unknown names are errors worded as Docker words them", "[process]") {
+  Rootfs root(kPasswd, kGroup);
+  CHECK_THROWS_AS(root.resolve("nobody"), kiln::NotFoundError);
+  CHECK_THROWS_WITH(root.resolve("nobody"), "unable to find user nobody: no matching entries in passwd file");
+  CHECK_THROWS_WITH(root.resolve("nobody:staff"),
+                    "unable to find user nobody: no matching entries in passwd file");
+  CHECK_THROWS_AS(root.resolve("alice:nogroup"), kiln::NotFoundError);
+  CHECK_THROWS_WITH(root.resolve("alice:nogroup"),
+                    "unable to find group nogroup: no matching entries in group file");
+  CHECK_THROWS_WITH(root.resolve("alice", {"nogroup"}),
+                    "unable to find group nogroup: no matching entries in group file");
+  // A comment line is no group.
+  CHECK_THROWS_WITH(root.resolve("alice:#hidden"),
+                    "unable to find group #hidden: no matching entries in group file");
+  // Everything after the first colon is the group.
+  CHECK_THROWS_WITH(root.resolve("alice:staff:x"),
+                    "unable to find group staff:x: no matching entries in group file");
+}
+
+TEST_CASE("ids beyond 2^31-1 are refused", "[process]") {
+  Rootfs root(kPasswd, kGroup);
+  const std::string range = "uids and gids must be in range 0-2147483647";
+  CHECK(root.resolve("2147483647").uid == 2147483647u);
+  CHECK_THROWS_AS(root.resolve("2147483648"), kiln::UsageError);
+  CHECK_THROWS_WITH(root.resolve("2147483648"), range);
+  CHECK_THROWS_WITH(root.resolve("-1"), range);
+  CHECK_THROWS_WITH(root.resolve("99999999999999999999999"), range);
+  CHECK_THROWS_WITH(root.resolve("alice:4294967296"), range);
+  CHECK_THROWS_WITH(root.resolve("", {"2147483648"}), range);
+  // In the files too: Docker would truncate 4294967296 to uid 0.
+  Rootfs big("big:x:4294967296:0::/:/bin/sh\nneg:x:0:-5::/:/bin/sh\n", "huge:x:9999999999:big\n");
+  CHECK_THROWS_AS(big.resolve("big"), kiln::InvalidInputError);
+  CHECK_THROWS_WITH(big.resolve("big"), "/etc/passwd entry `big`: " + range);
+  CHECK_THROWS_WITH(big.resolve("neg"), "/etc/passwd entry `neg`: " + range);
+  CHECK_THROWS_WITH(big.resolve("neg:huge"), "/etc/group entry `huge`: " + range);
+  CHECK_THROWS_WITH(big.resolve("0:0", {"huge"}), "/etc/group entry `huge`: " + range);
+}
+
+TEST_CASE("--group-add adds groups by name or number after the user's own", "[process]") {
+  Rootfs root(kPasswd, kGroup);
+  ExecUser u = root.resolve("bob", {"audio", "4242", "audio", "29", "wheel"});
+  // bob's primary, staff (lists bob), then the added ones once each.
+  CHECK(u.additional_gids == Gids{1001, 50, 29, 4242, 10});
+  // A number that names a group is that group; one that does not is used as it is.
+  CHECK(root.resolve("4242:4343", {"50", "7"}).additional_gids == Gids{4343, 50, 7});
+}
+
+TEST_CASE("missing passwd and group files are fine for numbers, not for names", "[process]") {
+  Rootfs root;  // etc/ exists, empty
+  ExecUser def = root.resolve("");
+  CHECK(def.uid == 0);
+  CHECK(def.gid == 0);
+  CHECK(def.additional_gids == Gids{0});
+  CHECK(def.home == "/");
+  CHECK(def.name.empty());
+  ExecUser numbers = root.resolve("1000:1000", {"5"});
+  CHECK(numbers.uid == 1000);
+  CHECK(numbers.gid == 1000);
+  CHECK(numbers.additional_gids == Gids{1000, 5});
+  CHECK_THROWS_WITH(root.resolve("alice"), "unable to find user alice: no matching entries in passwd file");
+  CHECK_THROWS_WITH(root.resolve("0:staff"), "unable to find group staff: no matching entries in group file");
+  CHECK_THROWS_WITH(root.resolve("", {"audio"}),
+                    "unable to find group audio: no matching entries in group file");
+  // No etc/ at all.
+  kiln::remove_tree(root.dir.path() + "/etc");
+  CHECK(root.resolve("7:8").gid == 8);
+  // etc/ a file: ENOTDIR is as absent.
+  write(root.dir.path() + "/etc", "not a directory");
+  CHECK(root.resolve("7").uid == 7);
+}
+
+TEST_CASE("a symlinked /etc/passwd resolves inside the rootfs, never to the host's file", "[process]") {
+  // A passwd file on the host, outside the rootfs, naming a user the rootfs does not have.
+  kiln::TempDir host("/tmp", "kiln-process-host-");
+  write(host.path() + "/passwd", "hostonly:x:777:777::/host:/bin/sh\n");
+  write(host.path() + "/group", "hostgroup:x:778:hostonly\n");
+
+  SECTION("absolute link") {
+    Rootfs root;
+    REQUIRE(::symlink((host.path() + "/passwd").c_str(), (root.dir.path() + "/etc/passwd").c_str()) == 0);
+    REQUIRE(::symlink((host.path() + "/group").c_str(), (root.dir.path() + "/etc/group").c_str()) == 0);
+    // The target does not exist inside the rootfs: as if there were no passwd file.
+    CHECK_THROWS_WITH(root.resolve("hostonly"),
+                      "unable to find user hostonly: no matching entries in passwd file");
+    CHECK_THROWS_WITH(root.resolve("0", {"hostgroup"}),
+                      "unable to find group hostgroup: no matching entries in group file");
+    // The same path inside the rootfs is the one read.
+    kiln::make_dirs(root.dir.path() + host.path());
+    write(root.dir.path() + host.path() + "/passwd", "hostonly:x:555:556::/inside:/bin/sh\n");
+    ExecUser u = root.resolve("hostonly");
+    CHECK(u.uid == 555);
+    CHECK(u.home == "/inside");
+  }
+  SECTION("relative link climbing out") {
+    Rootfs root;
+    std::string climb = "../../../../../../../../.." + host.path() + "/passwd";
+    REQUIRE(::symlink(climb.c_str(), (root.dir.path() + "/etc/passwd").c_str()) == 0);
+    CHECK_THROWS_WITH(root.resolve("hostonly"),
+                      "unable to find user hostonly: no matching entries in passwd file");
+  }
+  SECTION("link within the rootfs") {
+    Rootfs root;
+    write(root.dir.path() + "/etc/passwd.real", "inside:x:321:321::/in:/bin/sh\n");
+    REQUIRE(::symlink("/etc/passwd.real", (root.dir.path() + "/etc/passwd").c_str()) == 0);
+    CHECK(root.resolve("inside").uid == 321);
+  }
+  SECTION("symlinked /etc directory") {
+    Rootfs root;
+    kiln::remove_tree(root.dir.path() + "/etc");
+    REQUIRE(::symlink(host.path().c_str(), (root.dir.path() + "/etc").c_str()) == 0);
+    CHECK_THROWS_WITH(root.resolve("hostonly"),
+                      "unable to find user hostonly: no matching entries in passwd file");
+  }
+}
+
+TEST_CASE("passwd and group lines are read as runc reads them", "[process]") {
+  Rootfs root(
+      "\n"
+      "root:x:0:0:root:/root:/bin/sh\r\n"
+      "   spaced:x:7:8::/sp:/bin/sh   \n"
+      "garbage without colons\n"
+      "short:x\n"
+      "bad:x:abc:def:gecos:/bad:/bin/sh\n"
+      "#comment:x:5:5::/c:/bin/sh\n"
+      "\t\n"
+      "last:x:9:9::/last:/bin/sh",
+      "   \n"
+      "# a comment\n"
+      "spacers:x:70: spaced\n"
+      "sp:x:71:spaced\r\n"
+      "nomembers:x:72\n"
+      "weird:x:abc:spaced\n"
+      "tail:x:73:spaced");
+  ExecUser spaced = root.resolve("spaced");
+  CHECK(spaced.uid == 7);
+  CHECK(spaced.gid == 8);
+  CHECK(spaced.home == "/sp");
+  // Members are compared exactly (" spaced" is not spaced); a gid that is no number reads as 0.
+  CHECK(spaced.additional_gids == Gids{8, 71, 0, 73});
+  // A line with no final newline still counts; CRLF endings are trimmed.
+  CHECK(root.resolve("last").home == "/last");
+  CHECK(root.resolve("root").home == "/root");
+  // Fields that are missing or not numbers read as empty or 0, as runc reads them: Docker runs
+  // such a user as root.
+  ExecUser bad = root.resolve("bad");
+  CHECK(bad.uid == 0);
+  CHECK(bad.gid == 0);
+  ExecUser shorter = root.resolve("short");
+  CHECK(shorter.uid == 0);
+  CHECK(shorter.name == "short");
+  // passwd has no comment syntax: "#comment" is a user.
+  CHECK(root.resolve("#comment").uid == 5);
+  CHECK(root.resolve("garbage without colons").uid == 0);
+}
+
+TEST_CASE("a garbage first line of passwd is root's entry, as runc finds it", "[process]") {
+  Rootfs root("garbage\nroot:x:0:0:root:/root:/bin/sh\n", "root:x:0:root\n");
+  ExecUser u = root.resolve("");
+  CHECK(u.name == "garbage");
+  CHECK(u.home.empty());
+  CHECK(u.additional_gids == Gids{0});
+}
+
+TEST_CASE("big passwd and group files are read up to a cap", "[process]") {
+  std::string passwd;
+  std::string group;
+  for (int i = 0; i < 100000; ++i) {
+    passwd += fmt::format("user{}:x:{}:{}::/home/user{}:/bin/sh\n", i, 10000 + i, 10000 + i, i);
+  }
+  passwd += "needle:x:424242:424242::/home/needle:/bin/sh\n";
+  // One group with a member list of over a megabyte (runc allows lines up to 1 MiB; kiln has no
+  // per-line limit under the file cap).
+  group += "crowd:x:500:";
+  for (int i = 0; i < 150000; ++i) group += fmt::format("user{},", i);
+  group += "needle\n";
+  Rootfs root(passwd, group);
+  ExecUser u = root.resolve("needle");
+  CHECK(u.uid == 424242);
+  CHECK(u.additional_gids == Gids{424242, 500});
+
+  write(root.dir.path() + "/etc/passwd", std::string((16u << 20) + 1, 'x'));
+  CHECK_THROWS_AS(root.resolve("needle"), kiln::InvalidInputError);
+  CHECK_THROWS_WITH(root.resolve("needle"), "container file `/etc/passwd`: larger than 16777216 bytes");
+}
+
+TEST_CASE("a passwd that is not a regular file is refused, a FIFO without hanging", "[process]") {
+  Rootfs root;
+  kiln::make_dirs(root.dir.path() + "/etc/passwd");
+  CHECK_THROWS_AS(root.resolve("alice"), kiln::InvalidInputError);
+  CHECK_THROWS_WITH(root.resolve("alice"), "container file `/etc/passwd`: not a regular file");
+  kiln::remove_tree(root.dir.path() + "/etc/passwd");
+  REQUIRE(::mkfifo((root.dir.path() + "/etc/passwd").c_str(), 0644) == 0);
+  CHECK_THROWS_WITH(root.resolve("alice"), "container file `/etc/passwd`: not a regular file");
 }
