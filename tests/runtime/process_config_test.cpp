@@ -406,3 +406,163 @@ TEST_CASE("a passwd that is not a regular file is refused, a FIFO without hangin
   REQUIRE(::mkfifo((root.dir.path() + "/etc/passwd").c_str(), 0644) == 0);
   CHECK_THROWS_WITH(root.resolve("alice"), "container file `/etc/passwd`: not a regular file");
 }
+
+// ---- Environment --------------------------------------------------------------------------------
+
+using kiln::runtime::container_env;
+using kiln::runtime::env_flag;
+using kiln::runtime::EnvDefaults;
+using kiln::runtime::parse_env_file;
+
+namespace {
+
+kiln::runtime::HostEnv fake_host(std::vector<std::pair<std::string, std::string>> vars) {
+  return [vars = std::move(vars)](const std::string& name) -> std::optional<std::string> {
+    for (const auto& [key, value] : vars) {
+      if (key == name) return value;
+    }
+    return std::nullopt;
+  };
+}
+
+const std::string kPath = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+}  // namespace
+
+TEST_CASE("-e values as the CLI passes them on", "[process]") {
+  auto host = fake_host({{"HOSTVAR", "from host"}, {"EMPTY", ""}});
+  CHECK(env_flag("A=1", host) == "A=1");
+  CHECK(env_flag("A=", host) == "A=");
+  CHECK(env_flag("A=b=c", host) == "A=b=c");
+  CHECK(env_flag("HOSTVAR", host) == "HOSTVAR=from host");
+  CHECK(env_flag("EMPTY", host) == "EMPTY=");
+  // Unset on the host: passed on bare, which unsets it in the container.
+  CHECK(env_flag("UNSET", host) == "UNSET");
+  CHECK_THROWS_AS(env_flag("=x", host), kiln::UsageError);
+  CHECK_THROWS_WITH(env_flag("=x", host), "invalid environment variable: =x");
+  CHECK_THROWS_WITH(env_flag("", host), "invalid environment variable: ");
+}
+
+TEST_CASE("env files follow Docker's ParseEnvFile", "[process]") {
+  auto host = fake_host({{"HOSTVAR", "from host"}});
+  std::string text =
+      "\xEF\xBB\xBF"
+      "FIRST=1\n"
+      "# a comment\n"
+      "\n"
+      "   \t\n"
+      "  INDENTED=yes\n"
+      "QUOTED=\"kept as written\"\n"
+      "SPACES=  value with spaces  \n"
+      "EMPTY=\n"
+      "EQUALS=a=b\n"
+      "HOSTVAR\n"
+      "UNSET\n"
+      "  # indented comment\n"
+      "CRLF=x\r\n"
+      "LAST=no newline";
+  CHECK(parse_env_file(text, "app.env", host) ==
+        Strings{"FIRST=1", "INDENTED=yes", "QUOTED=\"kept as written\"", "SPACES=  value with spaces  ",
+                "EMPTY=", "EQUALS=a=b", "HOSTVAR=from host", "CRLF=x", "LAST=no newline"});
+  CHECK(parse_env_file("", "empty.env", host).empty());
+}
+
+TEST_CASE("a bad env file line is an error naming the file and the line", "[process]") {
+  auto host = fake_host({});
+  CHECK_THROWS_AS(parse_env_file("A=1\n\nMY VAR=x\n", "app.env", host), kiln::UsageError);
+  CHECK_THROWS_WITH(parse_env_file("A=1\n\nMY VAR=x\n", "app.env", host),
+                    "env file `app.env` line 3: variable 'MY VAR' contains whitespaces");
+  CHECK_THROWS_WITH(parse_env_file("TRAILING \n", "app.env", host),
+                    "env file `app.env` line 1: variable 'TRAILING ' contains whitespaces");
+  CHECK_THROWS_WITH(parse_env_file("A=1\n=nothing\n", "app.env", host),
+                    "env file `app.env` line 2: no variable name on line '=nothing'");
+  CHECK_THROWS_WITH(parse_env_file("A=\xff\xfe\n", "app.env", host),
+                    "env file `app.env` line 1: invalid utf8 bytes");
+  // A BOM is only dropped from the first line; elsewhere it is part of the name, as with Docker.
+  CHECK(parse_env_file("A=1\n\xEF\xBB\xBF"
+                       "B=2\n",
+                       "app.env", host) == Strings{"A=1",
+                                                   "\xEF\xBB\xBF"
+                                                   "B=2"});
+}
+
+TEST_CASE("env files are read from the host", "[process]") {
+  kiln::TempDir dir("/tmp", "kiln-process-env-");
+  write(dir.path() + "/app.env", "A=1\nB=2\n");
+  CHECK(kiln::runtime::read_env_file(dir.path() + "/app.env", fake_host({})) == Strings{"A=1", "B=2"});
+  std::string missing = dir.path() + "/missing.env";
+  CHECK_THROWS_AS(kiln::runtime::read_env_file(missing, fake_host({})), kiln::NotFoundError);
+  CHECK_THROWS_WITH(kiln::runtime::read_env_file(missing, fake_host({})),
+                    "open env file `" + missing + "`: no such file");
+}
+
+TEST_CASE("the environment: Docker's defaults first, then the user's, then the image's, HOME last",
+          "[process]") {
+  json config = {{"Env", {"PATH=/custom/bin", "FOO=image", "KEEP=1"}}};
+  EnvDefaults defaults{"c0ffee", "/root", false};
+  CHECK(container_env(config, {}, defaults) ==
+        Strings{"PATH=/custom/bin", "HOSTNAME=c0ffee", "FOO=image", "KEEP=1", "HOME=/root"});
+  // The user's entries come before the image's, and win.
+  CHECK(container_env(config, {"FOO=user", "BAR=x"}, defaults) ==
+        Strings{"PATH=/custom/bin", "HOSTNAME=c0ffee", "FOO=user", "BAR=x", "KEEP=1", "HOME=/root"});
+  // No Env in the image: PATH takes Docker's default.
+  CHECK(container_env(json::object(), {}, defaults) == Strings{kPath, "HOSTNAME=c0ffee", "HOME=/root"});
+  CHECK(container_env(json(nullptr), {}, defaults) == Strings{kPath, "HOSTNAME=c0ffee", "HOME=/root"});
+  // With a tty, TERM=xterm follows HOSTNAME and can be overridden in place.
+  EnvDefaults tty{"c0ffee", "/root", true};
+  CHECK(container_env(json::object(), {}, tty) ==
+        Strings{kPath, "HOSTNAME=c0ffee", "TERM=xterm", "HOME=/root"});
+  CHECK(container_env(json::object(), {"TERM=dumb"}, tty) ==
+        Strings{kPath, "HOSTNAME=c0ffee", "TERM=dumb", "HOME=/root"});
+  // -e HOSTNAME overrides Docker's in place.
+  CHECK(container_env(json::object(), {"HOSTNAME=mine"}, defaults) ==
+        Strings{kPath, "HOSTNAME=mine", "HOME=/root"});
+}
+
+TEST_CASE("a key set twice keeps its first place and the last value", "[process]") {
+  EnvDefaults defaults{"h", "/", false};
+  // env files then -e, as the CLI sends them.
+  Strings user = {"A=from-file", "B=2", "A=from-flag"};
+  CHECK(container_env(json::object(), user, defaults) ==
+        Strings{kPath, "HOSTNAME=h", "A=from-flag", "B=2", "HOME=/"});
+  // Repeats within the image's Env too.
+  CHECK(container_env(json{{"Env", {"X=1", "Y=2", "X=3"}}}, {}, defaults) ==
+        Strings{kPath, "HOSTNAME=h", "X=3", "Y=2", "HOME=/"});
+}
+
+TEST_CASE("a bare key unsets: it removes a default and hides the image's value", "[process]") {
+  EnvDefaults defaults{"h", "/home/u", false};
+  json config = {{"Env", {"FOO=image", "BAR=image"}}};
+  CHECK(container_env(config, {"FOO"}, defaults) ==
+        Strings{kPath, "HOSTNAME=h", "BAR=image", "HOME=/home/u"});
+  CHECK(container_env(config, {"PATH"}, defaults) ==
+        Strings{"HOSTNAME=h", "FOO=image", "BAR=image", "HOME=/home/u"});
+  // Unset then set again: the default's place comes back.
+  CHECK(container_env(json::object(), {"PATH", "PATH=/x"}, defaults) ==
+        Strings{"PATH=/x", "HOSTNAME=h", "HOME=/home/u"});
+  // A bare key in the image's Env is dropped the same way.
+  CHECK(container_env(json{{"Env", {"HOSTNAME", "Z=1"}}}, {}, defaults) ==
+        Strings{kPath, "Z=1", "HOME=/home/u"});
+}
+
+TEST_CASE("HOME comes from the user unless the environment has a non-empty one", "[process]") {
+  EnvDefaults defaults{"h", "/home/alice", false};
+  CHECK(container_env(json{{"Env", {"HOME=/data", "A=1"}}}, {}, defaults) ==
+        Strings{kPath, "HOSTNAME=h", "HOME=/data", "A=1"});
+  // An empty HOME is replaced where it stands, as runc's setenv does.
+  CHECK(container_env(json{{"Env", {"HOME=", "A=1"}}}, {}, defaults) ==
+        Strings{kPath, "HOSTNAME=h", "HOME=/home/alice", "A=1"});
+  // A user whose passwd entry has an empty home gets an empty HOME, as with runc.
+  CHECK(container_env(json::object(), {}, EnvDefaults{"h", "", false}) ==
+        Strings{kPath, "HOSTNAME=h", "HOME="});
+}
+
+TEST_CASE("a malformed image Env is refused", "[process]") {
+  EnvDefaults defaults{"h", "/", false};
+  CHECK_THROWS_AS(container_env(json{{"Env", "A=1"}}, {}, defaults), kiln::InvalidInputError);
+  CHECK_THROWS_WITH(container_env(json{{"Env", "A=1"}}, {}, defaults), "image config: Env is not an array");
+  CHECK_THROWS_WITH(container_env(json{{"Env", {"=x"}}}, {}, defaults),
+                    "invalid environment variable `=x`: name cannot be empty");
+  CHECK_THROWS_WITH(container_env(json{{"Env", {std::string("A=\0", 3)}}}, {}, defaults),
+                    "image config: Env holds a NUL byte");
+}
