@@ -58,8 +58,9 @@ std::string join_components(const std::vector<std::string>& parts, size_t count)
 
 namespace {
 
-// Without openat2 the walk goes one component at a time and refuses any symlink but the last
-// (with ENOTDIR): safe, only less permissive than the kernel's in-root resolution.
+// Without openat2 the walk goes one component at a time and refuses every symlink (ENOTDIR on the
+// way, ELOOP last; with O_PATH a last symlink is opened as itself): safe, only less permissive
+// than the kernel's in-root resolution.
 Fd open_in_root_by_walking(int root_dirfd, const std::string& relative, int flags) {
   auto parts = normalize_in_root(relative);
   if (!parts) {
@@ -75,7 +76,8 @@ Fd open_in_root_by_walking(int root_dirfd, const std::string& relative, int flag
     current = std::move(next);
     at = current.get();
   }
-  return Fd(::openat(at, parts->back().c_str(), flags | O_CLOEXEC, 0));
+  // Following a last symlink here would resolve it against the host's root.
+  return Fd(::openat(at, parts->back().c_str(), flags | O_CLOEXEC | O_NOFOLLOW, 0));
 }
 
 }  // namespace
