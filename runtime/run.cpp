@@ -338,6 +338,7 @@ int run_container(Store& store, const RunOptions& options) {
     sandbox.bundle_dir = dir;
     sandbox.overlay = OverlayRoot{lowers, dir + "/upper", dir + "/work"};
     sandbox.container_id = container.id;
+    sandbox.seccomp_cache_dir = store.root() + "/cache/seccomp";
     sandbox.init = options.init;
     sandbox.attach_stdin = options.interactive;
     sandbox.finish_process = [&run, &options](int root_fd, nlohmann::json& process) {

@@ -827,7 +827,9 @@ int run_sandbox(const nlohmann::json& spec, const SandboxOptions& options) {
   }
   std::optional<SeccompFilter> seccomp;
   if (linux_section.contains("seccomp") && !linux_section["seccomp"].is_null()) {
-    seccomp = SeccompFilter::compile(linux_section["seccomp"]);
+    seccomp = options.seccomp_cache_dir.empty()
+                  ? SeccompFilter::compile(linux_section["seccomp"])
+                  : SeccompFilter::compile_cached(linux_section["seccomp"], options.seccomp_cache_dir);
     prepared.seccomp = &*seccomp;
   }
   std::optional<Cgroup> cgroup;

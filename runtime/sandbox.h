@@ -41,6 +41,9 @@ struct SandboxOptions {
   std::optional<OverlayRoot> overlay;
   // The container's ID: names its cgroup.
   std::string container_id;
+  // Where compiled seccomp filters are kept between runs (see SeccompFilter::compile_cached);
+  // empty: compile every time.
+  std::string seccomp_cache_dir;
   // --init: a minimal init runs as PID 1, reaps zombies and forwards signals to the process.
   bool init = false;
   // -i: the process reads kiln's standard input (through the terminal with -t); otherwise

@@ -17,6 +17,7 @@
 #include <optional>
 #include <string_view>
 
+#include "layerstore/digest.h"
 #include "layerstore/errors.h"
 #include "layerstore/files.h"
 #include "layerstore/io.h"
@@ -591,6 +592,34 @@ int SeccompFilter::load() const noexcept {
   sock_fprog prog{static_cast<unsigned short>(program_.size()), const_cast<sock_filter*>(program_.data())};
   if (::prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog, 0, 0) != 0) return errno;
   return 0;
+}
+
+SeccompFilter SeccompFilter::compile_cached(const nlohmann::json& oci_seccomp, const std::string& cache_dir) {
+  const scmp_version* version = seccomp_version();
+  std::string key_text = fmt::format("{}\n{}\n{}.{}.{}\n", oci_seccomp.dump(), seccomp_arch_native(),
+                                     version->major, version->minor, version->micro);
+  Sha256 hash;
+  hash.update(std::as_bytes(std::span(key_text)));
+  std::string path = fmt::format("{}/{}.bpf", cache_dir, hash.finish().hex());
+  try {
+    std::string cached = read_file_capped(path, BPF_MAXINSNS * sizeof(sock_filter), path);
+    if (!cached.empty() && cached.size() % sizeof(sock_filter) == 0) {
+      std::vector<sock_filter> program(cached.size() / sizeof(sock_filter));
+      std::memcpy(program.data(), cached.data(), cached.size());
+      return SeccompFilter(std::move(program));
+    }
+  } catch (const Error&) {
+    // Not cached yet (or unreadable): compile it below.
+  }
+  SeccompFilter filter = compile(oci_seccomp);
+  try {
+    make_dirs(cache_dir, 0700);
+    write_file_atomic(path, std::string_view(reinterpret_cast<const char*>(filter.program_.data()),
+                                             filter.program_.size() * sizeof(sock_filter)));
+  } catch (const Error&) {
+    // A read-only or full store costs the next run another compile, nothing more.
+  }
+  return filter;
 }
 
 }  // namespace kiln::runtime

@@ -23,6 +23,7 @@
 
 #include "layerstore/errors.h"
 #include "layerstore/files.h"
+#include "layerstore/fsutil.h"
 #include "runtime/capabilities.h"
 
 using kiln::runtime::default_capabilities;
@@ -499,4 +500,32 @@ TEST_CASE("compile errors name what is wrong", "[seccomp]") {
 #endif
   CHECK_THROWS_WITH(SeccompFilter::compile(json::parse(R"({"defaultAction": "SCMP_ACT_BOGUS"})")),
                     "compile seccomp filter: profile: unknown defaultAction `SCMP_ACT_BOGUS`");
+}
+
+TEST_CASE("compiled filters are cached by profile, and a damaged cache file is replaced", "[seccomp]") {
+  kiln::TempDir dir{"/dev/shm", "kiln-seccomp-cache-"};
+  std::string cache = dir.path() + "/cache";
+  json oci = seccomp_for_spec(default_seccomp_profile(), default_capabilities());
+  SeccompFilter fresh = SeccompFilter::compile(oci);
+  auto same_program = [&](const SeccompFilter& filter) {
+    return filter.size() == fresh.size() && std::memcmp(filter.program().data(), fresh.program().data(),
+                                                        fresh.size() * sizeof(sock_filter)) == 0;
+  };
+  CHECK(same_program(SeccompFilter::compile_cached(oci, cache)));
+  auto list_cache = [&] {
+    kiln::Fd fd = kiln::open_or_throw(cache, O_RDONLY | O_DIRECTORY);
+    return kiln::list_dir_at(fd.get(), cache);
+  };
+  std::vector<std::string> files = list_cache();
+  REQUIRE(files.size() == 1);
+  CHECK(same_program(SeccompFilter::compile_cached(oci, cache)));
+  // Another profile gets its own entry.
+  json other = seccomp_for_spec(default_seccomp_profile(), {"CAP_SYS_ADMIN"});
+  CHECK(SeccompFilter::compile_cached(other, cache).size() != 0);
+  CHECK(list_cache().size() == 2);
+  // A truncated file (not a whole number of instructions) is compiled again and rewritten.
+  std::string path = cache + "/" + files.front();
+  kiln::write_file_atomic(path, "garbage");
+  CHECK(same_program(SeccompFilter::compile_cached(oci, cache)));
+  CHECK(kiln::read_file_capped(path, 1 << 20, path).size() == fresh.size() * sizeof(sock_filter));
 }
