@@ -12,6 +12,7 @@
 
 #include "layerstore/errors.h"
 #include "layerstore/fsutil.h"
+#include "runtime/sandbox.h"
 
 namespace kiln::runtime {
 namespace {
@@ -200,7 +201,7 @@ void ContainerStore::remove(const ContainerRecord& container) const {
   if (::unlink((path + "/container.json").c_str()) != 0 && errno != ENOENT) {
     throw_errno(fmt::format("remove container `{}`", container.name));
   }
-  remove_tree(path);
+  remove_as_container_root(path);
 }
 
 }  // namespace kiln::runtime

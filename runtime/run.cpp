@@ -2,7 +2,6 @@
 
 #include <fcntl.h>
 #include <fmt/format.h>
-#include <pwd.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -143,47 +142,6 @@ nlohmann::json tmpfs_mount(const std::string& spec) {
   return {{"destination", path}, {"type", "tmpfs"}, {"source", "tmpfs"}, {"options", options}};
 }
 
-// The subordinate range of /etc/subuid or /etc/subgid for this user, as newuidmap reads them.
-std::optional<std::pair<uint64_t, uint64_t>> subordinate_range(const char* file, uint32_t id) {
-  std::string text;
-  try {
-    text = read_file_capped(file, kMaxHostFileBytes, file);
-  } catch (const Error&) {
-    return std::nullopt;
-  }
-  std::string name;
-  if (passwd* entry = ::getpwuid(id)) name = entry->pw_name;
-  size_t start = 0;
-  while (start < text.size()) {
-    size_t end = text.find('\n', start);
-    if (end == std::string::npos) end = text.size();
-    std::string line = text.substr(start, end - start);
-    start = end + 1;
-    size_t first = line.find(':');
-    size_t second = first == std::string::npos ? first : line.find(':', first + 1);
-    if (second == std::string::npos) continue;
-    std::string who = line.substr(0, first);
-    if (who != name && who != std::to_string(id)) continue;
-    try {
-      return std::make_pair(std::stoull(line.substr(first + 1, second - first - 1)),
-                            std::stoull(line.substr(second + 1)));
-    } catch (const std::exception&) {
-      continue;  // a malformed line is newuidmap's business to refuse; keep looking
-    }
-  }
-  return std::nullopt;
-}
-
-// Rootless: container root is the caller; container IDs 1..N are the caller's subordinate range
-// when it has one (what podman does), so that images with other owners keep them apart.
-nlohmann::json rootless_mappings(const char* file, uint32_t own_id) {
-  nlohmann::json mappings = nlohmann::json::array({{{"containerID", 0}, {"hostID", own_id}, {"size", 1}}});
-  if (auto range = subordinate_range(file, own_id)) {
-    mappings.push_back({{"containerID", 1}, {"hostID", range->first}, {"size", range->second}});
-  }
-  return mappings;
-}
-
 struct PreparedRun {
   nlohmann::json spec;
   std::vector<std::string> user_env;  // --env-file entries then -e values, for container_env
@@ -283,8 +241,8 @@ PreparedRun prepare_run(const Image& image, const RunOptions& options, const std
   if (!resources.empty()) spec["linux"]["resources"] = resources;
 
   if (::geteuid() != 0) {
-    add_user_namespace(spec, rootless_mappings("/etc/subuid", ::geteuid()),
-                       rootless_mappings("/etc/subgid", ::getegid()));
+    add_user_namespace(spec, rootless_id_mappings("/etc/subuid", ::geteuid()),
+                       rootless_id_mappings("/etc/subgid", ::getegid()));
   }
   return run;
 }

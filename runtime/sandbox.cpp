@@ -26,11 +26,13 @@
 #include <map>
 
 #include "layerstore/errors.h"
+#include "layerstore/files.h"
 #include "layerstore/fsutil.h"
 #include "layerstore/io.h"
 #include "runtime/capabilities.h"
 #include "runtime/cgroups.h"
 #include "runtime/seccomp.h"
+#include "runtime/spec.h"
 
 namespace kiln::runtime {
 namespace {
@@ -463,10 +465,16 @@ void set_user(const nlohmann::json& user) {
     groups.push_back(gid.get<gid_t>());
   uid_t uid = user.value("uid", 0U);
   gid_t gid = user.value("gid", 0U);
-  // setgroups is refused in a user namespace whose gid map was written without it; a rootless
-  // container then keeps no supplementary groups, as runc.
-  if (::setgroups(groups.size(), groups.data()) != 0 && !(errno == EPERM && groups.empty())) {
-    fail("set supplementary groups");
+  // A rootless user namespace with only the caller's own ID mapped had setgroups denied (the
+  // kernel's price for an unprivileged gid map); there the process keeps no supplementary groups,
+  // as under rootless runc, since only one group exists in it anyway.
+  if (::setgroups(groups.size(), groups.data()) != 0) {
+    int err = errno;
+    char state[16] = {};
+    Fd setgroups_file(::open("/proc/self/setgroups", O_RDONLY | O_CLOEXEC));
+    bool denied = setgroups_file.valid() && ::read(setgroups_file.get(), state, sizeof state - 1) > 0 &&
+                  std::string_view(state).starts_with("deny");
+    if (!(err == EPERM && denied)) fail("set supplementary groups", err);
   }
   check(::setresgid(gid, gid, gid), fmt::format("set group id {}", gid));
   check(::setresuid(uid, uid, uid), fmt::format("set user id {}", uid));
@@ -920,6 +928,70 @@ int run_sandbox(const nlohmann::json& spec, const SandboxOptions& options) {
       }
       return exit_code_of(reap());
     }
+  }
+}
+
+void remove_as_container_root(const std::string& path) {
+  if (::geteuid() == 0) {
+    remove_tree(path);
+    return;
+  }
+  nlohmann::json linux_section = {{"uidMappings", rootless_id_mappings("/etc/subuid", ::geteuid())},
+                                  {"gidMappings", rootless_id_mappings("/etc/subgid", ::getegid())}};
+  int sync_pipe[2];
+  int error_pipe[2];
+  if (::pipe2(sync_pipe, O_CLOEXEC) != 0) throw_errno("create a pipe");
+  Fd sync_read(sync_pipe[0]), sync_write(sync_pipe[1]);
+  if (::pipe2(error_pipe, O_CLOEXEC) != 0) throw_errno("create a pipe");
+  Fd error_read(error_pipe[0]), error_write(error_pipe[1]);
+  ChildProcess child = clone_child(CLONE_NEWUSER);
+  if (child.pid == 0) {
+    ChildFailure failure;
+    sync_write.reset();
+    error_read.reset();
+    char go = 0;
+    if (::read(sync_read.get(), &go, 1) != 1) ::_exit(kExitRunFailed);
+    try {
+      remove_tree(path);
+      ::_exit(0);
+    } catch (const std::exception& error) {
+      std::snprintf(failure.message, sizeof failure.message, "%s", error.what());
+    }
+    ssize_t written = ::write(error_write.get(), &failure, sizeof failure);
+    (void)written;  // the exit status says it failed either way
+    ::_exit(1);
+  }
+  sync_read.reset();
+  error_write.reset();
+  auto reap = [&] {
+    int status = 0;
+    while (::waitpid(child.pid, &status, 0) < 0 && errno == EINTR) {
+    }
+    return status;
+  };
+  try {
+    write_id_maps(child.pid, linux_section);
+  } catch (...) {
+    ::kill(child.pid, SIGKILL);
+    reap();
+    throw;
+  }
+  char go = 1;
+  if (::write(sync_write.get(), &go, 1) != 1) {
+    ::kill(child.pid, SIGKILL);
+    reap();
+    throw_errno(fmt::format("remove `{}`", path));
+  }
+  sync_write.reset();
+  ChildFailure failure;
+  ssize_t got = 0;
+  while ((got = ::read(error_read.get(), &failure, sizeof failure)) < 0 && errno == EINTR) {
+  }
+  int status = reap();
+  if (got > 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+    failure.message[sizeof failure.message - 1] = '\0';
+    throw Error(fmt::format("remove `{}` in the container's user namespace: {}", path,
+                            got > 0 ? failure.message : "the helper process failed"));
   }
 }
 

@@ -74,4 +74,10 @@ class SandboxError : public Error {
 // set up; nothing of it is left behind.
 int run_sandbox(const nlohmann::json& spec, const SandboxOptions& options);
 
+// Removes a directory tree a container wrote. As root, directly. Rootless, the tree holds files of
+// the caller's subordinate IDs (and overlay's mode-000 work directory) that only root of a user
+// namespace with the container's ID maps may remove, so the removal runs in one, as
+// `podman unshare rm` would. Throws kiln::Error naming the path when it fails.
+void remove_as_container_root(const std::string& path);
+
 }  // namespace kiln::runtime

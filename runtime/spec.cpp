@@ -1,8 +1,58 @@
 #include "runtime/spec.h"
 
+#include <pwd.h>
+
+#include <optional>
+
+#include "layerstore/errors.h"
+#include "layerstore/files.h"
 #include "runtime/capabilities.h"
 
 namespace kiln::runtime {
+namespace {
+
+constexpr uint64_t kMaxIdFileBytes = 1 << 20;
+
+// The subordinate range of /etc/subuid or /etc/subgid for this user, as newuidmap reads them.
+std::optional<std::pair<uint64_t, uint64_t>> subordinate_range(const char* file, uint32_t id) {
+  std::string text;
+  try {
+    text = read_file_capped(file, kMaxIdFileBytes, file);
+  } catch (const Error&) {
+    return std::nullopt;
+  }
+  std::string name;
+  if (passwd* entry = ::getpwuid(id)) name = entry->pw_name;
+  size_t start = 0;
+  while (start < text.size()) {
+    size_t end = text.find('\n', start);
+    if (end == std::string::npos) end = text.size();
+    std::string line = text.substr(start, end - start);
+    start = end + 1;
+    size_t first = line.find(':');
+    size_t second = first == std::string::npos ? first : line.find(':', first + 1);
+    if (second == std::string::npos) continue;
+    std::string who = line.substr(0, first);
+    if (who != name && who != std::to_string(id)) continue;
+    try {
+      return std::make_pair(std::stoull(line.substr(first + 1, second - first - 1)),
+                            std::stoull(line.substr(second + 1)));
+    } catch (const std::exception&) {
+      continue;  // a malformed line is newuidmap's business to refuse; keep looking
+    }
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
+nlohmann::json rootless_id_mappings(const char* file, uint32_t own_id) {
+  nlohmann::json mappings = nlohmann::json::array({{{"containerID", 0}, {"hostID", own_id}, {"size", 1}}});
+  if (auto range = subordinate_range(file, own_id)) {
+    mappings.push_back({{"containerID", 1}, {"hostID", range->first}, {"size", range->second}});
+  }
+  return mappings;
+}
 
 std::vector<std::string> default_masked_paths() {
   return {"/proc/asound",

@@ -3,6 +3,7 @@
 // capabilities, which `kiln run` then fills with the image's process and the user's flags.
 #pragma once
 
+#include <cstdint>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -26,6 +27,11 @@ nlohmann::json default_spec(const std::string& root_path);
 // Adds the user namespace with these maps (rootless): each is {containerID, hostID, size}.
 void add_user_namespace(nlohmann::json& spec, const nlohmann::json& uid_mappings,
                         const nlohmann::json& gid_mappings);
+
+// Rootless ID maps for one of /etc/subuid or /etc/subgid: container ID 0 is the caller's own ID;
+// 1..N are the caller's subordinate range when the file gives it one (what podman does), so that
+// an image's other owners stay apart. Without a range, only the single own-ID map.
+nlohmann::json rootless_id_mappings(const char* file, uint32_t own_id);
 
 // Removes the namespace of this type ("network" for --network host).
 void remove_namespace(nlohmann::json& spec, const std::string& type);
