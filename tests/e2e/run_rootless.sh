@@ -61,6 +61,40 @@ as_user "$with_range" run --name keep busybox sh -c 'chown 9 /etc/passwd; touch 
 as_user "$with_range" rm keep >/dev/null
 assert_eq "$(ls "$WORK/store-$with_range/containers")" "" "rm removed the container, subordinate-ID files included"
 
+# A layer that deletes and hides, unpacked by the user itself: whiteouts as 0:0 devices (which
+# Linux lets anyone make since 5.8) and the opaque mark in user.overlay.opaque, read by overlay's
+# userxattr mode.
+python3 - "$WORK" <<'PY'
+import io, json, hashlib, os, sys, tarfile
+work = sys.argv[1]
+buf = io.BytesIO()
+with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as t:
+    def add(path, kind="file", data=b""):
+        ti = tarfile.TarInfo(path); ti.mtime = 0
+        if kind == "dir": ti.type = tarfile.DIRTYPE; ti.mode = 0o755
+        else: ti.size = len(data)
+        t.addfile(ti, io.BytesIO(data) if data else None)
+    add("bin", "dir"); add("bin/.wh.vi")
+    add("etc", "dir"); add("etc/.wh..wh..opq"); add("etc/only", data=b"only\n")
+upper = buf.getvalue()
+base = open(os.path.join(work, "busybox.tar"), "rb").read()
+ids = [hashlib.sha256(b).hexdigest() for b in (base, upper)]
+config = {"architecture": "amd64", "os": "linux", "config": {"Cmd": ["sh"]},
+          "rootfs": {"type": "layers", "diff_ids": ["sha256:" + i for i in ids]}}
+with tarfile.open(os.path.join(work, "layered.tar"), "w") as t:
+    def put(name, data):
+        ti = tarfile.TarInfo(name); ti.size = len(data); t.addfile(ti, io.BytesIO(data))
+    put("config.json", json.dumps(config).encode())
+    put("manifest.json", json.dumps([{"Config": "config.json", "RepoTags": ["layered:1"],
+                                      "Layers": [ids[0] + ".tar", ids[1] + ".tar"]}]).encode())
+    put(ids[0] + ".tar", base); put(ids[1] + ".tar", upper)
+PY
+chmod 644 "$WORK/layered.tar"
+as_user "$with_range" load -i "$WORK/layered.tar" >/dev/null
+assert_eq "$(as_user "$with_range" run --rm layered:1 sh -c 'ls /etc; ls /bin/vi 2>&1 || true')" \
+  "$(printf 'hostname\nhosts\nonly\nresolv.conf\nls: /bin/vi: No such file or directory')" \
+  "the upper layer's whiteout and opaque directory apply rootless"
+
 # Without a range: only the caller's own ID is mapped.
 out=$(as_user "$without_range" run --rm busybox sh -c 'id -u; cat /proc/self/uid_map | wc -l; chown 5 /etc/passwd 2>&1 || echo refused')
 assert_eq "$(sed -n 1,2p <<<"$out" | tr '\n' ' ')" "0 1 " "a single-ID map"
