@@ -192,7 +192,9 @@ struct Prepared {
   bool new_network_namespace = false;
   int sync_read = -1, sync_write = -1;
   int error_read = -1, error_write = -1;
-  std::string terminal_slave;              // host path of the pty's slave side, when process.terminal
+  bool terminal = false;                   // process.terminal: a pty from the container's devpts
+  int console_socket = -1;                 // the child sends the pty's master side through it
+  int console_parent = -1;                 // the parent's end, which the child closes
   const SeccompFilter* seccomp = nullptr;  // compiled in the parent; the child only installs it
   sigset_t original_mask{};
 };
@@ -316,13 +318,67 @@ void create_devices(int root_fd, const Prepared& prepared) {
       errno != EEXIST) {
     fail("link /dev/core");
   }
-  if (!prepared.terminal_slave.empty()) {
+  if (prepared.terminal) {
+    // The mount point for the terminal, bound once the pty exists (after the pivot).
     Fd console(::openat(dev.get(), "console", O_CREAT | O_WRONLY | O_NOFOLLOW | O_CLOEXEC, 0600));
     if (!console.valid()) fail("create /dev/console");
-    Fd target(::openat(dev.get(), "console", O_PATH | O_NOFOLLOW | O_CLOEXEC));
-    check(::mount(prepared.terminal_slave.c_str(), fd_path(target.get()).c_str(), nullptr, MS_BIND, nullptr),
-          "bind the terminal on /dev/console");
   }
+}
+
+// The process's terminal, made as runc makes it: a pty of the container's own devpts instance
+// (so that the process sees /dev/pts/0, as under Docker), bound on /dev/console, with its master
+// side handed to kiln over a socket (runc's --console-socket).
+void attach_terminal(const Prepared& prepared) {
+  Fd master(::open("/dev/ptmx", O_RDWR | O_NOCTTY | O_CLOEXEC));
+  if (!master.valid()) fail("open the container's /dev/ptmx");
+  check(::unlockpt(master.get()), "unlock the terminal");
+  char name[64];
+  if (::ptsname_r(master.get(), name, sizeof name) != 0) fail("name the terminal");
+  Fd slave(::open(name, O_RDWR | O_NOCTTY | O_CLOEXEC));
+  if (!slave.valid()) fail(fmt::format("open the terminal `{}`", name));
+  if (::access("/dev/console", F_OK) == 0) {
+    check(::mount(name, "/dev/console", nullptr, MS_BIND, nullptr), "bind the terminal on /dev/console");
+  }
+  char byte = 0;
+  iovec data{&byte, 1};
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
+  msghdr message{};
+  message.msg_iov = &data;
+  message.msg_iovlen = 1;
+  message.msg_control = control;
+  message.msg_controllen = sizeof control;
+  cmsghdr* header = CMSG_FIRSTHDR(&message);
+  header->cmsg_level = SOL_SOCKET;
+  header->cmsg_type = SCM_RIGHTS;
+  header->cmsg_len = CMSG_LEN(sizeof(int));
+  int master_fd = master.get();
+  std::memcpy(CMSG_DATA(header), &master_fd, sizeof master_fd);
+  if (::sendmsg(prepared.console_socket, &message, MSG_NOSIGNAL) != 1) fail("hand the terminal to kiln");
+  ::close(prepared.console_socket);
+  master.reset();
+  check(::setsid(), "start a session");
+  check(::ioctl(slave.get(), TIOCSCTTY, 0), "take the terminal");
+  for (int fd = 0; fd < 3; ++fd) check(::dup2(slave.get(), fd), "attach the terminal");
+}
+
+// The parent's side of attach_terminal: the master, or an invalid Fd when the child failed first.
+Fd receive_terminal(int socket) {
+  char byte = 0;
+  iovec data{&byte, 1};
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
+  msghdr message{};
+  message.msg_iov = &data;
+  message.msg_iovlen = 1;
+  message.msg_control = control;
+  message.msg_controllen = sizeof control;
+  ssize_t got;
+  while ((got = ::recvmsg(socket, &message, MSG_CMSG_CLOEXEC)) < 0 && errno == EINTR) {
+  }
+  cmsghdr* header = got > 0 ? CMSG_FIRSTHDR(&message) : nullptr;
+  if (!header || header->cmsg_type != SCM_RIGHTS) return Fd();
+  int fd = -1;
+  std::memcpy(&fd, CMSG_DATA(header), sizeof fd);
+  return Fd(fd);
 }
 
 void pivot_into(const std::string& root) {
@@ -484,6 +540,7 @@ void set_user(const nlohmann::json& user) {
   const nlohmann::json& spec = *prepared.spec;
   ::close(prepared.sync_write);
   ::close(prepared.error_read);
+  if (prepared.console_parent >= 0) ::close(prepared.console_parent);
   char go = 0;
   if (::read(prepared.sync_read, &go, 1) != 1) ::_exit(kExitRunFailed);  // the parent gave up
   ::close(prepared.sync_read);
@@ -491,16 +548,9 @@ void set_user(const nlohmann::json& user) {
   // it (runc's CVE-2019-5736 class); exec restores dumpability for the container's own binary.
   ::prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
   ::umask(0);
-  if (!prepared.terminal_slave.empty()) {
-    check(::setsid(), "start a session");
-    Fd slave(::open(prepared.terminal_slave.c_str(), O_RDWR | O_CLOEXEC));
-    if (!slave.valid()) fail("open the terminal");
-    check(::ioctl(slave.get(), TIOCSCTTY, 0), "take the terminal");
-    for (int fd = 0; fd < 3; ++fd) check(::dup2(slave.get(), fd), "attach the terminal");
-  }
   // Without -i the process reads nothing, as under Docker: the container's /dev/null, or the
   // host's when the spec gives the container no /dev.
-  bool detach_stdin = prepared.terminal_slave.empty() && !prepared.options->attach_stdin;
+  bool detach_stdin = !prepared.terminal && !prepared.options->attach_stdin;
   Fd host_null(::open("/dev/null", O_RDONLY | O_CLOEXEC));
   nlohmann::json process = spec.at("process");
   const nlohmann::json linux_section = spec.value("linux", nlohmann::json::object());
@@ -520,6 +570,7 @@ void set_user(const nlohmann::json& user) {
     make_in_root(root.get(), cwd, false);
   }
   pivot_into(prepared.root_path);
+  if (prepared.terminal) attach_terminal(prepared);
   if (detach_stdin) {
     Fd null(::open("/dev/null", O_RDONLY | O_CLOEXEC));
     check(::dup2(null.valid() ? null.get() : host_null.get(), STDIN_FILENO),
@@ -770,16 +821,16 @@ int run_sandbox(const nlohmann::json& spec, const SandboxOptions& options) {
 
   bool terminal = spec.at("process").value("terminal", false);
   Fd terminal_master;
+  Fd console_parent, console_child;
   if (terminal) {
-    terminal_master = Fd(::posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC));
-    if (!terminal_master.valid() || ::grantpt(terminal_master.get()) != 0 ||
-        ::unlockpt(terminal_master.get()) != 0) {
-      throw_errno("allocate a terminal");
-    }
-    char name[128];
-    if (::ptsname_r(terminal_master.get(), name, sizeof name) != 0) throw_errno("name the terminal");
-    prepared.terminal_slave = name;
-    copy_window_size(STDIN_FILENO, terminal_master.get());
+    int sockets[2];
+    if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sockets) != 0)
+      throw_errno("create a console socket");
+    console_parent = Fd(sockets[0]);
+    console_child = Fd(sockets[1]);
+    prepared.terminal = true;
+    prepared.console_socket = console_child.get();
+    prepared.console_parent = console_parent.get();
   }
 
   int sync_pipe[2];
@@ -870,6 +921,15 @@ int run_sandbox(const nlohmann::json& spec, const SandboxOptions& options) {
     throw_errno("start the container");
   }
   sync_write.reset();
+  if (terminal) {
+    // The child sends the pty before it execs, or closes the socket by failing first; either way
+    // this returns, and the error pipe below tells which.
+    console_child.reset();
+    terminal_master = receive_terminal(console_parent.get());
+    console_parent.reset();
+    if (terminal_master.valid()) copy_window_size(STDIN_FILENO, terminal_master.get());
+    terminal = terminal_master.valid();
+  }
 
   ChildFailure failure;
   ssize_t got = 0;

@@ -114,6 +114,18 @@ assert_eq "$(kiln run --rm --init busybox sh -c 'cat /proc/1/comm')" init "--ini
 assert_eq "$(echo piped | kiln run --rm -i busybox cat)" piped "-i"
 assert_eq "$(echo piped | kiln run --rm busybox cat)" "" "stdin not attached without -i"
 
+# -t: a pty of the container's own devpts, its exit code passed through; -it takes keyboard input.
+if command -v script >/dev/null; then
+  rc=0
+  out=$(script -qec "$KILN run --rm -t busybox sh -c 'tty; exit 3'" /dev/null) || rc=$?
+  assert_eq "$rc" 3 "exit code through -t"
+  assert_contains "$out" "/dev/pts/0" "the process's terminal is the container's /dev/pts/0"
+  out=$(printf 'echo typed-$((6*7))\nexit\n' | script -qec "$KILN run --rm -it busybox sh" /dev/null)
+  assert_contains "$out" "typed-42" "-it: input reaches the shell"
+else
+  note "no script(1): -t not tested"
+fi
+
 # Environment, working directory, user, entrypoint.
 out=$(kiln run --rm -e A=1 -e B -w /made/here -u 65534:65534 busybox sh -c 'echo "$A/$B/$HOME"; pwd; id -u; id -g')
 assert_eq "$(sed -n 1p <<<"$out")" "1///" "-e A=1 set, -e B (unset on the host) left out, HOME from the passwd entry of 65534"
