@@ -8,6 +8,7 @@
 #include "cli/format.h"
 #include "layerstore/errors.h"
 #include "layerstore/files.h"
+#include "runtime/containers.h"
 
 namespace kiln::cli {
 
@@ -59,10 +60,36 @@ ordered_json inspect_json(const Store& store, const Image& img) {
 // docker rmi for one argument: a name is untagged (the image goes with its last name); an ID
 // removes the image with all its names, which takes --force when there are several. Prints what it
 // did and returns whether an image went.
-bool remove_image_or_name(Store& store, const std::string& name, bool force) {
+bool remove_image_or_name(Store& store, const std::string& name, bool force,
+                          const std::vector<runtime::ContainerRecord>& containers) {
   Image img = store.resolve(name);
   auto ref = Reference::try_parse(name);
   bool by_name = ref && std::find(img.names.begin(), img.names.end(), *ref) != img.names.end();
+  // A container's root is the image's layers: while one exists the image stays, as in Docker;
+  // only its names may go, and only when forced.
+  auto user = std::find_if(containers.begin(), containers.end(),
+                           [&](const runtime::ContainerRecord& c) { return c.image_id == img.id().str(); });
+  bool last_name = !by_name || img.names.size() <= 1;
+  if (user != containers.end() && last_name) {
+    if (!force) {
+      if (by_name) {
+        throw Error(
+            fmt::format("conflict: unable to remove repository reference \"{}\" (must force) - container "
+                        "{} is using its referenced image {}",
+                        name, user->short_id(), img.id().short_id()));
+      }
+      throw Error(fmt::format(
+          "conflict: unable to delete {} (must be forced) - image is being used by {} "
+          "container {}",
+          img.id().short_id(), user->state == "running" ? "running" : "stopped", user->short_id()));
+    }
+    for (const auto& n : img.names) {
+      if (by_name && !(n == *ref)) continue;
+      store.remove_name(n, /*keep_untagged=*/true);
+      fmt::print("Untagged: {}\n", n.familiar());
+    }
+    return false;
+  }
   if (by_name) {
     store.remove_name(*ref, false);
     fmt::print("Untagged: {}\n", ref->familiar());
@@ -302,9 +329,10 @@ void add_image_commands(CLI::App& app, Context& ctx) {
       bool deleted_any = false;
       {
         Store store = ctx.open_store();
+        std::vector<runtime::ContainerRecord> containers = runtime::ContainerStore(ctx.root()).list();
         for (const auto& name : *images) {
           try {
-            deleted_any |= remove_image_or_name(store, name, *force);
+            deleted_any |= remove_image_or_name(store, name, *force, containers);
           } catch (const Error& e) {
             failures += (failures.empty() ? "" : "\nkiln: error: ") + std::string(e.what());
           }
