@@ -589,6 +589,14 @@ void set_user(const nlohmann::json& user) {
   if (prepared.new_network_namespace) bring_loopback_up();
   std::string cwd = process.value("cwd", "/");
   check(::chdir(cwd.c_str()), fmt::format("enter the working directory `{}`", cwd));
+  // A working directory reached through a descriptor kiln still holds (/proc/self/fd/N) would
+  // lie outside the container's root (runc's CVE-2024-21626); the kernel then names it
+  // "(unreachable)…" instead of a path.
+  char resolved[4096];
+  if (::getcwd(resolved, sizeof resolved) == nullptr || resolved[0] != '/') {
+    throw ChildError(kExitRunFailed,
+                     fmt::format("the working directory `{}` is outside the container's root filesystem", cwd));
+  }
 
   const nlohmann::json caps = process.value("capabilities", nlohmann::json::object());
   CapabilitySets sets{strings_of(caps.value("bounding", nlohmann::json::array())),

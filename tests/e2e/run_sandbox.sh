@@ -133,6 +133,22 @@ assert_eq "$(sed -n 2,4p <<<"$out" | tr '\n' ' ')" "/made/here 65534 65534 " "wo
 assert_eq "$(kiln run --rm --entrypoint echo busybox hello)" hello "--entrypoint"
 expect_fail 125 "unable to find user nosuch" kiln run --rm -u nosuch busybox true
 
+# The host cannot be reached through kiln's own process or descriptors: PID 1 under --init is
+# kiln, not dumpable, so /proc/1/exe neither reads nor writes (runc's CVE-2019-5736 class), even
+# with every capability the binary is busy; a working directory through /proc/self/fd/N is refused
+# (CVE-2024-21626).
+out=$(kiln run --rm --init busybox sh -c 'cat /proc/1/exe >/dev/null 2>&1 && echo READ; (echo x >>/proc/1/exe) 2>/dev/null && echo WROTE; true')
+assert_eq "$out" "" "/proc/1/exe is out of reach"
+out=$(kiln run --rm --init --privileged busybox sh -c '(echo x >>/proc/1/exe) 2>&1 || true')
+assert_contains "$out" "Text file busy" "kiln's binary cannot be written through /proc/1/exe"
+sha_before=$(sha256sum "$KILN")
+for n in 3 4 5 6 7 8 9; do
+  rc=0
+  kiln run --rm -w "/proc/self/fd/$n" busybox ls / >/dev/null 2>&1 || rc=$?
+  assert_eq "$rc" 125 "working directory /proc/self/fd/$n refused"
+done
+assert_eq "$(sha256sum "$KILN")" "$sha_before" "kiln's binary unchanged"
+
 # Nothing is left mounted on the host.
 if grep -q "$KILN_ROOT" /proc/self/mountinfo; then fail "a mount under the store leaked to the host"; fi
 note "ok"
