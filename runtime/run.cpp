@@ -7,7 +7,6 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <thread>
 
 #include "layerstore/errors.h"
 #include "layerstore/files.h"
@@ -18,6 +17,7 @@
 #include "runtime/cgroups.h"
 #include "runtime/containers.h"
 #include "runtime/process_config.h"
+#include "runtime/rootfs.h"
 #include "runtime/sandbox.h"
 #include "runtime/seccomp.h"
 #include "runtime/spec.h"
@@ -335,39 +335,7 @@ void write_bundle(Store& store, const RunOptions& options, const std::string& di
   PreparedRun run = prepare_run(image, options, new_container_id());
   std::string rootfs = dir + "/rootfs";
   make_dirs(rootfs, 0755);
-  // The layers flattened into rootfs/: the export writer on one side of a pipe, the hostile-input
-  // extractor on the other.
-  std::vector<std::string> lowers = store.snapshot_dirs(image);
-  std::vector<Fd> layer_fds;
-  std::vector<int> top_first;
-  for (auto it = lowers.rbegin(); it != lowers.rend(); ++it) {
-    layer_fds.push_back(open_or_throw(*it, O_RDONLY | O_DIRECTORY));
-    top_first.push_back(layer_fds.back().get());
-  }
-  int pipe_fds[2];
-  if (::pipe2(pipe_fds, O_CLOEXEC) != 0) throw_errno("create a pipe");
-  Fd read_end(pipe_fds[0]), write_end(pipe_fds[1]);
-  std::exception_ptr writer_error;
-  std::thread writer([&] {
-    try {
-      FdWriter out(write_end.get(), "bundle pipe");
-      write_flattened_tar(top_first, out);
-    } catch (...) {
-      writer_error = std::current_exception();
-    }
-    write_end.reset();
-  });
-  try {
-    Fd rootfs_fd = open_or_throw(rootfs, O_RDONLY | O_DIRECTORY);
-    FdReader in(read_end.get(), "bundle pipe");
-    extract_tar(in, rootfs_fd.get());
-  } catch (...) {
-    read_end.reset();
-    writer.join();
-    throw;
-  }
-  writer.join();
-  if (writer_error) std::rethrow_exception(writer_error);
+  flatten_layers(store.snapshot_dirs(image), rootfs);
   Fd rootfs_fd = open_or_throw(rootfs, O_PATH | O_DIRECTORY);
   finish_process(run, options, rootfs_fd.get(), run.spec["process"]);
   // runc mounts these itself; kiln's own run adds them from the container's directory.

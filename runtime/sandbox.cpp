@@ -31,6 +31,7 @@
 #include "layerstore/io.h"
 #include "runtime/capabilities.h"
 #include "runtime/cgroups.h"
+#include "runtime/rootfs.h"
 #include "runtime/seccomp.h"
 #include "runtime/spec.h"
 
@@ -212,14 +213,21 @@ void mount_root(const Prepared& prepared) {
     // In a user namespace overlay keeps its own metadata in user.* xattrs.
     std::string with_user_xattr = data + ",userxattr";
     if (::mount("overlay", root.c_str(), "overlay", 0,
-                (prepared.new_user_namespace ? with_user_xattr : data).c_str()) != 0) {
-      fail(fmt::format("mount the root filesystem (overlay on `{}`)", root));
+                (prepared.new_user_namespace ? with_user_xattr : data).c_str()) == 0) {
+      return;
     }
-  } else {
-    // pivot_root needs the new root to be a mount point.
-    check(::mount(root.c_str(), root.c_str(), nullptr, MS_BIND | MS_REC, nullptr),
-          fmt::format("bind the root `{}`", root));
+    // No overlay here (kiln inside a container whose own storage is overlay gets EINVAL, a kernel
+    // without it ENODEV, a user namespace it refuses EPERM): the layers copied instead, as
+    // Docker's vfs driver does. The copy lives in the container's rootfs/ and goes with it.
+    int err = errno;
+    if (err != EINVAL && err != ENODEV && err != EPERM && err != ENOTSUP) {
+      fail(fmt::format("mount the root filesystem (overlay on `{}`)", root), err);
+    }
+    flatten_layers(overlay->lower_dirs, root);
   }
+  // pivot_root needs the new root to be a mount point.
+  check(::mount(root.c_str(), root.c_str(), nullptr, MS_BIND | MS_REC, nullptr),
+        fmt::format("bind the root `{}`", root));
 }
 
 void mount_one(int root_fd, const nlohmann::json& mount, const Prepared& prepared) {
@@ -594,8 +602,9 @@ void set_user(const nlohmann::json& user) {
   // "(unreachable)…" instead of a path.
   char resolved[4096];
   if (::getcwd(resolved, sizeof resolved) == nullptr || resolved[0] != '/') {
-    throw ChildError(kExitRunFailed,
-                     fmt::format("the working directory `{}` is outside the container's root filesystem", cwd));
+    throw ChildError(
+        kExitRunFailed,
+        fmt::format("the working directory `{}` is outside the container's root filesystem", cwd));
   }
 
   const nlohmann::json caps = process.value("capabilities", nlohmann::json::object());
