@@ -1,6 +1,7 @@
 // kiln run, bundle, ps, rm: containers from the store's images, run in kiln's sandbox.
 #include <fmt/format.h>
 
+#include <csignal>
 #include <memory>
 
 #include "cli/context.h"
@@ -68,7 +69,8 @@ void take_image_and_args(CLI::App* cmd, RunOptions& o, const char* usage) {
 
 std::string state_text(const runtime::ContainerRecord& c) {
   if (c.state == "exited") return fmt::format("Exited ({}) {}", c.exit_code, c.finished.substr(0, 19));
-  if (c.state == "running") return "Running";
+  if (c.state == "running") return "Up";
+  if (c.state == "dead") return "Dead";
   return "Created";
 }
 
@@ -150,11 +152,16 @@ void add_container_commands(CLI::App& app, Context& ctx) {
       runtime::ContainerStore containers(ctx.root());
       for (const std::string& name : *names) {
         runtime::ContainerRecord c = containers.resolve(name);
-        if (c.state == "running" && !*force) {
-          throw UsageError(
-              fmt::format("cannot remove container \"{}\": container is running: stop the "
-                          "container before removing or force remove",
-                          name));
+        if (c.state == "running") {
+          if (!*force) {
+            throw UsageError(
+                fmt::format("cannot remove container \"{}\": container is running: stop the "
+                            "container before removing or force remove",
+                            name));
+          }
+          // As docker rm -f: kill it first. PID 1 of its namespace takes the others along; the
+          // kiln that runs it finds the container gone and returns the kill's exit code.
+          ::kill(c.pid, SIGKILL);
         }
         containers.remove(c);
         fmt::print("{}\n", name);

@@ -56,6 +56,23 @@ std::string generated_name(int attempt) {
   return name;
 }
 
+// Alive and not a zombie: a container whose kiln was killed can leave its PID 1 unreaped for a
+// while under an init that reaps slowly.
+bool process_alive(int pid) {
+  if (pid <= 0) return false;
+  std::string stat;
+  try {
+    stat = read_file_capped(fmt::format("/proc/{}/stat", pid), 4096, "process status");
+  } catch (const Error&) {
+    return false;
+  }
+  // "PID (COMM) STATE ...": COMM may hold spaces and parentheses, so the state follows the last ')'.
+  size_t close = stat.rfind(')');
+  if (close == std::string::npos || close + 2 >= stat.size()) return false;
+  char state = stat[close + 2];
+  return state != 'Z' && state != 'X';
+}
+
 }  // namespace
 
 std::string rfc3339_now() {
@@ -166,7 +183,12 @@ std::vector<ContainerRecord> ContainerStore::list() const {
   for (const std::string& id : list_dir_at(root.get(), root_)) {
     try {
       std::string text = read_file_capped(root_ + "/" + id + "/container.json", kMaxRecordBytes, id);
-      out.push_back(ContainerRecord::from_json(nlohmann::json::parse(text)));
+      ContainerRecord record = ContainerRecord::from_json(nlohmann::json::parse(text));
+      // No daemon watches containers: one whose kiln was killed stays "running" on disk. Its
+      // process is gone (PID 1 of a PID namespace takes the rest with it), so it is dead, as
+      // Docker calls such containers, and rm may remove it.
+      if (record.state == "running" && !process_alive(record.pid)) record.state = "dead";
+      out.push_back(std::move(record));
     } catch (const std::exception&) {
       // A directory still being created, or a record half-removed: not a container to show.
     }

@@ -302,8 +302,11 @@ int run_container(Store& store, const RunOptions& options) {
     sandbox.finish_process = [&run, &options](int root_fd, nlohmann::json& process) {
       finish_process(run, options, root_fd, process);
     };
-    container.state = "running";
-    containers.save(container);
+    sandbox.on_started = [&containers, &container](int pid) {
+      container.state = "running";
+      container.pid = pid;
+      containers.save(container);
+    };
     exit_code = run_sandbox(run.spec, sandbox);
   } catch (...) {
     if (options.remove) {
@@ -314,10 +317,13 @@ int run_container(Store& store, const RunOptions& options) {
     }
     throw;
   }
-  if (options.remove) {
+  if (!path_exists(dir + "/container.json")) {
+    // Removed while it ran (rm -f): nothing left to record.
+  } else if (options.remove) {
     containers.remove(container);
   } else {
     container.state = "exited";
+    container.pid = 0;
     container.exit_code = exit_code;
     container.finished = rfc3339_now();
     containers.save(container);

@@ -626,6 +626,9 @@ void set_user(const nlohmann::json& user) {
   check(::prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0), "keep capabilities");
   set_user(process.value("user", nlohmann::json::object()));
   check(::prctl(PR_SET_KEEPCAPS, 0, 0, 0, 0), "stop keeping capabilities");
+  // No daemon keeps a container alive: it lives as long as the kiln that runs it. Set after the
+  // change of user, which clears it; exec keeps it.
+  check(::prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0), "tie the container to kiln");
   if (int err = apply_capabilities(sets); err != 0) fail("set capabilities", err);
   if (no_new_privileges) {
     check(::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "set no_new_privs");
@@ -938,6 +941,15 @@ int run_sandbox(const nlohmann::json& spec, const SandboxOptions& options) {
     throw_errno("start the container");
   }
   sync_write.reset();
+  if (options.on_started) {
+    try {
+      options.on_started(child.pid);
+    } catch (...) {
+      ::kill(child.pid, SIGKILL);
+      reap();
+      throw;
+    }
+  }
   if (terminal) {
     // The child sends the pty before it execs, or closes the socket by failing first; either way
     // this returns, and the error pipe below tells which.

@@ -33,6 +33,25 @@ assert_eq "$(kiln images -q)" "$image_id" "forced: untagged, kept"
 kiln prune >/dev/null
 assert_eq "$(kiln run --rm "$image_id" echo runs)" runs "a kept container's image survives prune"
 
+# A running container: listed by ps, refused by rm, killed by rm -f.
+"$KILN" run --name sleeper "$image_id" sleep 60 &
+runner=$!
+for _ in $(seq 50); do kiln ps | grep -q sleeper && break; sleep 0.1; done
+assert_contains "$(kiln ps)" "sleeper" "ps lists the running container"
+expect_fail 125 "container is running" kiln rm sleeper
+kiln rm -f sleeper >/dev/null
+rc=0; wait $runner || rc=$?
+assert_eq "$rc" 137 "kiln run reports the kill"
+# The container lives as long as its kiln: killing kiln kills it, and ps calls it dead.
+"$KILN" run --name orphan "$image_id" sleep 60 &
+runner=$!
+for _ in $(seq 50); do kiln ps | grep -q orphan && break; sleep 0.1; done
+kill -9 $runner; wait $runner 2>/dev/null || true
+for _ in $(seq 50); do kiln ps -a | grep orphan | grep -q Dead && break; sleep 0.1; done
+assert_contains "$(kiln ps -a | grep orphan)" "Dead" "a container whose kiln died is dead"
+pgrep -f "sleep 60" >/dev/null && fail "the container outlived its kiln"
+kiln rm orphan >/dev/null
+
 # rm by name and by ID prefix; unknown names are errors.
 kiln rm first >/dev/null
 kiln rm "${id:0:8}" >/dev/null
