@@ -404,14 +404,8 @@ void pivot_into(const std::string& root) {
 }
 
 void mask_paths(const nlohmann::json& linux_section) {
-  for (const auto& item : linux_section.value("maskedPaths", nlohmann::json::array())) {
-    std::string path = item.get<std::string>();
-    struct stat st {};
-    if (::stat(path.c_str(), &st) != 0) continue;  // a path the kernel does not have needs no mask
-    int result = S_ISDIR(st.st_mode) ? ::mount("tmpfs", path.c_str(), "tmpfs", MS_RDONLY, nullptr)
-                                     : ::mount("/dev/null", path.c_str(), nullptr, MS_BIND, nullptr);
-    if (result != 0) fail(fmt::format("mask `{}`", path));
-  }
+  // runc's order: read-only paths first, then the masks (a mask under a read-only path still
+  // lands).
   for (const auto& item : linux_section.value("readonlyPaths", nlohmann::json::array())) {
     std::string path = item.get<std::string>();
     if (::access(path.c_str(), F_OK) != 0) continue;
@@ -420,6 +414,14 @@ void mask_paths(const nlohmann::json& linux_section) {
     check(::mount(nullptr, path.c_str(), nullptr, MS_REMOUNT | MS_BIND | MS_RDONLY | locked_flags(path),
                   nullptr),
           fmt::format("remount `{}` read-only", path));
+  }
+  for (const auto& item : linux_section.value("maskedPaths", nlohmann::json::array())) {
+    std::string path = item.get<std::string>();
+    struct stat st {};
+    if (::stat(path.c_str(), &st) != 0) continue;  // a path the kernel does not have needs no mask
+    int result = S_ISDIR(st.st_mode) ? ::mount("tmpfs", path.c_str(), "tmpfs", MS_RDONLY, nullptr)
+                                     : ::mount("/dev/null", path.c_str(), nullptr, MS_BIND, nullptr);
+    if (result != 0) fail(fmt::format("mask `{}`", path));
   }
 }
 
