@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <cerrno>
 
 #include "layerstore/errors.h"
@@ -344,7 +345,14 @@ void write_bundle(Store& store, const RunOptions& options, const std::string& di
   flatten_layers(store.snapshot_dirs(image), rootfs);
   Fd rootfs_fd = open_or_throw(rootfs, O_PATH | O_DIRECTORY);
   finish_process(run, options, rootfs_fd.get(), run.spec["process"]);
-  // runc mounts these itself; kiln's own run adds them from the container's directory.
+  // runc adds no /etc/hostname, /etc/hosts or /etc/resolv.conf of its own: the bundle carries
+  // them next to config.json, bind-mounted by absolute path as kiln run does, so that runc gives
+  // the process the same files and the same mounts.
+  char* absolute = ::realpath(dir.c_str(), nullptr);
+  if (absolute == nullptr) throw_errno(fmt::format("resolve `{}`", dir));
+  std::string bundle_dir = absolute;
+  ::free(absolute);
+  add_container_files(run, bundle_dir, options.network == "host");
   write_file_atomic(dir + "/config.json", run.spec.dump(2) + "\n");
 }
 
