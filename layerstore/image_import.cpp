@@ -58,8 +58,7 @@ Digest import_image(Store& store, Reader& input, const ImportOptions& options) {
   } catch (...) {
     rethrow_with_context(what);
   }
-  Digest layer_digest = blob->seal();
-  uint64_t layer_size = blob->size();
+  blob->seal();
 
   int64_t created_ns = options.source_date_epoch ? *options.source_date_epoch * 1000000000 : now_nanos();
   std::string created = rfc3339_nano(created_ns);
@@ -71,25 +70,50 @@ Digest import_image(Store& store, Reader& input, const ImportOptions& options) {
   config["rootfs"] = {{"type", "layers"}, {"diff_ids", json::array({diff_id.str()})}};
   std::string comment = options.message.empty() ? "Imported from " + options.source : options.message;
   config["history"] = json::array({{{"created", created}, {"created_by", ""}, {"comment", comment}}});
-  std::string config_bytes = config.dump();
 
+  std::vector<NewLayer> layers;
+  layers.push_back(NewLayer{std::move(blob), diff_id, uncompressed, stored});
+  return publish_image(store, {}, std::move(layers), config, options.name);
+}
+
+NewLayer write_layer_from_dir(Store& store, int dirfd, Compression compression,
+                              const TarWriteOptions& tar_options) {
+  auto blob = store.new_blob();
+  auto compressor = make_compressor(compression, *blob);
+  HashingWriter hashed(*compressor);
+  write_tar_from_dir(dirfd, hashed, tar_options);
+  compressor->finish();
+  blob->seal();
+  return NewLayer{std::move(blob), hashed.digest(), hashed.size(), compression};
+}
+
+Digest publish_image(Store& store, const std::vector<Descriptor>& base_layers,
+                     std::vector<NewLayer> new_layers, const nlohmann::json& config,
+                     const std::optional<Reference>& name) {
+  std::string config_bytes = config.dump();
   Manifest manifest{std::string(media::kOciManifest),
                     Descriptor{std::string(media::kOciConfig),
                                sha256_of(config_bytes),
                                static_cast<int64_t>(config_bytes.size()),
                                {},
                                std::nullopt},
-                    {Descriptor{std::string(layer_media_type(stored)),
-                                layer_digest,
-                                static_cast<int64_t>(layer_size),
-                                {},
-                                std::nullopt}},
+                    base_layers,
                     {}};
+  for (const NewLayer& layer : new_layers) {
+    if (!layer.blob->digest()) throw Error("publish image: a new layer was not sealed");
+    manifest.layers.push_back(Descriptor{std::string(layer_media_type(layer.compression)),
+                                         *layer.blob->digest(),
+                                         static_cast<int64_t>(layer.blob->size()),
+                                         {},
+                                         std::nullopt});
+  }
   std::string manifest_bytes = manifest.serialize();
 
   // Publication order makes every intermediate state consistent: blobs first, the name last.
-  blob->publish();
-  store.record_layer(layer_digest, LayerInfo{diff_id, uncompressed});
+  for (NewLayer& layer : new_layers) {
+    layer.blob->publish();
+    store.record_layer(*layer.blob->digest(), LayerInfo{layer.diff_id, layer.uncompressed_size});
+  }
   store.put_blob(config_bytes);
   Digest manifest_digest = store.put_blob(manifest_bytes);
   store.set_name(Descriptor{std::string(media::kOciManifest),
@@ -97,7 +121,7 @@ Digest import_image(Store& store, Reader& input, const ImportOptions& options) {
                             static_cast<int64_t>(manifest_bytes.size()),
                             {},
                             std::nullopt},
-                 options.name);
+                 name);
   return manifest.config.digest;
 }
 

@@ -4,6 +4,8 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <vector>
@@ -11,6 +13,7 @@
 #include "layerstore/compress.h"
 #include "layerstore/io.h"
 #include "layerstore/store.h"
+#include "layerstore/tar.h"
 
 namespace kiln {
 
@@ -26,6 +29,29 @@ struct ImportOptions {
 // Imports a tar (plain, gzip, zstd, bzip2 or xz) as a one-layer image. The layer is checked as
 // hostile input before anything is stored. Returns the new image's ID (config digest).
 Digest import_image(Store& store, Reader& input, const ImportOptions& options);
+
+// A layer blob written and sealed but not yet published, with what an image config and the store's
+// layer metadata record of it.
+struct NewLayer {
+  std::unique_ptr<Store::BlobWriter> blob;
+  Digest diff_id;
+  uint64_t uncompressed_size = 0;
+  Compression compression = Compression::Gzip;
+};
+
+// Writes the overlay-style directory `dirfd` (whiteouts as 0:0 devices, opaque xattrs) as a layer
+// blob: write_tar_from_dir, hashed for the diff ID, compressed with `compression`. Nothing is
+// visible in the store until publish_image.
+NewLayer write_layer_from_dir(Store& store, int dirfd, Compression compression,
+                              const TarWriteOptions& tar_options = {});
+
+// Publishes a new image, in the order that keeps every intermediate state consistent: the new
+// layers' blobs and metadata, the config (`config`, complete: rootfs and history included), the
+// manifest (an OCI manifest: `base_layers`, then the new layers), and the name last (untagged when
+// none). Returns the image ID (config digest).
+Digest publish_image(Store& store, const std::vector<Descriptor>& base_layers,
+                     std::vector<NewLayer> new_layers, const nlohmann::json& config,
+                     const std::optional<Reference>& name);
 
 // Writes one archive holding the named images (or IDs) in both formats at once, as Docker 25+
 // does: Docker's manifest.json + repositories, and an OCI layout (oci-layout, index.json, blobs/).
