@@ -96,16 +96,18 @@ bool valid_container_name(std::string_view name) {
 }
 
 nlohmann::json ContainerRecord::to_json() const {
-  return {{"Id", id},
-          {"Name", name},
-          {"ImageId", image_id},
-          {"ImageName", image_name},
-          {"Command", command},
-          {"Created", created},
-          {"State", state},
-          {"ExitCode", exit_code},
-          {"FinishedAt", finished},
-          {"Pid", pid}};
+  nlohmann::json j = {{"Id", id},
+                      {"Name", name},
+                      {"ImageId", image_id},
+                      {"ImageName", image_name},
+                      {"Command", command},
+                      {"Created", created},
+                      {"State", state},
+                      {"ExitCode", exit_code},
+                      {"FinishedAt", finished},
+                      {"Pid", pid}};
+  if (!config.is_null()) j["Config"] = config;
+  return j;
 }
 
 ContainerRecord ContainerRecord::from_json(const nlohmann::json& j) {
@@ -120,6 +122,7 @@ ContainerRecord ContainerRecord::from_json(const nlohmann::json& j) {
   r.exit_code = j.value("ExitCode", 0);
   r.finished = j.value("FinishedAt", "");
   r.pid = j.value("Pid", 0);
+  if (auto it = j.find("Config"); it != j.end() && it->is_object()) r.config = *it;
   return r;
 }
 

@@ -25,6 +25,10 @@ struct ContainerRecord {
   int exit_code = 0;
   std::string finished;  // RFC 3339, UTC, once exited
   int pid = 0;           // while running
+  // The config the container runs with, as Docker keeps it: the image config's "config" object
+  // merged with the run flags (Cmd, Entrypoint, Env, WorkingDir, User). Null in records written
+  // before kiln kept it.
+  nlohmann::json config;
 
   std::string short_id() const { return id.substr(0, 12); }
   nlohmann::json to_json() const;

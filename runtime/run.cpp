@@ -16,6 +16,7 @@
 #include "layerstore/tar.h"
 #include "runtime/capabilities.h"
 #include "runtime/cgroups.h"
+#include "runtime/container_ops.h"
 #include "runtime/containers.h"
 #include "runtime/process_config.h"
 #include "runtime/rootfs.h"
@@ -268,6 +269,18 @@ void add_container_files(PreparedRun& run, const std::string& dir, bool host_net
   }
 }
 
+// The run flags as the docker CLI puts them in the container's config, before the daemon merges
+// the image's in (merge_config): --entrypoint "" is [""], which keeps the image's Entrypoint out.
+nlohmann::json run_flags_config(const RunOptions& options, const std::vector<std::string>& user_env) {
+  nlohmann::json config = nlohmann::json::object();
+  if (!options.args.empty()) config["Cmd"] = options.args;
+  if (options.entrypoint) config["Entrypoint"] = nlohmann::json::array({*options.entrypoint});
+  if (!user_env.empty()) config["Env"] = user_env;
+  if (options.workdir && !options.workdir->empty()) config["WorkingDir"] = *options.workdir;
+  if (options.user && !options.user->empty()) config["User"] = *options.user;
+  return config;
+}
+
 void finish_process(const PreparedRun& run, const RunOptions& options, int root_fd, nlohmann::json& process) {
   ExecUser user = resolve_user(root_fd, options.user.value_or(""), options.group_add);
   process["user"] = {{"uid", user.uid}, {"gid", user.gid}, {"additionalGids", user.additional_gids}};
@@ -280,16 +293,19 @@ int run_container(Store& store, const RunOptions& options) {
   Image image = store.resolve(options.image);
   ContainerStore containers(store.root());
   // A dry preparation first: bad flags fail before any container exists.
-  (void)prepare_run(image, options, new_container_id());
-  std::vector<std::string> command = combine_command(
-      image.config.container_config().is_null() ? nlohmann::json::object() : image.config.container_config(),
-      options.entrypoint, options.args);
+  PreparedRun dry_run = prepare_run(image, options, new_container_id());
+  std::vector<std::string> command = combine_command(dry_run.image_config, options.entrypoint, options.args);
   ContainerRecord container = containers.create(options.name, image.id().str(), options.image, command);
+  container.config = merge_config(run_flags_config(options, dry_run.user_env), dry_run.image_config);
   std::string dir = containers.dir(container);
   int exit_code = kExitRunFailed;
   try {
     PreparedRun run = prepare_run(image, options, container.id);
     std::vector<std::string> lowers = store.snapshot_dirs(image);
+    // The mount points the sandbox needs, in a layer of their own under the writable one, so that
+    // diff and commit see only what the container changed (Docker's init layer).
+    make_init_layer(dir + "/init", std::vector<std::string>(lowers.rbegin(), lowers.rend()));
+    lowers.push_back(dir + "/init");
     for (const char* sub : {"upper", "work", "rootfs"}) make_dirs(dir + "/" + sub, 0755);
     add_container_files(run, dir, options.network == "host");
     write_file_atomic(dir + "/config.json", run.spec.dump(2) + "\n");
