@@ -13,6 +13,8 @@
 #include "layerstore/errors.h"
 #include "layerstore/files.h"
 #include "layerstore/image_ops.h"
+#include "runtime/container_ops.h"
+#include "runtime/containers.h"
 
 namespace kiln::cli {
 namespace {
@@ -169,17 +171,36 @@ void add_archive_commands(CLI::App& app, Context& ctx) {
     });
   }
   {
-    auto* cmd = app.add_subcommand("export", "Export an image's flattened root filesystem as a tar archive");
+    auto* cmd = app.add_subcommand(
+        "export",
+        "Export a container's filesystem (or an image's flattened root filesystem) as a tar archive");
     auto output = std::make_shared<std::string>();
-    auto image = std::make_shared<std::string>();
+    auto what = std::make_shared<std::string>();
     cmd->add_option("-o,--output", *output, "Write to a file instead of stdout")->type_name("FILE");
-    cmd->add_option("image", *image, "Image to export")->required()->type_name("IMAGE");
-    cmd->footer("Example: kiln export -o rootfs.tar busybox");
-    cmd->callback([&ctx, output, image] {
+    cmd->add_option("container", *what, "Container (or image) to export")->required()->type_name("CONTAINER");
+    cmd->footer("Example: kiln export -o rootfs.tar my-container");
+    cmd->callback([&ctx, output, what] {
       Store store = ctx.open_store();
-      Image img = store.resolve(*image);
-      with_output(*output, "a tar archive",
-                  [&](Writer& out) { export_image(store, img, out, source_date_epoch()); });
+      // A container first, as Docker's export takes only containers; then an image, which kiln's
+      // export took before it had containers.
+      runtime::ContainerStore containers(ctx.root());
+      std::optional<runtime::ContainerRecord> container;
+      try {
+        container = containers.resolve(*what);
+      } catch (const NotFoundError&) {
+        std::optional<Image> img;
+        try {
+          img = store.resolve(*what);
+        } catch (const NotFoundError&) {
+          throw NotFoundError(fmt::format("no such container: `{}`", *what));
+        }
+        with_output(*output, "a tar archive",
+                    [&](Writer& out) { export_image(store, *img, out, source_date_epoch()); });
+        return;
+      }
+      with_output(*output, "a tar archive", [&](Writer& out) {
+        runtime::export_container(store, containers, *container, out, source_date_epoch());
+      });
     });
   }
 }

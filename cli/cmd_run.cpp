@@ -1,4 +1,4 @@
-// kiln run, bundle, ps, rm: containers from the store's images, run in kiln's sandbox.
+// kiln run, bundle, ps, rm, diff, commit: containers from the store's images, run in kiln's sandbox.
 #include <fmt/format.h>
 
 #include <csignal>
@@ -6,6 +6,7 @@
 
 #include "cli/context.h"
 #include "layerstore/errors.h"
+#include "runtime/container_ops.h"
 #include "runtime/containers.h"
 #include "runtime/run.h"
 #include "runtime/sandbox.h"
@@ -166,6 +167,49 @@ void add_container_commands(CLI::App& app, Context& ctx) {
         containers.remove(c);
         fmt::print("{}\n", name);
       }
+    });
+  }
+  {
+    auto name = std::make_shared<std::string>();
+    auto* cmd =
+        app.add_subcommand("diff", "Inspect changes to files or directories on a container's filesystem");
+    cmd->add_option("container", *name, "Container")->required()->type_name("CONTAINER");
+    cmd->footer("Example: kiln diff my-container");
+    cmd->callback([&ctx, name] {
+      Store store = ctx.open_store();
+      runtime::ContainerStore containers(ctx.root());
+      runtime::ContainerRecord c = containers.resolve(*name);
+      for (const runtime::Change& change : runtime::container_changes(store, containers, c)) {
+        fmt::print("{} {}\n", change.kind, change.path);
+      }
+    });
+  }
+  {
+    auto options = std::make_shared<runtime::CommitOptions>();
+    auto container = std::make_shared<std::string>();
+    auto name = std::make_shared<std::string>();
+    auto* cmd = app.add_subcommand("commit", "Create a new image from a container's changes");
+    cmd->add_option("container", *container, "Container")->required()->type_name("CONTAINER");
+    cmd->add_option("repository", *name, "Name for the image")->type_name("REPOSITORY[:TAG]");
+    cmd->add_option("-a,--author", options->author,
+                    "Author (e.g., \"John Hannibal Smith <hannibal@a-team.com>\")");
+    cmd->add_option("-c,--change", options->changes,
+                    "Apply Dockerfile instruction to the created image (CMD, ENTRYPOINT, ENV, EXPOSE, "
+                    "LABEL, USER, VOLUME, WORKDIR)")
+        ->type_name("INSTRUCTION")
+        ->allow_extra_args(false);
+    cmd->add_option("-m,--message", options->message, "Commit message");
+    cmd->add_flag("-p,--pause{true}", options->pause,
+                  "Pause container during commit (kiln cannot: a running container is refused unless "
+                  "--pause=false)");
+    cmd->footer("Example: kiln commit -m 'add config' -c 'CMD [\"/app\"]' my-container app:2");
+    cmd->callback([&ctx, options, container, name] {
+      if (!name->empty()) options->name = Reference::parse_tagged(*name);
+      options->source_date_epoch = source_date_epoch();
+      Store store = ctx.open_store();
+      runtime::ContainerStore containers(ctx.root());
+      runtime::ContainerRecord c = containers.resolve(*container);
+      fmt::print("{}\n", runtime::commit_container(store, containers, c, *options).str());
     });
   }
 }
