@@ -7,14 +7,14 @@ need_root_sandbox
 need skopeo umoci jq
 busybox_image
 
-kiln run --name c1 busybox sh -c 'echo x > /new; echo y >> /etc/passwd; rm /bin/vi; mkdir -p /d/e'
+kiln run --name ctr1 busybox sh -c 'echo x > /new; echo y >> /etc/passwd; rm /bin/vi; mkdir -p /d/e'
 id=$(kiln ps -a -q --no-trunc | head -1)
 [[ $id =~ ^[0-9a-f]{64}$ ]] || fail "no container ID: $id"
 
 # diff: Docker's letters and order; the mount points kiln made (/proc, /etc/hosts, ...) are not
 # the container's changes.
 expected=$'C /bin\nD /bin/vi\nA /d\nA /d/e\nC /etc\nC /etc/passwd\nA /new'
-assert_eq "$(kiln diff c1)" "$expected" "kiln diff by name"
+assert_eq "$(kiln diff ctr1)" "$expected" "kiln diff by name"
 assert_eq "$(kiln diff "${id:0:12}")" "$expected" "kiln diff by short ID"
 assert_eq "$(kiln diff "${id:0:5}")" "$expected" "kiln diff by ID prefix"
 # An opaque directory: what it hid below shows as deleted.
@@ -24,7 +24,7 @@ kiln run --name c3 busybox true
 assert_eq "$(kiln diff c3)" "" "no changes, no lines"
 
 # commit: the container's image plus one layer, the container's config under --change.
-new_id=$(kiln commit -m "add new" -a "Kiln Tester <t@example.com>" --change 'CMD ["cat","/new"]' c1 committed:1)
+new_id=$(kiln commit -m "add new" -a "Kiln Tester <t@example.com>" --change 'CMD ["cat","/new"]' ctr1 committed:1)
 [[ $new_id =~ ^sha256:[0-9a-f]{64}$ ]] || fail "commit printed [$new_id]"
 assert_eq "$(kiln images -q --no-trunc committed:1)" "$new_id" "the name points at the new image"
 assert_eq "$(kiln run --rm committed:1)" x "the committed image runs its new Cmd"
@@ -45,7 +45,7 @@ assert_eq "$(kiln inspect --format '{{json .Config.Cmd}}' "$untagged")" '["true"
 assert_eq "$(kiln inspect --format '{{json .RootFS.Layers}}' "$untagged" | jq length)" 1 \
   "no changes: no layer (Docker's empty_layer)"
 assert_contains "$(kiln images --format '{{.Repository}}:{{.Tag}} {{.ID}}')" "<none>:<none> ${untagged:7:12}" "untagged"
-expect_fail 125 "CMDD" kiln commit -c 'CMDD x' c1 bad:1
+expect_fail 125 "CMDD" kiln commit -c 'CMDD x' ctr1 bad:1
 # A running container: Docker pauses it while committing; kiln cannot, and refuses unless told.
 kiln run --name busy busybox sh -c 'echo 1 > /state; sleep 4' &
 runner=$!
@@ -67,23 +67,24 @@ assert_eq "$(cat "$WORK/bundle/rootfs/new")" x "umoci unpacks the new layer"
 assert_eq "$(jq -c .process.args "$WORK/bundle/config.json")" '["cat","/new"]' "umoci reads the Cmd"
 
 # export: the container's whole filesystem, whiteouts applied.
-kiln export -o "$WORK/c1.tar" c1
-names=$(tar -tf "$WORK/c1.tar")
+kiln export -o "$WORK/ctr1.tar" ctr1
+names=$(tar -tf "$WORK/ctr1.tar")
 grep -qx new <<<"$names" || fail "export lacks /new"
 grep -qx bin/busybox <<<"$names" || fail "export lacks the image's files"
 grep -qx bin/vi <<<"$names" && fail "export has the deleted /bin/vi"
-assert_eq "$(tar -xOf "$WORK/c1.tar" new)" x "exported /new"
-assert_eq "$(kiln export c1 | tar -tf - | grep -cx d/e/)" 1 "export to a pipe"
+assert_eq "$(tar -xOf "$WORK/ctr1.tar" new)" x "exported /new"
+assert_eq "$(kiln export ctr1 | tar -tf - | grep -cx d/e/)" 1 "export to a pipe"
 if command -v script >/dev/null; then
-  out=$(script -qec "$KILN --root $KILN_ROOT export c1" /dev/null 2>&1 || true)
+  out=$(script -qec "$KILN --root $KILN_ROOT export ctr1" /dev/null 2>&1 || true)
   assert_contains "$out" "refusing to write a tar archive to a terminal" "export refuses a terminal"
 fi
 
-# rm, and every command's error for a container that does not exist.
-assert_eq "$(kiln rm c1)" c1 "rm prints the name"
+# rm, and every command's error for a container that does not exist. (Names here are not hex, so
+# that export, which falls back to images, cannot take one for an image ID prefix.)
+assert_eq "$(kiln rm ctr1)" ctr1 "rm prints the name"
 [[ -d $KILN_ROOT/containers/$id ]] && fail "rm left the container's directory"
 for cmd in diff export commit rm; do
-  expect_fail 1 'no such container: `c1`' kiln $cmd c1
+  expect_fail 1 'no such container: `ctr1`' kiln $cmd ctr1
 done
 expect_fail 1 'no such container: `nope`' kiln diff nope
 echo ok
