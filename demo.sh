@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds kiln and shows it at work on a busybox root filesystem made from Debian's busybox-static:
-# import, images, history, save, load back, export; then how it reads a multi-stage Dockerfile.
+# import, images, history, save, load back, export; a container run, changed and committed; then
+# how it reads a multi-stage Dockerfile.
 # Installs missing Debian packages first.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -31,6 +32,19 @@ step "$kiln" load -i "$work/busybox.tar"
 step "$kiln" images
 step "$kiln" export -o "$work/rootfs-export.tar" busybox:demo
 step tar -tvf "$work/rootfs-export.tar" bin/busybox
+
+# Containers: the image run in kiln's sandbox (needs namespaces; skipped where they cannot be made).
+if "$kiln" run --rm busybox:demo true 2>/dev/null; then
+  step "$kiln" run --rm --hostname demo busybox:demo sh -c 'echo "PID $$ on $(hostname) as $(id -un)"; grep -E "^(CapEff|Seccomp):" /proc/self/status'
+  step "$kiln" run --name changed busybox:demo sh -c 'echo hello > /greeting; rm /bin/vi'
+  step "$kiln" ps -a
+  step "$kiln" diff changed
+  step "$kiln" commit -m "a greeting" -c 'CMD ["cat", "/greeting"]' changed greeting:demo
+  step "$kiln" run --rm greeting:demo
+  step "$kiln" rm changed
+else
+  echo "(kiln run skipped: this machine cannot create the namespaces it needs)"
+fi
 
 # How kiln reads a Dockerfile: stages, arguments as the builder will use them, the build order.
 cat >"$work/Dockerfile" <<'EOF'
