@@ -1,11 +1,14 @@
 // kiln run, bundle, ps, rm, diff, commit: containers from the store's images, run in kiln's sandbox.
 #include <fmt/format.h>
 
+#include <chrono>
 #include <csignal>
 #include <memory>
 
 #include "cli/context.h"
+#include "cli/format.h"
 #include "layerstore/errors.h"
+#include "layerstore/image.h"
 #include "runtime/container_ops.h"
 #include "runtime/containers.h"
 #include "runtime/run.h"
@@ -68,9 +71,21 @@ void take_image_and_args(CLI::App* cmd, RunOptions& o, const char* usage) {
   o.args.assign(rest.begin() + 1, rest.end());
 }
 
+// Docker's STATUS column: "Up 3 minutes", "Exited (0) 5 seconds ago", "Created", "Dead".
 std::string state_text(const runtime::ContainerRecord& c) {
-  if (c.state == "exited") return fmt::format("Exited ({}) {}", c.exit_code, c.finished.substr(0, 19));
-  if (c.state == "running") return "Up";
+  int64_t now =
+      std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch())
+          .count();
+  if (c.state == "exited") {
+    auto finished = parse_rfc3339_seconds(c.finished);
+    return fmt::format("Exited ({}) {}", c.exit_code, finished ? human_since(*finished, now) : "");
+  }
+  if (c.state == "running") {
+    auto created = parse_rfc3339_seconds(c.created);
+    if (!created) return "Up";
+    std::string since = human_since(*created, now);
+    return "Up " + since.substr(0, since.size() - std::string_view(" ago").size());
+  }
   if (c.state == "dead") return "Dead";
   return "Created";
 }
@@ -126,8 +141,7 @@ void add_container_commands(CLI::App& app, Context& ctx) {
     cmd->add_flag("--no-trunc", *no_trunc, "Don't truncate output");
     cmd->callback([&ctx, all, quiet, no_trunc] {
       runtime::ContainerStore containers(ctx.root());
-      if (!*quiet)
-        fmt::print("{:<14}{:<22}{:<24}{:<32}{}\n", "CONTAINER ID", "IMAGE", "COMMAND", "STATUS", "NAMES");
+      std::vector<std::vector<std::string>> rows = {{"CONTAINER ID", "IMAGE", "COMMAND", "STATUS", "NAMES"}};
       for (const runtime::ContainerRecord& c : containers.list()) {
         if (!*all && c.state != "running") continue;
         std::string id = *no_trunc ? c.id : c.short_id();
@@ -137,10 +151,11 @@ void add_container_commands(CLI::App& app, Context& ctx) {
         }
         std::string command;
         for (const std::string& arg : c.command) command += (command.empty() ? "" : " ") + arg;
-        command = "\"" + command + "\"";
-        if (!*no_trunc && command.size() > 22) command = command.substr(0, 19) + "…\"";
-        fmt::print("{:<14}{:<22}{:<24}{:<32}{}\n", id, c.image_name, command, state_text(c), c.name);
+        // Docker truncates the command to 20 characters, the ellipsis inside the quotes.
+        if (!*no_trunc && command.size() > 20) command = command.substr(0, 19) + "…";
+        rows.push_back({id, c.image_name, "\"" + command + "\"", state_text(c), c.name});
       }
+      if (!*quiet) fmt::print("{}", format_table(rows));
     });
   }
   {

@@ -193,6 +193,8 @@ struct Prepared {
   bool new_network_namespace = false;
   int sync_read = -1, sync_write = -1;
   int error_read = -1, error_write = -1;
+  int lifeline = -1;                       // read end of a pipe kiln holds open until the container is gone
+  int lifeline_write = -1;                 // its write end, which the child closes
   bool terminal = false;                   // process.terminal: a pty from the container's devpts
   int console_socket = -1;                 // the child sends the pty's master side through it
   int console_parent = -1;                 // the parent's end, which the child closes
@@ -551,6 +553,9 @@ void set_user(const nlohmann::json& user) {
   ::close(prepared.sync_write);
   ::close(prepared.error_read);
   if (prepared.console_parent >= 0) ::close(prepared.console_parent);
+  ::close(prepared.lifeline_write);
+  // No daemon keeps a container alive: it lives as long as the kiln that runs it.
+  ::prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
   char go = 0;
   if (::read(prepared.sync_read, &go, 1) != 1) ::_exit(kExitRunFailed);  // the parent gave up
   ::close(prepared.sync_read);
@@ -628,9 +633,11 @@ void set_user(const nlohmann::json& user) {
   check(::prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0), "keep capabilities");
   set_user(process.value("user", nlohmann::json::object()));
   check(::prctl(PR_SET_KEEPCAPS, 0, 0, 0, 0), "stop keeping capabilities");
-  // No daemon keeps a container alive: it lives as long as the kiln that runs it. Set after the
-  // change of user, which clears it; exec keeps it.
+  // The change of user cleared the parent-death signal; set it again (exec keeps it). A kiln that
+  // died in between would never send it: its end of the lifeline pipe tells.
   check(::prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0), "tie the container to kiln");
+  pollfd lifeline{prepared.lifeline, POLLIN, 0};
+  if (::poll(&lifeline, 1, 0) > 0 && (lifeline.revents & (POLLHUP | POLLERR))) ::_exit(kExitRunFailed);
   if (int err = apply_capabilities(sets); err != 0) fail("set capabilities", err);
   if (no_new_privileges) {
     check(::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "set no_new_privs");
@@ -861,6 +868,12 @@ int run_sandbox(const nlohmann::json& spec, const SandboxOptions& options) {
   Fd sync_read(sync_pipe[0]), sync_write(sync_pipe[1]);
   if (::pipe2(error_pipe, O_CLOEXEC) != 0) throw_errno("create a pipe");
   Fd error_read(error_pipe[0]), error_write(error_pipe[1]);
+  // Held until this function returns, which is after the container is gone.
+  int lifeline_pipe[2];
+  if (::pipe2(lifeline_pipe, O_CLOEXEC) != 0) throw_errno("create a pipe");
+  Fd lifeline_read(lifeline_pipe[0]), lifeline_write(lifeline_pipe[1]);
+  prepared.lifeline = lifeline_read.get();
+  prepared.lifeline_write = lifeline_write.get();
   prepared.sync_read = sync_read.get();
   prepared.sync_write = sync_write.get();
   prepared.error_read = error_read.get();
@@ -921,6 +934,7 @@ int run_sandbox(const nlohmann::json& spec, const SandboxOptions& options) {
   if (child.pid == 0) child_entry(prepared);
   sync_read.reset();
   error_write.reset();
+  lifeline_read.reset();
 
   auto reap = [&] {
     int status = 0;
