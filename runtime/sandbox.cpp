@@ -754,7 +754,16 @@ ChildProcess clone_child(uint64_t flags) {
   args.pidfd = reinterpret_cast<uint64_t>(&pidfd);
   args.exit_signal = SIGCHLD;
   long pid = ::syscall(SYS_clone3, &args, sizeof args);
-  if (pid < 0) throw_errno("create the container's namespaces (clone3)");
+  if (pid < 0) {
+    int err = errno;
+    if ((flags & CLONE_NEWUSER) && (err == EPERM || err == ENOSPC || err == EACCES)) {
+      throw SandboxError(fmt::format(
+          "rootless: the kernel refused a user namespace ({}); unprivileged user namespaces may be off "
+          "(sysctl kernel.unprivileged_userns_clone, user.max_user_namespaces, or an AppArmor policy)",
+          std::strerror(err)));
+    }
+    throw_errno("create the container's namespaces (clone3)", err);
+  }
   ChildProcess child;
   child.pid = static_cast<pid_t>(pid);
   if (pid > 0) child.pidfd = Fd(pidfd);
