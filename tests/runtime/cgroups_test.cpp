@@ -125,7 +125,7 @@ TEST_CASE("memory sizes parse as Docker's RAMInBytes", "[cgroups]") {
   }
 }
 
-TEST_CASE("--memory has Docker's 6MB minimum and 0 for no limit", "[cgroups]") {
+TEST_CASE("the memory flag has Docker's 6MB minimum and 0 for no limit", "[cgroups]") {
   using kiln::runtime::parse_memory_limit;
   CHECK(parse_memory_limit("64m") == 64 << 20);
   CHECK(parse_memory_limit("6m") == 6 << 20);
@@ -136,7 +136,7 @@ TEST_CASE("--memory has Docker's 6MB minimum and 0 for no limit", "[cgroups]") {
   CHECK_THROWS_AS(parse_memory_limit("64x"), kiln::UsageError);
 }
 
-TEST_CASE("--cpus becomes Docker's quota over a 100 ms period", "[cgroups]") {
+TEST_CASE("the cpus flag becomes Docker's quota over a 100 ms period", "[cgroups]") {
   using kiln::runtime::parse_cpus;
   const std::tuple<const char*, int, int64_t> good[] = {
       {"0.5", 2, 50000},          {"2", 2, 200000},  {"1.25", 2, 125000},
@@ -174,7 +174,7 @@ TEST_CASE("--cpus becomes Docker's quota over a 100 ms period", "[cgroups]") {
   CHECK(kiln::runtime::host_cpu_count() >= 1);
 }
 
-TEST_CASE("--pids-limit: zero or negative is unlimited, as Docker", "[cgroups]") {
+TEST_CASE("the pids-limit flag: zero or negative is unlimited, as Docker", "[cgroups]") {
   using kiln::runtime::parse_pids_limit;
   CHECK(parse_pids_limit("20") == 20);
   CHECK(parse_pids_limit("0") == std::nullopt);

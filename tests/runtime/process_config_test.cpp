@@ -78,7 +78,7 @@ TEST_CASE("the command is the image's Entrypoint and Cmd, with the arguments rep
   CHECK(combine_command(json(nullptr), std::nullopt, {"x"}) == Strings{"x"});
 }
 
-TEST_CASE("--entrypoint replaces Entrypoint and drops the image's Cmd", "[process]") {
+TEST_CASE("the entrypoint flag replaces Entrypoint and drops the image's Cmd", "[process]") {
   json config = {{"Entrypoint", {"/entry"}}, {"Cmd", {"serve"}}};
   CHECK(combine_command(config, std::string("/bin/sh"), {}) == Strings{"/bin/sh"});
   CHECK(combine_command(config, std::string("/bin/sh"), {"-c", "id"}) == Strings{"/bin/sh", "-c", "id"});
@@ -250,7 +250,7 @@ TEST_CASE("ids beyond 2^31-1 are refused", "[process]") {
   CHECK_THROWS_WITH(big.resolve("0:0", {"huge"}), "/etc/group entry `huge`: " + range);
 }
 
-TEST_CASE("--group-add adds groups by name or number after the user's own", "[process]") {
+TEST_CASE("the group-add flag adds groups by name or number after the user's own", "[process]") {
   Rootfs root(kPasswd, kGroup);
   ExecUser u = root.resolve("bob", {"audio", "4242", "audio", "29", "wheel"});
   // bob's primary, staff (lists bob), then the added ones once each.
@@ -429,7 +429,7 @@ const std::string kPath = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bi
 
 }  // namespace
 
-TEST_CASE("-e values as the CLI passes them on", "[process]") {
+TEST_CASE("env flag values as the CLI passes them on", "[process]") {
   auto host = fake_host({{"HOSTVAR", "from host"}, {"EMPTY", ""}});
   CHECK(env_flag("A=1", host) == "A=1");
   CHECK(env_flag("A=", host) == "A=");
