@@ -3,8 +3,11 @@
 # Sourced by demo.sh and test.sh; safe to run again (it installs nothing when all are present).
 set -euo pipefail
 
+# nettle-dev, liblzma-dev and libbz2-dev ship the static archives the static libarchive needs
+# (KILN_STATIC_DEPS); Debian's libarchive-dev does not depend on them.
 KILN_BUILD_PACKAGES=(cmake ninja-build g++ pkg-config libarchive-dev libssl-dev libcurl4-openssl-dev
-  nlohmann-json3-dev tao-pegtl-dev libzstd-dev zlib1g-dev libseccomp-dev catch2 libcli11-dev libfmt-dev)
+  nlohmann-json3-dev tao-pegtl-dev libzstd-dev zlib1g-dev libseccomp-dev catch2 libcli11-dev libfmt-dev
+  nettle-dev liblzma-dev libbz2-dev)
 KILN_DEMO_PACKAGES=(busybox-static)
 # The peers that judge kiln's output, and the tools the tests and benchmarks drive.
 KILN_TEST_PACKAGES=(busybox-static skopeo umoci podman runc buildah docker-registry jq zstd xz-utils bzip2 pigz
