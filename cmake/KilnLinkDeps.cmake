@@ -13,7 +13,7 @@ if(KILN_SANITIZE OR KILN_FUZZ)
 else()
   set(KILN_STATIC_DEPS_DEFAULT ON)
 endif()
-option(KILN_STATIC_DEPS "Link libarchive, OpenSSL's libcrypto, zlib, zstd, libseccomp, fmt and libstdc++ statically"
+option(KILN_STATIC_DEPS "Link libarchive, OpenSSL's libcrypto, zlib, zstd, libseccomp and libstdc++ statically"
        ${KILN_STATIC_DEPS_DEFAULT})
 
 # kiln_link_dep(NAME SHARED_TARGET ARCHIVES a... [LIBS l...] [LINK_OPTIONS o...]): kiln::NAME links
@@ -61,13 +61,11 @@ kiln_link_dep(zlib ZLIB::ZLIB ARCHIVES z)
 kiln_link_dep(zstd zstd::libzstd_shared ARCHIVES zstd)
 kiln_link_dep(seccomp PkgConfig::SECCOMP ARCHIVES seccomp)
 
-# Debian ships fmt as a shared library only; its header-only form is the static one.
+# Debian ships fmt as a shared library only. Its header-only form would be the static one, but it
+# compiles fmt's formatting code into every file, which costs more build time than the one small
+# shared library costs at start-up.
 add_library(kiln::fmt INTERFACE IMPORTED GLOBAL)
-if(KILN_STATIC_DEPS)
-  target_link_libraries(kiln::fmt INTERFACE fmt::fmt-header-only)
-else()
-  target_link_libraries(kiln::fmt INTERFACE fmt::fmt)
-endif()
+target_link_libraries(kiln::fmt INTERFACE fmt::fmt)
 
 # Link options for kiln's executables (kiln_static_runtime links them in).
 add_library(kiln_static_runtime INTERFACE)
