@@ -56,7 +56,8 @@ std::optional<FileLock> FileLock::try_acquire(const std::string& path, Kind kind
   return FileLock(std::move(fd));
 }
 
-AtomicFile::AtomicFile(std::string path, unsigned mode) : path_(std::move(path)) {
+AtomicFile::AtomicFile(std::string path, unsigned mode, Durability durability)
+    : path_(std::move(path)), durability_(durability) {
   auto slash = path_.rfind('/');
   std::string base = slash == std::string::npos ? path_ : path_.substr(slash + 1);
   temp_path_ = dirname_of(path_) + "/." + base + ".tmp-" + random_suffix();
@@ -75,15 +76,16 @@ void AtomicFile::write(std::span<const std::byte> data) {
 }
 
 void AtomicFile::commit() {
-  if (::fsync(fd_.get()) != 0) throw_errno(fmt::format("fsync `{}`", temp_path_));
+  bool durable = durability_ == Durability::Durable;
+  if (durable && ::fsync(fd_.get()) != 0) throw_errno(fmt::format("fsync `{}`", temp_path_));
   fd_.reset();
   if (::rename(temp_path_.c_str(), path_.c_str()) != 0) throw_errno(fmt::format("rename to `{}`", path_));
   committed_ = true;
-  fsync_dir(dirname_of(path_));
+  if (durable) fsync_dir(dirname_of(path_));
 }
 
-void write_file_atomic(const std::string& path, std::string_view content) {
-  AtomicFile f(path);
+void write_file_atomic(const std::string& path, std::string_view content, Durability durability) {
+  AtomicFile f(path, 0644, durability);
   f.write(as_bytes(content));
   f.commit();
 }

@@ -31,9 +31,13 @@ class FileLock {
 // A file written under a temporary name in the destination's directory and renamed over the
 // destination by commit(), after fsync of the file and then of the directory. Until commit() the
 // destination is untouched; if commit() is never called the temporary file is removed.
+// Whether a published file must survive a crash (fsynced, with its directory) or only has to
+// appear whole (renamed into place): a running container's scratch files need no disk flush.
+enum class Durability { Durable, Volatile };
+
 class AtomicFile : public Writer {
  public:
-  explicit AtomicFile(std::string path, unsigned mode = 0644);
+  explicit AtomicFile(std::string path, unsigned mode = 0644, Durability durability = Durability::Durable);
   ~AtomicFile() override;
   AtomicFile(const AtomicFile&) = delete;
   AtomicFile& operator=(const AtomicFile&) = delete;
@@ -46,10 +50,12 @@ class AtomicFile : public Writer {
   std::string temp_path_;
   Fd fd_;
   bool committed_ = false;
+  Durability durability_;
 };
 
 // Writes `content` to `path` atomically (AtomicFile).
-void write_file_atomic(const std::string& path, std::string_view content);
+void write_file_atomic(const std::string& path, std::string_view content,
+                       Durability durability = Durability::Durable);
 
 // Reads a whole file, refusing files larger than max_bytes (InvalidInputError naming `what`).
 std::string read_file_capped(const std::string& path, uint64_t max_bytes, std::string_view what);

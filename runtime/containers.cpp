@@ -176,7 +176,10 @@ ContainerRecord ContainerStore::create(const std::optional<std::string>& name, c
 }
 
 void ContainerStore::save(const ContainerRecord& container) const {
-  write_file_atomic(dir(container) + "/container.json", container.to_json().dump(2) + "\n");
+  // A container is scratch state: it must appear whole, not survive a power cut (Docker does not
+  // flush it either), and a flush per save would cost every run milliseconds on a real disk.
+  write_file_atomic(dir(container) + "/container.json", container.to_json().dump(2) + "\n",
+                    Durability::Volatile);
 }
 
 std::vector<ContainerRecord> ContainerStore::list() const {

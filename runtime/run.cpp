@@ -6,8 +6,8 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <cstdlib>
 #include <cerrno>
+#include <cstdlib>
 
 #include "layerstore/errors.h"
 #include "layerstore/files.h"
@@ -251,7 +251,7 @@ PreparedRun prepare_run(const Image& image, const RunOptions& options, const std
 
 // Writes the files Docker gives every container and adds their bind mounts to the spec.
 void add_container_files(PreparedRun& run, const std::string& dir, bool host_network) {
-  write_file_atomic(dir + "/hostname", run.hostname + "\n");
+  write_file_atomic(dir + "/hostname", run.hostname + "\n", Durability::Volatile);
   std::string hosts;
   if (host_network) {
     try {
@@ -262,8 +262,8 @@ void add_container_files(PreparedRun& run, const std::string& dir, bool host_net
   } else {
     hosts = hosts_file();
   }
-  write_file_atomic(dir + "/hosts", hosts);
-  write_file_atomic(dir + "/resolv.conf", resolv_conf(host_network));
+  write_file_atomic(dir + "/hosts", hosts, Durability::Volatile);
+  write_file_atomic(dir + "/resolv.conf", resolv_conf(host_network), Durability::Volatile);
   for (const char* file : {"resolv.conf", "hostname", "hosts"}) {
     run.spec["mounts"].push_back(bind_mount(dir + "/" + file, fmt::format("/etc/{}", file), false));
   }
@@ -308,7 +308,7 @@ int run_container(Store& store, const RunOptions& options) {
     lowers.push_back(dir + "/init");
     for (const char* sub : {"upper", "work", "rootfs"}) make_dirs(dir + "/" + sub, 0755);
     add_container_files(run, dir, options.network == "host");
-    write_file_atomic(dir + "/config.json", run.spec.dump(2) + "\n");
+    write_file_atomic(dir + "/config.json", run.spec.dump(2) + "\n", Durability::Volatile);
     SandboxOptions sandbox;
     sandbox.bundle_dir = dir;
     sandbox.overlay = OverlayRoot{lowers, dir + "/upper", dir + "/work"};

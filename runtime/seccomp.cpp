@@ -614,8 +614,10 @@ SeccompFilter SeccompFilter::compile_cached(const nlohmann::json& oci_seccomp, c
   SeccompFilter filter = compile(oci_seccomp);
   try {
     make_dirs(cache_dir, 0700);
-    write_file_atomic(path, std::string_view(reinterpret_cast<const char*>(filter.program_.data()),
-                                             filter.program_.size() * sizeof(sock_filter)));
+    write_file_atomic(path,
+                      std::string_view(reinterpret_cast<const char*>(filter.program_.data()),
+                                       filter.program_.size() * sizeof(sock_filter)),
+                      Durability::Volatile);  // a cache: one lost to a crash is compiled again
   } catch (const Error&) {
     // A read-only or full store costs the next run another compile, nothing more.
   }
