@@ -120,13 +120,22 @@ void add_container_commands(CLI::App& app, Context& ctx) {
     auto* cmd =
         app.add_subcommand("bundle", "Write an OCI runtime bundle (config.json and rootfs/) that runc runs");
     cmd->set_help_flag("--help", "Print this help message and exit");
-    cmd->add_option("-o,--output", *dir, "Bundle directory (created; must be empty)")
-        ->required()
-        ->type_name("DIR");
+    cmd->add_option("-o,--output", *dir, "Bundle directory (created; must be empty)")->type_name("DIR");
     add_run_flags(cmd, *options);
-    cmd->footer("Usage: kiln bundle -o DIR [RUN OPTIONS] IMAGE [COMMAND] [ARG...]");
+    cmd->footer(
+        "Usage: kiln bundle [RUN OPTIONS] IMAGE DIR [COMMAND] [ARG...]\n"
+        "       kiln bundle -o DIR [RUN OPTIONS] IMAGE [COMMAND] [ARG...]");
     cmd->callback([&ctx, options, dir, cmd] {
-      take_image_and_args(cmd, *options, "kiln bundle -o DIR [OPTIONS] IMAGE [COMMAND] [ARG...]");
+      const char* usage = "kiln bundle [OPTIONS] IMAGE DIR [COMMAND] [ARG...]";
+      take_image_and_args(cmd, *options, usage);
+      if (dir->empty()) {
+        // `kiln bundle IMAGE DIR [COMMAND...]`: the directory comes right after the image.
+        if (options->args.empty()) {
+          throw UsageError(fmt::format("\"bundle\" requires a directory: {}", usage));
+        }
+        *dir = options->args.front();
+        options->args.erase(options->args.begin());
+      }
       Store store = ctx.open_store();
       runtime::write_bundle(store, *options, *dir);
     });

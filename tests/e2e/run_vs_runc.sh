@@ -67,5 +67,11 @@ compare "--read-only" --read-only
 compare "--hostname h1" --hostname h1
 compare "-w /tmp" -w /tmp
 [[ ${#failures[@]} -eq 0 ]] || fail "kiln run and runc differ for: ${failures[*]} (diffs above)"
+
+# The issue's form, `kiln bundle IMAGE DIR [COMMAND...]`, writes the same bundle.
+kiln bundle --hostname same busybox "$WORK/positional" echo from-runc
+assert_eq "$(runc --root "$runc_root" run --bundle "$WORK/positional" "kiln-e2e-$$-p" </dev/null)" from-runc \
+  "a bundle written as kiln bundle IMAGE DIR runs under runc"
+expect_fail 125 '"bundle" requires a directory' kiln bundle busybox
 if grep -q "$WORK" /proc/self/mountinfo; then fail "a mount under the scratch directory leaked to the host"; fi
 note "ok"
