@@ -132,8 +132,8 @@ ContainerStore::ContainerStore(const std::string& store_root)
   make_dirs(store_root + "/locks", 0700);
 }
 
-ContainerRecord ContainerStore::create(const std::optional<std::string>& name, const std::string& image_id,
-                                       const std::string& image_name,
+ContainerRecord ContainerStore::create(const std::string& id, const std::optional<std::string>& name,
+                                       const std::string& image_id, const std::string& image_name,
                                        const std::vector<std::string>& command) {
   if (name && !valid_container_name(*name)) {
     throw UsageError(
@@ -163,7 +163,7 @@ ContainerRecord ContainerStore::create(const std::optional<std::string>& name, c
       if (attempt > 100) throw Error("generate a container name: every name tried is in use");
     }
   }
-  record.id = new_container_id();
+  record.id = id;
   record.image_id = image_id;
   record.image_name = image_name;
   record.command = command;

@@ -43,8 +43,11 @@ class ContainerStore {
   // Makes the directory of a new container with a fresh ID and the given name (or a generated one,
   // adjective_surname as Docker makes them), under the containers lock so that two runs cannot
   // take one name. Throws UsageError when the name is invalid or in use, naming the holder.
-  ContainerRecord create(const std::optional<std::string>& name, const std::string& image_id,
-                         const std::string& image_name, const std::vector<std::string>& command);
+  // `id` comes from new_container_id(), chosen by the caller so that it can prepare the container's
+  // spec (which names it) before anything is written.
+  ContainerRecord create(const std::string& id, const std::optional<std::string>& name,
+                         const std::string& image_id, const std::string& image_name,
+                         const std::vector<std::string>& command);
   std::string dir(const ContainerRecord& container) const { return root_ + "/" + container.id; }
   // Writes the record atomically.
   void save(const ContainerRecord& container) const;

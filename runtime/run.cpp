@@ -292,15 +292,15 @@ void finish_process(const PreparedRun& run, const RunOptions& options, int root_
 int run_container(Store& store, const RunOptions& options) {
   Image image = store.resolve(options.image);
   ContainerStore containers(store.root());
-  // A dry preparation first: bad flags fail before any container exists.
-  PreparedRun dry_run = prepare_run(image, options, new_container_id());
-  std::vector<std::string> command = combine_command(dry_run.image_config, options.entrypoint, options.args);
-  ContainerRecord container = containers.create(options.name, image.id().str(), options.image, command);
-  container.config = merge_config(run_flags_config(options, dry_run.user_env), dry_run.image_config);
+  // Prepared before the container exists, so that bad flags leave nothing behind.
+  std::string id = new_container_id();
+  PreparedRun run = prepare_run(image, options, id);
+  std::vector<std::string> command = run.spec["process"]["args"].get<std::vector<std::string>>();
+  ContainerRecord container = containers.create(id, options.name, image.id().str(), options.image, command);
+  container.config = merge_config(run_flags_config(options, run.user_env), run.image_config);
   std::string dir = containers.dir(container);
   int exit_code = kExitRunFailed;
   try {
-    PreparedRun run = prepare_run(image, options, container.id);
     std::vector<std::string> lowers = store.snapshot_dirs(image);
     // The mount points the sandbox needs, in a layer of their own under the writable one, so that
     // diff and commit see only what the container changed (Docker's init layer).

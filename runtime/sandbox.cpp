@@ -63,6 +63,38 @@ void check(int result, const std::string& what) {
   if (result < 0) fail(what);
 }
 
+// ---- parent and child: the pipes between them, waiting, the child's report
+
+struct Pipe {
+  Fd read, write;
+};
+
+Pipe make_pipe() {
+  int fds[2];
+  if (::pipe2(fds, O_CLOEXEC) != 0) throw_errno("create a pipe");
+  return {Fd(fds[0]), Fd(fds[1])};
+}
+
+// waitpid, through EINTR; returns the wait status.
+int wait_for(pid_t pid) {
+  int status = 0;
+  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  return status;
+}
+
+// What the child wrote to the error pipe before failing; nullopt when the pipe closed without a
+// word (exec succeeded, or the child exited cleanly).
+std::optional<ChildFailure> read_failure(int error_read) {
+  ChildFailure failure;
+  ssize_t got = 0;
+  while ((got = ::read(error_read, &failure, sizeof failure)) < 0 && errno == EINTR) {
+  }
+  if (got <= 0) return std::nullopt;
+  failure.message[sizeof failure.message - 1] = '\0';
+  return failure;
+}
+
 // ---- mount options as runc reads them
 
 struct MountFlags {
@@ -719,9 +751,7 @@ void write_id_maps(pid_t pid, const nlohmann::json& linux_section) {
       ::execvp(program, argv.data());
       ::_exit(127);
     }
-    int status = 0;
-    while (::waitpid(helper_pid, &status, 0) < 0 && errno == EINTR) {
-    }
+    int status = wait_for(helper_pid);
     if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
       throw SandboxError(fmt::format(
           "rootless: {} failed (exit {}): the user needs ranges in /etc/subuid and /etc/subgid and the "
@@ -871,16 +901,10 @@ int run_sandbox(const nlohmann::json& spec, const SandboxOptions& options) {
     prepared.console_parent = console_parent.get();
   }
 
-  int sync_pipe[2];
-  int error_pipe[2];
-  if (::pipe2(sync_pipe, O_CLOEXEC) != 0) throw_errno("create a pipe");
-  Fd sync_read(sync_pipe[0]), sync_write(sync_pipe[1]);
-  if (::pipe2(error_pipe, O_CLOEXEC) != 0) throw_errno("create a pipe");
-  Fd error_read(error_pipe[0]), error_write(error_pipe[1]);
+  auto [sync_read, sync_write] = make_pipe();
+  auto [error_read, error_write] = make_pipe();
   // Held until this function returns, which is after the container is gone.
-  int lifeline_pipe[2];
-  if (::pipe2(lifeline_pipe, O_CLOEXEC) != 0) throw_errno("create a pipe");
-  Fd lifeline_read(lifeline_pipe[0]), lifeline_write(lifeline_pipe[1]);
+  auto [lifeline_read, lifeline_write] = make_pipe();
   prepared.lifeline = lifeline_read.get();
   prepared.lifeline_write = lifeline_write.get();
   prepared.sync_read = sync_read.get();
@@ -945,12 +969,7 @@ int run_sandbox(const nlohmann::json& spec, const SandboxOptions& options) {
   error_write.reset();
   lifeline_read.reset();
 
-  auto reap = [&] {
-    int status = 0;
-    while (::waitpid(child.pid, &status, 0) < 0 && errno == EINTR) {
-    }
-    return status;
-  };
+  auto reap = [&] { return wait_for(child.pid); };
   try {
     if (prepared.new_user_namespace) write_id_maps(child.pid, linux_section);
     if (cgroup) cgroup->add_process(child.pid);
@@ -985,17 +1004,11 @@ int run_sandbox(const nlohmann::json& spec, const SandboxOptions& options) {
     terminal = terminal_master.valid();
   }
 
-  ChildFailure failure;
-  ssize_t got = 0;
-  while ((got = ::read(error_read.get(), &failure, sizeof failure)) < 0 && errno == EINTR) {
-  }
-  if (got > 0) {
-    int status = reap();
-    failure.message[sizeof failure.message - 1] = '\0';
-    if (failure.exit_code == kExitRunFailed) throw SandboxError(fmt::format("run: {}", failure.message));
-    fmt::print(stderr, "kiln: error: run: {}\n", failure.message);
-    (void)status;
-    return failure.exit_code;
+  if (std::optional<ChildFailure> failure = read_failure(error_read.get())) {
+    reap();
+    if (failure->exit_code == kExitRunFailed) throw SandboxError(fmt::format("run: {}", failure->message));
+    fmt::print(stderr, "kiln: error: run: {}\n", failure->message);
+    return failure->exit_code;
   }
   error_read.reset();
 
@@ -1052,12 +1065,8 @@ void remove_as_container_root(const std::string& path) {
   }
   nlohmann::json linux_section = {{"uidMappings", rootless_id_mappings("/etc/subuid", ::geteuid())},
                                   {"gidMappings", rootless_id_mappings("/etc/subgid", ::getegid())}};
-  int sync_pipe[2];
-  int error_pipe[2];
-  if (::pipe2(sync_pipe, O_CLOEXEC) != 0) throw_errno("create a pipe");
-  Fd sync_read(sync_pipe[0]), sync_write(sync_pipe[1]);
-  if (::pipe2(error_pipe, O_CLOEXEC) != 0) throw_errno("create a pipe");
-  Fd error_read(error_pipe[0]), error_write(error_pipe[1]);
+  auto [sync_read, sync_write] = make_pipe();
+  auto [error_read, error_write] = make_pipe();
   ChildProcess child = clone_child(CLONE_NEWUSER);
   if (child.pid == 0) {
     ChildFailure failure;
@@ -1077,12 +1086,7 @@ void remove_as_container_root(const std::string& path) {
   }
   sync_read.reset();
   error_write.reset();
-  auto reap = [&] {
-    int status = 0;
-    while (::waitpid(child.pid, &status, 0) < 0 && errno == EINTR) {
-    }
-    return status;
-  };
+  auto reap = [&] { return wait_for(child.pid); };
   try {
     write_id_maps(child.pid, linux_section);
   } catch (...) {
@@ -1097,15 +1101,11 @@ void remove_as_container_root(const std::string& path) {
     throw_errno(fmt::format("remove `{}`", path));
   }
   sync_write.reset();
-  ChildFailure failure;
-  ssize_t got = 0;
-  while ((got = ::read(error_read.get(), &failure, sizeof failure)) < 0 && errno == EINTR) {
-  }
+  std::optional<ChildFailure> failure = read_failure(error_read.get());
   int status = reap();
-  if (got > 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-    failure.message[sizeof failure.message - 1] = '\0';
+  if (failure || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
     throw Error(fmt::format("remove `{}` in the container's user namespace: {}", path,
-                            got > 0 ? failure.message : "the helper process failed"));
+                            failure ? failure->message : "the helper process failed"));
   }
 }
 
