@@ -61,11 +61,18 @@ kiln_link_dep(zlib ZLIB::ZLIB ARCHIVES z)
 kiln_link_dep(zstd zstd::libzstd_shared ARCHIVES zstd)
 kiln_link_dep(seccomp PkgConfig::SECCOMP ARCHIVES seccomp)
 
-# Debian ships fmt as a shared library only. Its header-only form would be the static one, but it
-# compiles fmt's formatting code into every file, which costs more build time than the one small
-# shared library costs at start-up.
+# Debian ships fmt as a shared library only, and loading it made the dynamic loader map libstdc++
+# and libgcc_s too. Statically, fmt's compiled part is built here from the package's own headers,
+# once (cmake/fmt_library.cpp); the header-only form would compile it into every file instead.
 add_library(kiln::fmt INTERFACE IMPORTED GLOBAL)
-target_link_libraries(kiln::fmt INTERFACE fmt::fmt)
+if(KILN_STATIC_DEPS)
+  add_library(kiln_fmt STATIC ${CMAKE_CURRENT_LIST_DIR}/fmt_library.cpp)
+  target_include_directories(kiln_fmt SYSTEM PUBLIC $<TARGET_PROPERTY:fmt::fmt,INTERFACE_INCLUDE_DIRECTORIES>)
+  target_link_libraries(kiln::fmt INTERFACE kiln_fmt)
+  message(STATUS "kiln: fmt linked statically")
+else()
+  target_link_libraries(kiln::fmt INTERFACE fmt::fmt)
+endif()
 
 # Link options for kiln's executables (kiln_static_runtime links them in).
 add_library(kiln_static_runtime INTERFACE)
@@ -80,3 +87,4 @@ if(KILN_STATIC_DEPS)
   endif()
   target_link_options(kiln_static_runtime INTERFACE -static-libstdc++ -static-libgcc)
 endif()
+
