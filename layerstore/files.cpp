@@ -3,26 +3,19 @@
 #include <fcntl.h>
 #include <ftw.h>
 #include <sys/file.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cmath>
-#include <random>
+#include <vector>
 
 #include "layerstore/errors.h"
 #include "layerstore/fsutil.h"
 
 namespace kiln {
 namespace {
-
-std::string random_suffix() {
-  static constexpr char kChars[] = "abcdefghijklmnopqrstuvwxyz0123456789";
-  std::random_device rd;
-  std::string s;
-  for (int i = 0; i < 12; ++i) s.push_back(kChars[rd() % 36]);
-  return s;
-}
 
 std::string dirname_of(const std::string& path) {
   auto slash = path.rfind('/');
@@ -60,7 +53,7 @@ AtomicFile::AtomicFile(std::string path, unsigned mode, Durability durability)
     : path_(std::move(path)), durability_(durability) {
   auto slash = path_.rfind('/');
   std::string base = slash == std::string::npos ? path_ : path_.substr(slash + 1);
-  temp_path_ = dirname_of(path_) + "/." + base + ".tmp-" + random_suffix();
+  temp_path_ = dirname_of(path_) + "/." + base + ".tmp-" + random_hex(6);
   fd_ = open_or_throw(temp_path_, O_WRONLY | O_CREAT | O_EXCL, mode);
 }
 
@@ -123,7 +116,7 @@ std::string read_file_capped(const std::string& path, uint64_t max_bytes, std::s
 
 TempDir::TempDir(const std::string& parent, std::string_view prefix) {
   for (int attempt = 0;; ++attempt) {
-    std::string p = fmt::format("{}/{}{}", parent, prefix, random_suffix());
+    std::string p = fmt::format("{}/{}{}", parent, prefix, random_hex(6));
     if (::mkdir(p.c_str(), 0700) == 0) {
       path_ = p;
       return;
@@ -188,6 +181,28 @@ void fsync_dir(const std::string& path) {
 bool path_exists(const std::string& path) {
   struct stat st {};
   return ::lstat(path.c_str(), &st) == 0;
+}
+
+std::string random_hex(size_t bytes) {
+  // getrandom, not std::random_device: constructing one probes the CPU (CPUID, which a VM traps)
+  // or opens /dev/urandom, for every temporary name of every atomic write.
+  std::vector<unsigned char> buffer(bytes);
+  for (size_t filled = 0; filled < bytes;) {
+    ssize_t n = ::getrandom(buffer.data() + filled, bytes - filled, 0);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      throw_errno("read random bytes");
+    }
+    filled += static_cast<size_t>(n);
+  }
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out;
+  out.reserve(2 * bytes);
+  for (unsigned char byte : buffer) {
+    out.push_back(kHex[byte >> 4]);
+    out.push_back(kHex[byte & 15]);
+  }
+  return out;
 }
 
 std::string human_size(uint64_t bytes) {

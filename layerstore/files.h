@@ -89,6 +89,9 @@ void fsync_dir(const std::string& path);
 bool path_exists(const std::string& path);
 
 // Docker's human sizes: decimal units, three significant digits ("2.14MB", "512B", "1.2GB").
+// `bytes` random bytes from the kernel, as 2 * bytes lower-case hex digits.
+std::string random_hex(size_t bytes);
+
 std::string human_size(uint64_t bytes);
 
 }  // namespace kiln

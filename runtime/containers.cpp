@@ -19,21 +19,6 @@ namespace {
 
 constexpr uint64_t kMaxRecordBytes = 1 << 20;
 
-std::string random_hex(size_t bytes) {
-  std::vector<unsigned char> buffer(bytes);
-  for (size_t filled = 0; filled < bytes;) {
-    ssize_t n = ::getrandom(buffer.data() + filled, bytes - filled, 0);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      throw_errno("read random bytes");
-    }
-    filled += static_cast<size_t>(n);
-  }
-  std::string out;
-  for (unsigned char byte : buffer) out += fmt::format("{:02x}", byte);
-  return out;
-}
-
 // Docker's generator pairs an adjective with a notable scientist or engineer; these lists are
 // kiln's own.
 constexpr std::array kAdjectives = {
