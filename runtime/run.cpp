@@ -308,7 +308,9 @@ int run_container(Store& store, const RunOptions& options) {
     lowers.push_back(dir + "/init");
     for (const char* sub : {"upper", "work", "rootfs"}) make_dirs(dir + "/" + sub, 0755);
     add_container_files(run, dir, options.network == "host");
-    write_file_atomic(dir + "/config.json", run.spec.dump(2) + "\n", Durability::Volatile);
+    // The spec is kept for a kept container to be looked at; a --rm one's would go with it unread.
+    if (!options.remove)
+      write_file_atomic(dir + "/config.json", run.spec.dump(2) + "\n", Durability::Volatile);
     SandboxOptions sandbox;
     sandbox.bundle_dir = dir;
     sandbox.overlay = OverlayRoot{lowers, dir + "/upper", dir + "/work"};
