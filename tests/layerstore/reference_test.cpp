@@ -1,6 +1,8 @@
 #include "layerstore/reference.h"
 
 #include <catch2/catch.hpp>
+#include <random>
+#include <regex>
 
 #include "layerstore/errors.h"
 
@@ -56,4 +58,41 @@ TEST_CASE("invalid references are refused with the reason", "[reference]") {
   CHECK_THROWS_WITH(Reference::parse("busybox@sha256:abc"), Catch::Contains("invalid digest"));
   CHECK_THROWS_WITH(Reference::parse(std::string(300, 'a')), Catch::Contains("more than 255 characters"));
   CHECK_THROWS_WITH(Reference::parse("bad_host.com:x5000/a"), Catch::Contains("invalid registry host"));
+}
+
+// The hand-written matchers against the distribution grammar's own regular expressions, on random
+// strings over the characters that matter to each.
+TEST_CASE("reference grammar matches distribution's regular expressions", "[reference]") {
+  const std::regex path_component("[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*");
+  const std::regex tag("[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}");
+  const std::regex domain(
+      "(?:(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
+      "(?:\\.(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9]))*|\\[[a-fA-F0-9:]+\\])(?::[0-9]+)?");
+  std::mt19937 random(20261128);
+  auto random_string = [&](std::string_view alphabet, size_t max_length) {
+    std::string s(std::uniform_int_distribution<size_t>(0, max_length)(random), ' ');
+    for (char& c : s) c = alphabet[std::uniform_int_distribution<size_t>(0, alphabet.size() - 1)(random)];
+    return s;
+  };
+  for (int i = 0; i < 20000; ++i) {
+    std::string component = random_string("ab0._-", 8);
+    INFO("path component `" << component << "`");
+    CHECK(Reference::try_parse("repo/" + component).has_value() ==
+          std::regex_match(component, path_component));
+
+    std::string t = random_string("aZ9_.-:", 6);
+    INFO("tag `" << t << "`");
+    if (t.find(':') == std::string::npos) {
+      CHECK(Reference::try_parse("repo:" + t).has_value() == std::regex_match(t, tag));
+    }
+
+    std::string host = random_string("aZ0-.:[]f", 10);
+    INFO("host `" << host << "`");
+    if (host.find('/') == std::string::npos &&
+        (host.find_first_of(".:") != std::string::npos || host.find('Z') != std::string::npos)) {
+      bool parses = Reference::try_parse(host + "/repo").has_value();
+      // A colon after the last slash would be a tag: only hosts the reference reads as a host.
+      CHECK(parses == std::regex_match(host, domain));
+    }
+  }
 }
