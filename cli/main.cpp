@@ -3,7 +3,6 @@
 #include <fmt/format.h>
 
 #include <CLI/CLI.hpp>
-#include <clocale>
 #include <cstdio>
 #include <cstdlib>
 #include <iostream>
@@ -78,10 +77,6 @@ int run(int argc, char** argv) {
 
 int main(int argc, char** argv) {
   kiln::cli::back_heap_with_huge_pages();
-  // Names in layer tarballs are UTF-8 (PAX). Under the C locale libarchive cannot convert them and
-  // marks every non-ASCII name hdrcharset=BINARY, which GNU tar warns about; the rest of the
-  // locale (numbers, messages) stays C.
-  if (!std::setlocale(LC_CTYPE, "C.UTF-8")) std::setlocale(LC_CTYPE, "C.utf8");
   try {
     return kiln::cli::run(argc, argv);
   } catch (const kiln::Error& e) {
