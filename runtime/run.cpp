@@ -206,8 +206,10 @@ PreparedRun prepare_run(const Image& image, const RunOptions& options, const std
     }
   }
   if (!seccomp_unconfined) {
-    nlohmann::json profile = seccomp_file ? read_seccomp_profile(*seccomp_file) : default_seccomp_profile();
-    nlohmann::json seccomp = seccomp_for_spec(profile, caps);
+    nlohmann::json custom_profile;
+    if (seccomp_file) custom_profile = read_seccomp_profile(*seccomp_file);
+    nlohmann::json seccomp =
+        seccomp_for_spec(seccomp_file ? custom_profile : default_seccomp_profile(), caps);
     if (!seccomp.is_null()) spec["linux"]["seccomp"] = std::move(seccomp);
   }
 
