@@ -54,8 +54,9 @@ struct SandboxOptions {
   // image's /etc/passwd, HOME). `root_fd` is the root's directory. May throw kiln::Error, which is
   // reported as the run's failure.
   std::function<void(int root_fd, nlohmann::json& process)> finish_process;
-  // Called in kiln once the container's first process exists and has been let go, with its PID
-  // as the host sees it (for `kiln ps`). May throw kiln::Error; the container is then killed.
+  // Called in kiln once the container's process has started (exec'd, or under --init its init
+  // is running), with the PID as the host sees it (for `kiln ps`). May throw kiln::Error; the
+  // container is then killed.
   std::function<void(int pid)> on_started;
 };
 
