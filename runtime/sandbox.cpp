@@ -873,17 +873,22 @@ int child_trampoline(void* prepared) {
   child_entry(*static_cast<const Prepared*>(prepared));
 }
 
-// The container's first process, running child_entry on `stack`. With share_memory it runs in
-// kiln's own memory until it execs, as posix_spawn's child does, instead of in a copy of it: no
-// page tables to copy, and no copy-on-write fault for each page either process then writes
-// (about 200 of them a run, over 2 ms on a VM). kiln keeps out of its heap meanwhile: it only
-// writes the ID maps before letting the child go, while the child waits without allocating, and
-// then waits itself until the exec or the failure report.
-ChildProcess start_child(uint64_t flags, bool share_memory, const ChildStack& stack,
-                         const Prepared& prepared) {
+// The container's first process, running child_entry. With share_memory it runs in kiln's own
+// memory until it execs, as posix_spawn's child does, on `stack`, instead of in a copy of it: no
+// page tables to copy, and no copy-on-write fault for each page either process then writes (about
+// 200 of them a run, over 2 ms on a VM). kiln keeps out of its heap meanwhile: it only writes the ID
+// maps before letting the child go, while the child waits without allocating, and then waits
+// itself until the exec or the failure report. Without share_memory the child gets a copy, in
+// fork's form, on its copy of kiln's stack.
+ChildProcess start_child(uint64_t flags, const ChildStack* stack, const Prepared& prepared) {
+  if (!stack) {
+    ChildProcess child = clone_child(flags);
+    if (child.pid == 0) child_entry(prepared);
+    return child;
+  }
   int pidfd = -1;
-  int clone_flags = static_cast<int>(flags) | CLONE_PIDFD | SIGCHLD | (share_memory ? CLONE_VM : 0);
-  pid_t pid = ::clone(child_trampoline, stack.top(), clone_flags, const_cast<Prepared*>(&prepared), &pidfd);
+  int clone_flags = static_cast<int>(flags) | CLONE_PIDFD | CLONE_VM | SIGCHLD;
+  pid_t pid = ::clone(child_trampoline, stack->top(), clone_flags, const_cast<Prepared*>(&prepared), &pidfd);
   if (pid < 0) throw_clone_failure(flags, errno);
   ChildProcess child;
   child.pid = pid;
@@ -1066,10 +1071,12 @@ int run_sandbox(const nlohmann::json& spec, const SandboxOptions& options) {
     }
   } restore_dumpable;
   // The --init child stays, as the container's reaper, after its child execs: it gets a copy. So
-  // does every child under AddressSanitizer, whose shadow and leak check know threads and
-  // processes, not a process running in another's memory.
-  ChildStack stack;
-  ChildProcess child = start_child(flags, !options.init && !kUnderAddressSanitizer, stack, prepared);
+  // does every child under AddressSanitizer, which knows threads and processes, not a process
+  // running in another's memory on a stack of its own (it takes the first exception thrown there
+  // for a stack gone wrong).
+  std::optional<ChildStack> stack;
+  if (!options.init && !kUnderAddressSanitizer) stack.emplace();
+  ChildProcess child = start_child(flags, stack ? &*stack : nullptr, prepared);
   sync_read.reset();
   error_write.reset();
   lifeline_read.reset();
