@@ -873,13 +873,13 @@ int child_trampoline(void* prepared) {
   child_entry(*static_cast<const Prepared*>(prepared));
 }
 
-// The container's first process, running child_entry. With share_memory it runs in kiln's own
-// memory until it execs, as posix_spawn's child does, on `stack`, instead of in a copy of it: no
-// page tables to copy, and no copy-on-write fault for each page either process then writes (about
-// 200 of them a run, over 2 ms on a VM). kiln keeps out of its heap meanwhile: it only writes the ID
+// The container's first process, running child_entry. Given a stack, it runs on it in kiln's own
+// memory until it execs, as posix_spawn's child does, instead of in a copy of that memory: no page
+// tables to copy, and no copy-on-write fault for each page either process then writes (about 200
+// of them a run, over 2 ms on a VM). kiln keeps out of its heap meanwhile: it only writes the ID
 // maps before letting the child go, while the child waits without allocating, and then waits
-// itself until the exec or the failure report. Without share_memory the child gets a copy, in
-// fork's form, on its copy of kiln's stack.
+// itself until the exec or the failure report. Without a stack the child gets a copy, in fork's
+// form, on its copy of kiln's stack.
 ChildProcess start_child(uint64_t flags, const ChildStack* stack, const Prepared& prepared) {
   if (!stack) {
     ChildProcess child = clone_child(flags);
