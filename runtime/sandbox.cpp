@@ -25,6 +25,7 @@
 #include <cerrno>
 #include <csignal>
 #include <cstring>
+#include <functional>
 #include <map>
 
 #include "layerstore/errors.h"
@@ -95,6 +96,22 @@ int wait_for(pid_t pid) {
   while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
   }
   return status;
+}
+
+// The parent's side of a child's start: `prepare` (ID maps, cgroup) runs while the child waits on
+// the sync pipe, then the child is let go. On a failure of either the child is killed and reaped
+// before the error goes on.
+void let_child_go(pid_t pid, Fd& sync_write, const std::function<void()>& prepare, const std::string& what) {
+  try {
+    prepare();
+    char go = 1;
+    if (::write(sync_write.get(), &go, 1) != 1) throw_errno(what);
+  } catch (...) {
+    ::kill(pid, SIGKILL);
+    wait_for(pid);
+    throw;
+  }
+  sync_write.reset();
 }
 
 // What the child wrote to the error pipe before failing; nullopt when the pipe closed without a
@@ -1082,21 +1099,13 @@ int run_sandbox(const nlohmann::json& spec, const SandboxOptions& options) {
   lifeline_read.reset();
 
   auto reap = [&] { return wait_for(child.pid); };
-  try {
-    if (prepared.new_user_namespace) write_id_maps(child.pid, linux_section);
-    if (cgroup) cgroup->add_process(child.pid);
-  } catch (...) {
-    ::kill(child.pid, SIGKILL);
-    reap();
-    throw;
-  }
-  char go = 1;
-  if (::write(sync_write.get(), &go, 1) != 1) {
-    ::kill(child.pid, SIGKILL);
-    reap();
-    throw_errno("start the container");
-  }
-  sync_write.reset();
+  let_child_go(
+      child.pid, sync_write,
+      [&] {
+        if (prepared.new_user_namespace) write_id_maps(child.pid, linux_section);
+        if (cgroup) cgroup->add_process(child.pid);
+      },
+      "start the container");
   // Nothing from here until the child has exec'd or failed may allocate (see start_child).
   if (std::optional<ChildFailure> failure = read_failure(error_read.get())) {
     reap();
@@ -1197,23 +1206,11 @@ void remove_as_container_root(const std::string& path) {
   }
   sync_read.reset();
   error_write.reset();
-  auto reap = [&] { return wait_for(child.pid); };
-  try {
-    write_id_maps(child.pid, linux_section);
-  } catch (...) {
-    ::kill(child.pid, SIGKILL);
-    reap();
-    throw;
-  }
-  char go = 1;
-  if (::write(sync_write.get(), &go, 1) != 1) {
-    ::kill(child.pid, SIGKILL);
-    reap();
-    throw_errno(fmt::format("remove `{}`", path));
-  }
-  sync_write.reset();
+  let_child_go(
+      child.pid, sync_write, [&] { write_id_maps(child.pid, linux_section); },
+      fmt::format("remove `{}`", path));
   std::optional<ChildFailure> failure = read_failure(error_read.get());
-  int status = reap();
+  int status = wait_for(child.pid);
   if (failure || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
     throw Error(fmt::format("remove `{}` in the container's user namespace: {}", path,
                             failure ? failure->message : "the helper process failed"));
