@@ -7,7 +7,6 @@
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
-#include <fstream>
 
 #include "layerstore/files.h"
 #include "layerstore/io.h"
@@ -20,10 +19,9 @@ using nlohmann::json;
 
 namespace {
 
+// Test files need no fsync.
 void write(const std::string& path, std::string_view content) {
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  out << content;
-  REQUIRE(out.good());
+  kiln::write_file_atomic(path, content, kiln::Durability::Volatile);
 }
 
 bool can_make_whiteouts() {
