@@ -344,49 +344,60 @@ Image Store::load_image(const Descriptor& manifest_descriptor) const {
   }
 }
 
-std::vector<Image> Store::images() const {
-  std::vector<Image> out;
+std::vector<Store::ListedImage> Store::listed_images() const {
+  std::vector<ListedImage> out;
   std::map<Digest, size_t> by_manifest;
   for (auto& e : read_index()) {
     if (!is_manifest_media_type(e.descriptor.media_type)) continue;  // indexes: not an image by themselves
-    auto it = by_manifest.find(e.descriptor.digest);
-    if (it == by_manifest.end()) {
-      by_manifest[e.descriptor.digest] = out.size();
-      out.push_back(load_image(e.descriptor));
-      it = by_manifest.find(e.descriptor.digest);
-    }
-    if (e.name) out[it->second].names.push_back(*e.name);
+    auto [it, added] = by_manifest.try_emplace(e.descriptor.digest, out.size());
+    if (added) out.push_back({std::move(e.descriptor), {}});
+    if (e.name) out[it->second].names.push_back(std::move(*e.name));
   }
-  for (auto& img : out) {
-    std::sort(img.names.begin(), img.names.end(),
+  for (auto& listed : out) {
+    std::sort(listed.names.begin(), listed.names.end(),
               [](const Reference& a, const Reference& b) { return a.str() < b.str(); });
   }
   return out;
 }
 
+std::vector<Image> Store::images() const {
+  std::vector<Image> out;
+  for (auto& listed : listed_images()) {
+    out.push_back(load_image(listed.descriptor));
+    out.back().names = std::move(listed.names);
+  }
+  return out;
+}
+
 Image Store::resolve(std::string_view name_or_id) const {
-  auto all = images();
   std::string text(name_or_id);
-  // A name first, as Docker does: "abc" is a repository before it is an ID prefix.
+  // A name first, as Docker does: "abc" is a repository before it is an ID prefix. Names are in
+  // the index itself: only the image named is read (every `kiln run` resolves one), and a broken
+  // image elsewhere in the store does not stand in the way.
   if (auto ref = Reference::try_parse(text)) {
-    for (const auto& img : all) {
+    for (auto& listed : listed_images()) {
+      bool match = false;
       if (ref->digest()) {
         bool repo_matches =
-            ref->tag() || std::any_of(img.names.begin(), img.names.end(), [&](const Reference& n) {
+            ref->tag() || std::any_of(listed.names.begin(), listed.names.end(), [&](const Reference& n) {
               return n.repository() == ref->repository();
             });
-        if (img.manifest_descriptor.digest == *ref->digest() && (repo_matches || img.names.empty()))
-          return img;
-        continue;
+        match = listed.descriptor.digest == *ref->digest() && (repo_matches || listed.names.empty());
+      } else {
+        match = std::find(listed.names.begin(), listed.names.end(), *ref) != listed.names.end();
       }
-      for (const auto& n : img.names) {
-        if (n == *ref) return img;
+      if (match) {
+        Image img = load_image(listed.descriptor);
+        img.names = std::move(listed.names);
+        return img;
       }
     }
   }
   std::string hex = text;
   if (hex.starts_with("sha256:")) hex = hex.substr(7);
   if (is_hex_prefix(hex)) {
+    // Image IDs are config digests, named inside the manifests: these need reading.
+    std::vector<Image> all = images();
     const Image* found = nullptr;
     for (const auto& img : all) {
       bool match = img.id().hex().starts_with(hex) ||

@@ -146,6 +146,13 @@ class Store {
   PruneReport prune();
 
  private:
+  // An image manifest in the index, once, with the names that point at it (sorted).
+  struct ListedImage {
+    Descriptor descriptor;
+    std::vector<Reference> names;
+  };
+  // The index's image manifests in index order, without reading them.
+  std::vector<ListedImage> listed_images() const;
   // An entry of index.json. Every image has one entry whose ref.name is its ID (the config digest's
   // hex), so that tools which accept only tag-shaped names (umoci) can address any image, and one
   // entry per name, whose ref.name is the full reference (skopeo: oci:ROOT/oci:docker.io/...).

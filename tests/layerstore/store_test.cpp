@@ -111,6 +111,23 @@ TEST_CASE("the store is an OCI layout with names in index.json", "[store]") {
   CHECK(store.images().size() == 1);
 }
 
+TEST_CASE("a name resolves to its image whatever state other images are in", "[store]") {
+  ScratchStore s;
+  kiln::Store store(s.root());
+  auto good = put_image(store, "2024-01-01T00:00:00Z");
+  auto broken = put_image(store, "2024-01-02T00:00:00Z");
+  store.set_name(good, kiln::Reference::parse("good"));
+  store.set_name(broken, kiln::Reference::parse("broken"));
+  // The broken image's manifest no longer matches its digest.
+  std::string manifest = store.layout_dir() + "/blobs/sha256/" + broken.digest.hex();
+  fs::permissions(manifest, fs::perms::owner_write, fs::perm_options::add);
+  kiln::write_file_atomic(manifest, "{}", kiln::Durability::Volatile);
+
+  CHECK(store.resolve("good").manifest_descriptor.digest == good.digest);
+  CHECK(store.resolve("good").names == std::vector{kiln::Reference::parse("good")});
+  CHECK_THROWS_WITH(store.resolve("broken"), Catch::Contains("does not match its digest"));
+}
+
 TEST_CASE("prune removes unreferenced blobs and leftovers of crashed writers", "[store]") {
   ScratchStore s;
   kiln::Digest orphan = kiln::sha256_of("orphan");
