@@ -544,7 +544,6 @@ void plan_exec(ExecPlan& plan, std::vector<std::string> args, std::vector<std::s
   plan.env = std::move(env);
   plan.argv = pointers_to(plan.args);
   plan.envp = pointers_to(plan.env);
-  plan.candidates.clear();
   if (plan.command.find('/') != std::string::npos) {
     plan.candidates.push_back(plan.command);
     return;
