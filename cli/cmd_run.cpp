@@ -7,6 +7,7 @@
 
 #include "cli/context.h"
 #include "cli/format.h"
+#include "cli/signals.h"
 #include "layerstore/errors.h"
 #include "layerstore/image.h"
 #include "runtime/container_ops.h"
@@ -104,8 +105,12 @@ void add_container_commands(CLI::App& app, Context& ctx) {
     cmd->callback([&ctx, options, cmd] {
       take_image_and_args(cmd, *options, "kiln run [OPTIONS] IMAGE [COMMAND] [ARG...]");
       Store store = ctx.open_store();
+      BlockedSignals signals;
+      options->signal_fd = signals.fd();
       try {
-        ctx.exit_code = runtime::run_container(store, *options);
+        runtime::StepExit exit = runtime::run_container(store, *options);
+        if (!exit.failure.empty()) fmt::print(stderr, "kiln: error: run: {}\n", exit.failure);
+        ctx.exit_code = exit.code;
       } catch (const runtime::SandboxError&) {
         throw;
       } catch (const Error& error) {

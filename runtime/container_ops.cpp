@@ -272,21 +272,19 @@ void export_container(Store& store, const ContainerStore& containers, const Cont
   write_flattened_tar(top_first, out, TarWriteOptions{source_date_epoch});
 }
 
-void make_init_layer(const std::string& init_dir, const std::vector<std::string>& lowers_top_first) {
+void make_init_layer(const std::string& init_dir, const std::vector<std::string>& lowers_top_first,
+                     const std::vector<InitStub>& extra) {
   LayerView image(lowers_top_first);
   if (::mkdir(init_dir.c_str(), 0755) != 0) throw_errno(fmt::format("create `{}`", init_dir));
   Fd root = open_or_throw(init_dir, O_RDONLY | O_DIRECTORY);
-  struct Stub {
-    const char* path;
-    bool file;
-  };
-  constexpr Stub kStubs[] = {{"proc", false},        {"sys", false},      {"dev", false},
-                             {"etc/hostname", true}, {"etc/hosts", true}, {"etc/resolv.conf", true}};
+  std::vector<InitStub> stubs = {{"proc", false},        {"sys", false},      {"dev", false},
+                                 {"etc/hostname", true}, {"etc/hosts", true}, {"etc/resolv.conf", true}};
+  stubs.insert(stubs.end(), extra.begin(), extra.end());
   // Directories made here that the image has, with its attributes, to restore once filled.
   std::vector<std::pair<std::vector<std::string>, struct stat>> copied;
-  for (const Stub& stub : kStubs) {
+  for (const InitStub& stub : stubs) {
     std::vector<std::string> parts = normalize_clamped(stub.path);
-    if (image.lookup(parts)) continue;
+    if (parts.empty() || image.lookup(parts)) continue;
     // Every directory on the way must be one in the image too, or be missing there.
     bool plain = true;
     std::vector<std::optional<struct stat>> above;
@@ -320,9 +318,10 @@ void make_init_layer(const std::string& init_dir, const std::vector<std::string>
     }
     const std::string& last = parts.back();
     if (stub.file) {
-      Fd file(::openat(dir.get(), last.c_str(), O_CREAT | O_EXCL | O_WRONLY | O_NOFOLLOW | O_CLOEXEC, 0644));
+      // Two mounts may share a mount point: the second finds it made.
+      Fd file(::openat(dir.get(), last.c_str(), O_CREAT | O_WRONLY | O_NOFOLLOW | O_CLOEXEC, 0644));
       if (!file.valid()) throw_errno(fmt::format("create `/{}` in the init layer", join_components(parts)));
-    } else if (::mkdirat(dir.get(), last.c_str(), 0755) != 0) {
+    } else if (::mkdirat(dir.get(), last.c_str(), 0755) != 0 && errno != EEXIST) {
       throw_errno(fmt::format("create `/{}` in the init layer", join_components(parts)));
     }
   }

@@ -68,12 +68,19 @@ Digest commit_container(Store& store, const ContainerStore& containers, const Co
 void export_container(Store& store, const ContainerStore& containers, const ContainerRecord& container,
                       Writer& out, std::optional<int64_t> source_date_epoch);
 
+// A mount point: an absolute path in the container, a directory or (for a bind of a file) a file.
+struct InitStub {
+  std::string path;
+  bool file = false;
+};
+
 // Makes `init_dir` (new) hold the mount points the sandbox needs that the image (`lowers_top_first`)
 // lacks: /proc, /sys, /dev as directories, /etc/hostname, /etc/hosts, /etc/resolv.conf as empty
-// files. A directory made on the way that the image has takes the image's mode, owner and times.
-// Nothing is made where the image has something of another kind on the way (a symlink /etc): the
-// sandbox resolves and creates those inside the root as before.
-void make_init_layer(const std::string& init_dir, const std::vector<std::string>& lowers_top_first);
+// files, and `extra` (the container's own mounts). A directory made on the way that the image has
+// takes the image's mode, owner and times. Nothing is made where the image has something of another
+// kind on the way (a symlink /etc): the sandbox resolves and creates those inside the root as before.
+void make_init_layer(const std::string& init_dir, const std::vector<std::string>& lowers_top_first,
+                     const std::vector<InitStub>& extra = {});
 
 // The layers under a container's writable layer, top first: init/ (when the container has one),
 // then the image's snapshots.

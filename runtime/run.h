@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "layerstore/store.h"
+#include "runtime/step.h"
 
 namespace kiln::runtime {
 
@@ -36,13 +37,17 @@ struct RunOptions {
   std::optional<std::string> memory;
   std::optional<std::string> cpus;
   std::optional<int64_t> pids_limit;
+  // A signalfd of the caller's for the signals to pass on to the container (SIGINT, SIGTERM, ...,
+  // and SIGWINCH for -t); -1: none. Forwarding is the command line's business, not the library's.
+  int signal_fd = -1;
 };
 
-// Runs the container and returns its exit code (see run_sandbox). Without --rm the container is
-// kept in the store with its writable layer; with --rm nothing of it remains. Throws UsageError
-// for bad flags (exit 125), NotFoundError for an unknown image, SandboxError when the sandbox
-// cannot be set up.
-int run_container(Store& store, const RunOptions& options);
+// Runs the container and returns how it ended (see run_step): the caller prints `failure`, when
+// there is one. Without --rm the container is kept in the store with its writable layer; with
+// --rm nothing of it remains. Throws UsageError for bad flags (exit 125), NotFoundError for an
+// unknown image, SandboxError when the sandbox cannot be set up. The caller must be the process's
+// only thread.
+StepExit run_container(Store& store, const RunOptions& options);
 
 // Writes `dir`/config.json (the spec `kiln run` would use, the user resolved to numbers, the
 // root at "rootfs") and `dir`/rootfs (the image's layers flattened), so that `runc run` starts it

@@ -264,8 +264,7 @@ struct Prepared {
   int console_socket = -1;                 // the child sends the pty's master side through it
   int console_parent = -1;                 // the parent's end, which the child closes
   const SeccompFilter* seccomp = nullptr;  // compiled in the parent; the child only installs it
-  sigset_t original_mask{};
-  ExecPlan* exec = nullptr;  // the parent's; the child fills it in
+  ExecPlan* exec = nullptr;                // the parent's; the child fills it in
 };
 
 void mount_root(const Prepared& prepared) {
@@ -581,6 +580,25 @@ void plan_exec(ExecPlan& plan, std::vector<std::string> args, std::vector<std::s
                    fmt::format("exec: \"{}\": executable file not found in $PATH", plan.command));
 }
 
+// The signal state a container's process starts with: nothing blocked, and none of the signals a
+// shell or nohup may have left ignored in kiln (exec keeps an ignored signal ignored) still ignored.
+// Handlers need no reset: exec drops them. The child has its own table of dispositions even while
+// it shares kiln's memory (no CLONE_SIGHAND), so kiln's own are untouched.
+void reset_signals_for_exec() {
+  for (int signal : {SIGHUP, SIGINT, SIGQUIT, SIGPIPE, SIGTERM, SIGUSR1, SIGUSR2, SIGCHLD, SIGALRM, SIGTSTP,
+                     SIGTTIN, SIGTTOU, SIGWINCH}) {
+    struct sigaction current {};
+    if (::sigaction(signal, nullptr, &current) == 0 && current.sa_handler == SIG_IGN) {
+      struct sigaction default_action {};
+      default_action.sa_handler = SIG_DFL;
+      ::sigaction(signal, &default_action, nullptr);
+    }
+  }
+  sigset_t none;
+  ::sigemptyset(&none);
+  ::sigprocmask(SIG_SETMASK, &none, nullptr);
+}
+
 // PID 1 for --init: runs the process as its child, passes signals on, reaps every orphan, and
 // exits as the process exited (tini's behaviour, which is what `docker run --init` runs).
 [[noreturn]] void run_init(const Prepared& prepared, std::vector<std::string> args,
@@ -593,7 +611,7 @@ void plan_exec(ExecPlan& plan, std::vector<std::string> args, std::vector<std::s
   if (child > 0) ::prctl(PR_SET_NAME, "init", 0, 0, 0);
   if (child == 0) {
     ::setpgid(0, 0);
-    ::sigprocmask(SIG_SETMASK, &prepared.original_mask, nullptr);
+    reset_signals_for_exec();
     ExecPlan plan;
     plan_exec(plan, std::move(args), std::move(env));
     exec_planned(plan);
@@ -655,6 +673,12 @@ void child_main(const Prepared& prepared) {
   // it (runc's CVE-2019-5736 class); exec restores dumpability for the container's own binary.
   ::prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
   ::umask(0);
+  // The caller's descriptors for the process's output, in place before anything can fail, so that
+  // they also carry what a failing --init would print.
+  if (prepared.options->stdout_fd >= 0)
+    check(::dup2(prepared.options->stdout_fd, STDOUT_FILENO), "attach standard output");
+  if (prepared.options->stderr_fd >= 0)
+    check(::dup2(prepared.options->stderr_fd, STDERR_FILENO), "attach standard error");
   // Without -i the process reads nothing, as under Docker: the container's /dev/null, or the
   // host's when the spec gives the container no /dev.
   bool detach_stdin = !prepared.terminal && !prepared.options->attach_stdin;
@@ -752,7 +776,7 @@ void child_main(const Prepared& prepared) {
   ChildFailure failure;
   try {
     child_main(prepared);
-    ::sigprocmask(SIG_SETMASK, &prepared.original_mask, nullptr);
+    reset_signals_for_exec();
     exec_planned(*prepared.exec);
   } catch (const ChildError& error) {
     failure.exit_code = error.exit_code();
@@ -965,7 +989,7 @@ ssize_t pump(int from, int to) {
 
 }  // namespace
 
-int run_sandbox(const nlohmann::json& spec, const SandboxOptions& options) {
+SandboxExit run_sandbox(const nlohmann::json& spec, const SandboxOptions& options) {
   Prepared prepared;
   prepared.spec = &spec;
   prepared.options = &options;
@@ -1023,32 +1047,6 @@ int run_sandbox(const nlohmann::json& spec, const SandboxOptions& options) {
   prepared.sync_write = sync_write.get();
   prepared.error_read = error_read.get();
   prepared.error_write = error_write.get();
-
-  // Signals wait in the parent until it can forward them; the child restores the mask for the
-  // process.
-  sigset_t forwarded;
-  ::sigemptyset(&forwarded);
-  for (int signal : {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH, SIGCHLD}) {
-    ::sigaddset(&forwarded, signal);
-  }
-  // An ignored signal is discarded, never pending, so signalfd would not see it: a kiln started in
-  // the background by a shell has SIGINT and SIGQUIT ignored. While the container runs they are
-  // kiln's to forward, and the process does not inherit the ignoring either.
-  struct SignalState {
-    sigset_t mask;
-    std::map<int, struct sigaction> actions;
-    ~SignalState() {
-      for (const auto& [signal, action] : actions) ::sigaction(signal, &action, nullptr);
-      ::sigprocmask(SIG_SETMASK, &mask, nullptr);
-    }
-  } restore_signals;
-  ::sigprocmask(SIG_BLOCK, &forwarded, &prepared.original_mask);
-  restore_signals.mask = prepared.original_mask;
-  for (int signal : {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2}) {
-    struct sigaction default_action {};
-    default_action.sa_handler = SIG_DFL;
-    ::sigaction(signal, &default_action, &restore_signals.actions[signal]);
-  }
 
   // The spec's limits, as runc reads linux.resources; a limit that cannot be applied fails here,
   // before anything runs.
@@ -1109,8 +1107,7 @@ int run_sandbox(const nlohmann::json& spec, const SandboxOptions& options) {
   if (std::optional<ChildFailure> failure = read_failure(error_read.get())) {
     reap();
     if (failure->exit_code == kExitRunFailed) throw SandboxError(fmt::format("run: {}", failure->message));
-    fmt::print(stderr, "kiln: error: run: {}\n", failure->message);
-    return failure->exit_code;
+    return SandboxExit{failure->exit_code, failure->message, false};
   }
   error_read.reset();
   if (terminal) {
@@ -1131,26 +1128,26 @@ int run_sandbox(const nlohmann::json& spec, const SandboxOptions& options) {
     }
   }
 
-  Fd signals(::signalfd(-1, &forwarded, SFD_CLOEXEC | SFD_NONBLOCK));
-  if (!signals.valid()) throw_errno("watch signals");
   std::optional<RawTerminal> raw;
   bool stdin_open = terminal && options.attach_stdin;
   if (terminal) {
     raw.emplace(STDIN_FILENO);
     ::fcntl(terminal_master.get(), F_SETFL, ::fcntl(terminal_master.get(), F_GETFL) | O_NONBLOCK);
   }
+  bool canceled = false;
   for (;;) {
-    pollfd fds[4] = {{signals.get(), POLLIN, 0},
+    pollfd fds[5] = {{options.signal_fd, POLLIN, 0},
                      {child.pidfd.get(), POLLIN, 0},
                      {terminal ? terminal_master.get() : -1, POLLIN, 0},
-                     {stdin_open ? STDIN_FILENO : -1, POLLIN, 0}};
-    if (::poll(fds, 4, -1) < 0) {
+                     {stdin_open ? STDIN_FILENO : -1, POLLIN, 0},
+                     {canceled ? -1 : options.cancel_fd, POLLIN, 0}};
+    if (::poll(fds, 5, -1) < 0) {
       if (errno == EINTR) continue;
       throw_errno("wait for the container");
     }
     if (fds[0].revents & POLLIN) {
       signalfd_siginfo info{};
-      while (::read(signals.get(), &info, sizeof info) == sizeof info) {
+      while (::read(options.signal_fd, &info, sizeof info) == sizeof info) {
         int signal = static_cast<int>(info.ssi_signo);
         if (signal == SIGCHLD) continue;
         if (signal == SIGWINCH) {
@@ -1159,6 +1156,12 @@ int run_sandbox(const nlohmann::json& spec, const SandboxOptions& options) {
         }
         ::syscall(SYS_pidfd_send_signal, child.pidfd.get(), signal, nullptr, 0);
       }
+    }
+    if (fds[4].revents & (POLLIN | POLLHUP | POLLERR)) {
+      // The container's PID 1 ignores every signal it has no handler for; only SIGKILL ends it
+      // for sure, and with it the whole PID namespace.
+      ::syscall(SYS_pidfd_send_signal, child.pidfd.get(), SIGKILL, nullptr, 0);
+      canceled = true;
     }
     if (terminal && (fds[2].revents & (POLLIN | POLLHUP | POLLERR))) {
       if (pump(terminal_master.get(), STDOUT_FILENO) < 0) terminal = false;
@@ -1172,7 +1175,7 @@ int run_sandbox(const nlohmann::json& spec, const SandboxOptions& options) {
         while (pump(terminal_master.get(), STDOUT_FILENO) > 0) {
         }
       }
-      return exit_code_of(reap());
+      return SandboxExit{exit_code_of(reap()), "", canceled};
     }
   }
 }

@@ -11,10 +11,16 @@
 //           nodes, pivots into the root and detaches the old one, masks and write-protects paths,
 //           sets the hostname, brings loopback up, changes to the process's user, drops
 //           capabilities, sets no_new_privs, installs seccomp, closes every inherited fd, execs;
-//   parent: forwards SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1 and SIGUSR2 until the child exits.
+//   parent: forwards the signals the caller's signalfd delivers, and kills the container when the
+//           caller cancels it, until the child exits.
 // A failure before exec comes back through a close-on-exec pipe: the child writes what failed and
 // exits; exec closing the pipe is the sign that the process runs. Nothing is mounted on the host:
 // every mount lives in the child's mount namespace and goes with it.
+//
+// run_sandbox changes nothing process-wide that outlives it, prints nothing, and installs no signal
+// handler; but its first process runs in the caller's memory until it execs (CLONE_VM), so the
+// caller must be the process's only thread. A threaded caller (the builder) goes through
+// run_step (runtime/step.h), which forks a single-threaded supervisor first.
 #pragma once
 
 #include <functional>
@@ -58,6 +64,15 @@ struct SandboxOptions {
   // is running), with the PID as the host sees it (for `kiln ps`). May throw kiln::Error; the
   // container is then killed.
   std::function<void(int pid)> on_started;
+  // The process's standard output and error; -1 keeps kiln's own. Not closed by the sandbox.
+  int stdout_fd = -1;
+  int stderr_fd = -1;
+  // A signalfd of the caller's, for signals it has blocked: each one read is passed on to the
+  // container's first process (SIGWINCH resizes its terminal instead). -1: nothing is forwarded.
+  int signal_fd = -1;
+  // When this descriptor becomes readable (an eventfd written, a pipe's write end closed), the
+  // container is killed and run_sandbox returns with `canceled` set. -1: no cancelling.
+  int cancel_fd = -1;
 };
 
 // Docker's exit codes for a container that never ran its process.
@@ -72,11 +87,20 @@ class SandboxError : public Error {
   int exit_code() const override { return kExitRunFailed; }
 };
 
-// Runs the container to completion. Returns the process's exit code, 128 + the signal number when
-// a signal ended it (as a shell and Docker report it), or 126/127 when the command could not be
-// executed (after printing why, as `kiln: error: …`). Throws kiln::Error when the sandbox cannot be
-// set up; nothing of it is left behind.
-int run_sandbox(const nlohmann::json& spec, const SandboxOptions& options);
+struct SandboxExit {
+  // The process's exit code, 128 + the signal number when a signal ended it (as a shell and Docker
+  // report it), or 126/127 when the command could not be executed.
+  int code = 0;
+  // Why the command could not be executed (126/127), in Docker's words: `exec: "x": executable file
+  // not found in $PATH`. Empty otherwise.
+  std::string failure;
+  // The caller cancelled (cancel_fd) and the container was killed.
+  bool canceled = false;
+};
+
+// Runs the container to completion. Throws kiln::Error (SandboxError) when the sandbox cannot be
+// set up; nothing of it is left behind. The caller must be the process's only thread (see above).
+SandboxExit run_sandbox(const nlohmann::json& spec, const SandboxOptions& options);
 
 // Removes a directory tree a container wrote. As root, directly. Rootless, the tree holds files of
 // the caller's subordinate IDs (and overlay's mode-000 work directory) that only root of a user

@@ -54,7 +54,7 @@ TEST_CASE("the sandbox leaves nothing of its processes allocated in kiln", "[san
 
   auto run = [&](std::vector<std::string> args) {
     spec["process"]["args"] = args;
-    return kiln::runtime::run_sandbox(spec, options);
+    return kiln::runtime::run_sandbox(spec, options).code;
   };
   auto round = [&] {
     CHECK(run({"/bin/true"}) == 0);
