@@ -27,5 +27,6 @@ void add_archive_commands(CLI::App& app, Context& ctx);
 void add_image_commands(CLI::App& app, Context& ctx);
 void add_parse_command(CLI::App& app, Context& ctx);
 void add_container_commands(CLI::App& app, Context& ctx);
+void add_build_command(CLI::App& app, Context& ctx);
 
 }  // namespace kiln::cli

@@ -48,6 +48,7 @@ int run(int argc, char** argv) {
   add_image_commands(app, ctx);
   add_parse_command(app, ctx);
   add_container_commands(app, ctx);
+  add_build_command(app, ctx);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp&) {

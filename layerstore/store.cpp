@@ -6,8 +6,11 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <condition_variable>
 #include <cstdlib>
+#include <ctime>
 #include <map>
+#include <mutex>
 #include <set>
 
 #include "layerstore/compress.h"
@@ -58,7 +61,9 @@ std::string without_trailing_slashes(std::string path) {
 }  // namespace
 
 Store::Store(std::string root, Access access)
-    : root_(without_trailing_slashes(std::move(root))), access_(access) {
+    : root_(without_trailing_slashes(std::move(root))),
+      access_(access),
+      unpacking_(std::make_shared<Unpacking>()) {
   try {
     make_dirs(root_ + "/locks", 0700);
     gc_lock_.emplace(root_ + "/locks/gc.lock",
@@ -70,7 +75,10 @@ Store::Store(std::string root, Access access)
 }
 
 Store::Store(std::string root, FileLock exclusive_lock)
-    : root_(std::move(root)), access_(Access::Exclusive), gc_lock_(std::move(exclusive_lock)) {
+    : root_(std::move(root)),
+      access_(Access::Exclusive),
+      gc_lock_(std::move(exclusive_lock)),
+      unpacking_(std::make_shared<Unpacking>()) {
   prepare();
 }
 
@@ -424,6 +432,16 @@ uint64_t Store::image_size(const Image& image) const {
 
 // ------------------------------------------------------------------------------------ snapshots
 
+struct Store::Unpacking {
+  std::mutex mutex;
+  std::condition_variable done;
+  std::set<std::string> in_progress;  // chain ID hex
+};
+
+std::string Store::snapshot_diff_dir(const Digest& chain_id) const {
+  return fmt::format("{}/snapshots/{}/diff", root_, chain_id.hex());
+}
+
 std::vector<std::string> Store::snapshot_dirs(const Image& image) {
   auto diff_ids = image.config.diff_ids();
   if (diff_ids.size() != image.manifest.layers.size()) {
@@ -431,40 +449,173 @@ std::vector<std::string> Store::snapshot_dirs(const Image& image) {
                                         image.id().short_id(), image.manifest.layers.size(),
                                         diff_ids.size()));
   }
+  return snapshot_dirs(image.manifest.layers, diff_ids);
+}
+
+std::vector<std::string> Store::snapshot_dirs(const std::vector<Descriptor>& layers,
+                                              const std::vector<Digest>& diff_ids) {
+  if (diff_ids.size() != layers.size()) {
+    throw InvalidInputError(
+        fmt::format("{} layers but {} diff IDs: the stack does not add up", layers.size(), diff_ids.size()));
+  }
   auto chains = chain_ids(diff_ids);
   std::vector<std::string> dirs;
   for (size_t i = 0; i < chains.size(); ++i) {
     std::string final_dir = fmt::format("{}/snapshots/{}", root_, chains[i].hex());
-    if (!path_exists(final_dir)) {
-      const Descriptor& layer = image.manifest.layers[i];
-      TempDir tmp(root_ + "/snapshots", ".tmp-");
-      make_dirs(tmp.path() + "/diff");
-      try {
-        Fd blob = open_blob(layer.digest);
-        FdReader raw(blob.get(), layer.digest.str());
-        auto tar = open_decompressed(raw, nullptr);
-        HashingReader diff_hash(*tar);
-        Fd root = open_or_throw(tmp.path() + "/diff", O_RDONLY | O_DIRECTORY);
-        // extract_tar reads to the very end, so the hash covers every byte.
-        extract_tar(diff_hash, root.get(), ExtractOptions{WhiteoutMode::Overlay, ::geteuid() == 0});
-        if (diff_hash.digest() != diff_ids[i]) {
-          throw InvalidInputError(fmt::format("uncompressed content hashes to {}, not diff ID {}",
-                                              diff_hash.digest(), diff_ids[i]));
-        }
-      } catch (...) {
-        rethrow_with_context(fmt::format("unpack layer {}", layer.digest));
-      }
-      write_file_atomic(tmp.path() + "/layer", layer.digest.str() + "\n");
-      fsync_dir(tmp.path());
-      if (::rename(tmp.path().c_str(), final_dir.c_str()) == 0) {
-        tmp.release();
-      } else if (errno != EEXIST && errno != ENOTEMPTY) {
-        throw_errno(fmt::format("create snapshot {}", chains[i]));
-      }  // else another process made the same snapshot first; ours is removed with tmp
-    }
     dirs.push_back(final_dir + "/diff");
+    if (path_exists(final_dir)) continue;
+    {
+      std::unique_lock lock(unpacking_->mutex);
+      unpacking_->done.wait(lock, [&] { return unpacking_->in_progress.count(chains[i].hex()) == 0; });
+      if (path_exists(final_dir)) continue;
+      unpacking_->in_progress.insert(chains[i].hex());
+    }
+    struct Finished {
+      Unpacking& unpacking;
+      std::string chain;
+      ~Finished() {
+        std::lock_guard lock(unpacking.mutex);
+        unpacking.in_progress.erase(chain);
+        unpacking.done.notify_all();
+      }
+    } finished{*unpacking_, chains[i].hex()};
+    const Descriptor& layer = layers[i];
+    TempDir tmp(root_ + "/snapshots", ".tmp-");
+    make_dirs(tmp.path() + "/diff");
+    try {
+      Fd blob = open_blob(layer.digest);
+      FdReader raw(blob.get(), layer.digest.str());
+      auto tar = open_decompressed(raw, nullptr);
+      HashingReader diff_hash(*tar);
+      Fd root = open_or_throw(tmp.path() + "/diff", O_RDONLY | O_DIRECTORY);
+      // extract_tar reads to the very end, so the hash covers every byte.
+      extract_tar(diff_hash, root.get(), ExtractOptions{WhiteoutMode::Overlay, ::geteuid() == 0});
+      if (diff_hash.digest() != diff_ids[i]) {
+        throw InvalidInputError(fmt::format("uncompressed content hashes to {}, not diff ID {}",
+                                            diff_hash.digest(), diff_ids[i]));
+      }
+    } catch (...) {
+      rethrow_with_context(fmt::format("unpack layer {}", layer.digest));
+    }
+    write_file_atomic(tmp.path() + "/layer", layer.digest.str() + "\n");
+    fsync_dir(tmp.path());
+    if (::rename(tmp.path().c_str(), final_dir.c_str()) == 0) {
+      tmp.release();
+    } else if (errno != EEXIST && errno != ENOTEMPTY) {
+      throw_errno(fmt::format("create snapshot {}", chains[i]));
+    }  // else another process made the same snapshot first; ours is removed with tmp
   }
   return dirs;
+}
+
+std::string Store::adopt_snapshot(const Digest& chain_id, const std::string& dir, const Digest& layer_blob) {
+  std::string final_dir = fmt::format("{}/snapshots/{}", root_, chain_id.hex());
+  if (path_exists(final_dir)) {
+    remove_tree(dir);
+    return final_dir + "/diff";
+  }
+  TempDir tmp(root_ + "/snapshots", ".tmp-");
+  if (::rename(dir.c_str(), (tmp.path() + "/diff").c_str()) != 0) {
+    throw_errno(fmt::format("move `{}` into snapshot {}", dir, chain_id));
+  }
+  write_file_atomic(tmp.path() + "/layer", layer_blob.str() + "\n");
+  fsync_dir(tmp.path());
+  if (::rename(tmp.path().c_str(), final_dir.c_str()) == 0) {
+    tmp.release();
+  } else if (errno != EEXIST && errno != ENOTEMPTY) {
+    throw_errno(fmt::format("create snapshot {}", chain_id));
+  }  // else another thread or process made the same snapshot first; ours goes with tmp
+  return final_dir + "/diff";
+}
+
+// ---------------------------------------------------------------------------------- build cache
+
+std::string Store::cache_record_path(std::string_view key) const {
+  if (key.size() != 64 || !is_hex_prefix(key))
+    throw Error(fmt::format("build cache key `{}` is not 64 hex digits", key));
+  return fmt::format("{}/cache/build/{}.json", root_, key);
+}
+
+void Store::put_cache_record(std::string_view key, const nlohmann::json& data,
+                             const std::vector<Digest>& blobs, const std::vector<Digest>& chains) {
+  json record;
+  record["data"] = data;
+  record["blobs"] = json::array();
+  for (const Digest& blob : blobs) record["blobs"].push_back(blob.str());
+  record["chains"] = json::array();
+  for (const Digest& chain : chains) record["chains"].push_back(chain.hex());
+  make_dirs(root_ + "/cache/build", 0700);
+  // A record is a hint, rebuilt when lost: it needs to appear whole, not to survive a crash.
+  write_file_atomic(cache_record_path(key), record.dump(), Durability::Volatile);
+}
+
+std::optional<nlohmann::json> Store::get_cache_record(std::string_view key) const {
+  std::string path = cache_record_path(key);
+  Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd.valid()) return std::nullopt;
+  try {
+    json record = json::parse(read_fd_capped(fd.get(), 64 << 20, "build cache record"));
+    for (const auto& blob : record.at("blobs")) {
+      if (!has_blob(Digest::parse_or_throw(blob.get<std::string>()))) return std::nullopt;
+    }
+    // Least recently used is what prune_build_cache goes by: the record's mtime.
+    ::futimens(fd.get(), nullptr);
+    return record.at("data");
+  } catch (const json::exception&) {
+    return std::nullopt;
+  } catch (const InvalidInputError&) {
+    return std::nullopt;
+  }
+}
+
+Store::CachePruneReport Store::prune_build_cache(std::optional<int64_t> max_age_seconds,
+                                                 std::optional<uint64_t> keep_bytes) {
+  struct Entry {
+    std::string path;
+    int64_t used = 0;
+    std::vector<Digest> blobs;
+  };
+  std::vector<Entry> entries;
+  std::string dir = root_ + "/cache/build";
+  for (const auto& name : list_dir(dir)) {
+    if (!name.ends_with(".json")) continue;
+    Entry entry{dir + "/" + name, 0, {}};
+    struct stat st {};
+    if (::stat(entry.path.c_str(), &st) != 0) continue;
+    entry.used = st.st_mtim.tv_sec;
+    try {
+      json record = json::parse(read_file_capped(entry.path, 64 << 20, "build cache record"));
+      for (const auto& blob : record.at("blobs"))
+        entry.blobs.push_back(Digest::parse_or_throw(blob.get<std::string>()));
+    } catch (const std::exception&) {
+      // Unreadable: removed below like an old one.
+      entry.used = 0;
+    }
+    entries.push_back(std::move(entry));
+  }
+  // Newest first: what survives the size limit is what was used last.
+  std::sort(entries.begin(), entries.end(), [](const Entry& a, const Entry& b) { return a.used > b.used; });
+  int64_t now = ::time(nullptr);
+  CachePruneReport report;
+  std::set<Digest> counted;
+  for (const Entry& entry : entries) {
+    bool too_old = entry.used == 0 || (max_age_seconds && now - entry.used > *max_age_seconds);
+    uint64_t added = 0;
+    for (const Digest& blob : entry.blobs) {
+      if (counted.count(blob)) continue;
+      struct stat st {};
+      if (::stat(blob_path(blob).c_str(), &st) == 0) added += static_cast<uint64_t>(st.st_size);
+    }
+    bool too_big = keep_bytes && report.kept_bytes + added > *keep_bytes;
+    if (too_old || too_big) {
+      ::unlink(entry.path.c_str());
+      ++report.removed_records;
+      continue;
+    }
+    report.kept_bytes += added;
+    counted.insert(entry.blobs.begin(), entry.blobs.end());
+  }
+  return report;
 }
 
 // ------------------------------------------------------------------------------------------ gc
@@ -487,6 +638,19 @@ PruneReport Store::prune() {
     }
   };
   for (const auto& e : read_index()) mark(e.descriptor);
+  // The build cache's records are roots too: their layers, and the snapshots that spare a rebuild
+  // the unpacking.
+  for (const auto& name : list_dir(root_ + "/cache/build")) {
+    try {
+      json record =
+          json::parse(read_file_capped(root_ + "/cache/build/" + name, 64 << 20, "build cache record"));
+      for (const auto& blob : record.at("blobs"))
+        live_blobs.insert(Digest::parse_or_throw(blob.get<std::string>()));
+      for (const auto& chain : record.at("chains")) live_chains.insert(chain.get<std::string>());
+    } catch (const std::exception&) {
+      // A damaged record keeps nothing alive; the builder treats it as a miss.
+    }
+  }
 
   std::string blob_dir = layout_dir() + "/blobs/sha256";
   for (const auto& name : list_dir(blob_dir)) {

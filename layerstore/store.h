@@ -141,6 +141,37 @@ class Store {
   // Makes sure every layer of the image is unpacked (made on demand, kept per chain ID) and returns
   // the diff directories, bottom layer first.
   std::vector<std::string> snapshot_dirs(const Image& image);
+  // The same for a stack of layer blobs with their diff IDs (a build's stage before it becomes an
+  // image). Safe from several threads: a layer that two of them need is unpacked once, the second
+  // waiting for the first. Throws InvalidInputError when a blob does not unpack to its diff ID.
+  std::vector<std::string> snapshot_dirs(const std::vector<Descriptor>& layers,
+                                         const std::vector<Digest>& diff_ids);
+  // Makes the directory `dir` (on the store's file system, overlay style: what a RUN's upper
+  // directory holds) the snapshot of `chain_id`, whose top layer is the blob `layer_blob`, without
+  // unpacking the blob again. When the snapshot exists already, `dir` is removed instead. Returns
+  // the snapshot's diff directory.
+  std::string adopt_snapshot(const Digest& chain_id, const std::string& dir, const Digest& layer_blob);
+  // Where the snapshot of `chain_id` keeps its files (whether or not it exists).
+  std::string snapshot_diff_dir(const Digest& chain_id) const;
+
+  // ---- build cache
+  // The builder's records: each an opaque JSON document under a key (64 hex digits), naming the
+  // blobs it needs and the chains whose snapshots it would like kept. prune keeps what a record
+  // names; prune_build_cache removes records, least recently used first.
+  void put_cache_record(std::string_view key, const nlohmann::json& data, const std::vector<Digest>& blobs,
+                        const std::vector<Digest>& chains);
+  // The record's data, nullopt when there is none (or it is unreadable: a damaged record is a
+  // miss). A hit marks the record used now.
+  std::optional<nlohmann::json> get_cache_record(std::string_view key) const;
+  struct CachePruneReport {
+    size_t removed_records = 0;
+    uint64_t kept_bytes = 0;  // the blobs the remaining records need
+  };
+  // Removes records not used for `max_age_seconds` (when given), then the least recently used until
+  // the blobs the rest need add up to at most `keep_bytes` (when given). The blobs go with the next
+  // prune(); run one after this (needs Access::Exclusive).
+  CachePruneReport prune_build_cache(std::optional<int64_t> max_age_seconds,
+                                     std::optional<uint64_t> keep_bytes);
 
   // ---- garbage collection (needs Access::Exclusive)
   PruneReport prune();
@@ -171,9 +202,15 @@ class Store {
   // Creates what is missing of the layout; the gc lock is already held.
   void prepare();
 
+  std::string cache_record_path(std::string_view key) const;
+
   std::string root_;
   Access access_;
   std::optional<FileLock> gc_lock_;
+  // The snapshots this process is unpacking right now, so that a second thread waits for the first
+  // instead of unpacking the same layer beside it. Shared so that a Store stays movable.
+  struct Unpacking;
+  std::shared_ptr<Unpacking> unpacking_;
 };
 
 }  // namespace kiln

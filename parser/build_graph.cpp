@@ -277,6 +277,11 @@ class GraphBuilder {
     if (!stage_env_.empty()) stage_env_.back() = env_;
     args_.clear();
     env_ = stage.base_stage ? stage_env_[*stage.base_stage] : std::make_shared<EnvMap>();
+    if (!stage.base_stage && options_.base_env && lowered != "scratch") {
+      if (auto image_env = options_.base_env(stage.base)) {
+        for (auto& [key, value] : *image_env) (*env_)[key] = value;
+      }
+    }
     graph_.stages.push_back(std::move(stage));
     stage_env_.push_back(env_);
   }

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstddef>
+#include <functional>
 #include <optional>
 #include <string>
 #include <utility>
@@ -34,6 +35,11 @@ struct BuildOptions {
   std::string target;  // a stage name or index; empty: the last stage
   Platform build_platform = host_platform();
   Platform target_platform = host_platform();
+  // The environment a stage starts with when it is built on an image (`base` as expanded): the
+  // image's Env, which Docker's word processing sees in that stage. Unset or nullopt: none, as for
+  // scratch. Called for every such stage, needed by the target or not, so it must not fail.
+  std::function<std::optional<std::vector<std::pair<std::string, std::string>>>(const std::string& base)>
+      base_env;
 };
 
 // An instruction's arguments after word processing: quotes removed, variables substituted with the

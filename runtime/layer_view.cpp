@@ -75,9 +75,15 @@ LayerView::Step LayerView::find_in_layer(int layer_fd, const std::vector<std::st
 }
 
 std::optional<struct stat> LayerView::lookup(const std::vector<std::string>& parts) const {
-  for (const Fd& layer : layers_) {
-    Step step = find_in_layer(layer.get(), parts);
-    if (step.found == Found::Entry) return step.st;
+  auto found = locate(parts);
+  if (!found) return std::nullopt;
+  return found->second;
+}
+
+std::optional<std::pair<size_t, struct stat>> LayerView::locate(const std::vector<std::string>& parts) const {
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    Step step = find_in_layer(layers_[i].get(), parts);
+    if (step.found == Found::Entry) return std::make_pair(i, step.st);
     if (step.found == Found::Hidden || step.stop_below) return std::nullopt;
   }
   return std::nullopt;

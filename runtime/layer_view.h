@@ -7,6 +7,7 @@
 
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "layerstore/io.h"
@@ -32,6 +33,12 @@ class LayerView {
   // The names in the directory at `parts` of the merged view, sorted by bytes; empty when there is
   // no directory there.
   std::vector<std::string> list(const std::vector<std::string>& parts) const;
+
+  // Like lookup, with the index (0 = top) of the layer that holds the entry.
+  std::optional<std::pair<size_t, struct stat>> locate(const std::vector<std::string>& parts) const;
+  // The directory of layer `index` (0 = top), open for reading.
+  int layer_fd(size_t index) const { return layers_.at(index).get(); }
+  size_t layer_count() const { return layers_.size(); }
 
  private:
   enum class Found { Missing, Hidden, Entry };

@@ -295,6 +295,13 @@ std::vector<std::string> combine_command(const nlohmann::json& image_config,
 // ---- User ---------------------------------------------------------------------------------------
 
 ExecUser resolve_user(int rootfs_dirfd, std::string_view user, const std::vector<std::string>& group_add) {
+  return resolve_user(
+      [rootfs_dirfd](const std::string& relative) { return read_container_file(rootfs_dirfd, relative); },
+      user, group_add);
+}
+
+ExecUser resolve_user(const ContainerFileReader& read_file, std::string_view user,
+                      const std::vector<std::string>& group_add) {
   auto [user_part, group_part] = cut(user, ':');
   std::optional<IdArg> user_arg;
   if (!user_part.empty()) user_arg = parse_id_arg(user_part);
@@ -303,7 +310,7 @@ ExecUser resolve_user(int rootfs_dirfd, std::string_view user, const std::vector
   std::vector<IdArg> added;
   for (const std::string& g : group_add) added.push_back(parse_id_arg(g));
 
-  const std::optional<std::string> passwd_text = read_container_file(rootfs_dirfd, "etc/passwd");
+  const std::optional<std::string> passwd_text = read_file("etc/passwd");
   const std::vector<PasswdEntry> passwd =
       passwd_text ? parse_passwd(*passwd_text) : std::vector<PasswdEntry>{};
 
@@ -332,7 +339,7 @@ ExecUser resolve_user(int rootfs_dirfd, std::string_view user, const std::vector
   std::optional<std::string> group_text;
   std::vector<GroupEntry> groups;
   if (group_arg || !out.name.empty() || !added.empty()) {
-    group_text = read_container_file(rootfs_dirfd, "etc/group");
+    group_text = read_file("etc/group");
     if (group_text) groups = parse_group(*group_text);
   }
   auto matches = [](const IdArg& arg, const GroupEntry& g) {

@@ -61,6 +61,11 @@ struct ExecUser {
 // whose id is out of that range, a file that is not a regular file or is too large; SystemError
 // when a file cannot be read.
 ExecUser resolve_user(int rootfs_dirfd, std::string_view user, const std::vector<std::string>& group_add);
+// The same with the files read by `read_file` ("etc/passwd", "etc/group"; nullopt when the root
+// has none): for a root that is not mounted anywhere, such as a build's layers.
+using ContainerFileReader = std::function<std::optional<std::string>(const std::string& relative)>;
+ExecUser resolve_user(const ContainerFileReader& read_file, std::string_view user,
+                      const std::vector<std::string>& group_add);
 
 // ---- Environment --------------------------------------------------------------------------------
 
