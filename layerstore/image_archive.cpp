@@ -228,17 +228,20 @@ class Loader {
         continue;
       }
       if (type != AE_IFREG) continue;
-      auto blob = store_.new_blob();
-      for (;;) {
-        size_t n = tar.read_data(buf);
-        if (n == 0) break;
-        blob->write(std::span(buf).first(n));
-      }
-      std::optional<Digest> expected;
+      BlobExpectation expected;
+      // The header gives the member's size: the blob is refused at the first byte past it.
+      if (archive_entry_size_is_set(e) && archive_entry_size(e) >= 0)
+        expected.size = static_cast<uint64_t>(archive_entry_size(e));
       // In an OCI layout a blob's name is its digest: a mismatch is a corrupt or forged archive.
-      if (name->starts_with("blobs/sha256/")) expected = Digest::from_sha256_hex(name->substr(13));
+      if (name->starts_with("blobs/sha256/")) expected.digest = Digest::from_sha256_hex(name->substr(13));
+      auto blob = store_.new_blob(expected);
       try {
-        blob->seal(expected);
+        for (;;) {
+          size_t n = tar.read_data(buf);
+          if (n == 0) break;
+          blob->write(std::span(buf).first(n));
+        }
+        blob->seal();
       } catch (...) {
         rethrow_with_context(fmt::format("archive member `{}`", *name));
       }

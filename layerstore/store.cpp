@@ -141,7 +141,8 @@ std::string Store::read_blob(const Digest& d, uint64_t max_bytes) const {
   return data;
 }
 
-Store::BlobWriter::BlobWriter(const Store& store) : store_(store) {
+Store::BlobWriter::BlobWriter(const Store& store, BlobExpectation expected)
+    : store_(store), expected_(std::move(expected)) {
   std::string dir = store.layout_dir() + "/blobs/sha256";
   int fd = ::open(dir.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0644);
   if (fd >= 0) {
@@ -161,20 +162,38 @@ Store::BlobWriter::~BlobWriter() {
   }
 }
 
+std::string Store::BlobWriter::name() const {
+  return expected_.digest ? fmt::format("blob {}", *expected_.digest) : std::string("new blob");
+}
+
 void Store::BlobWriter::write(std::span<const std::byte> data) {
+  if (failed_) throw Error(fmt::format("{}: written to after a failed write", name()));
+  // Checked before a byte is written: an oversized or endless stream costs no more disk than it
+  // announced.
+  if (expected_.size && data.size() > *expected_.size - size_) {
+    failed_ = true;
+    throw InvalidInputError(fmt::format("{}: more than the expected {} bytes", name(), *expected_.size));
+  }
+  failed_ = true;  // until the write and the hash have both taken the bytes
   FdWriter(fd_.get(), "new blob").write(data);
   hash_.update(data);
   size_ += data.size();
+  failed_ = false;
 }
 
 Digest Store::BlobWriter::seal(const std::optional<Digest>& expected, std::optional<uint64_t> expected_size) {
+  if (failed_) throw Error(fmt::format("{}: sealed after a failed write", name()));
   Digest got = hash_.finish();
-  if (expected && *expected != got) {
-    throw InvalidInputError(fmt::format("blob {}: digest mismatch (content hashes to {})", *expected, got));
+  for (const std::optional<Digest>& want : {expected_.digest, expected}) {
+    if (want && *want != got) {
+      throw InvalidInputError(fmt::format("blob {}: digest mismatch (content hashes to {})", *want, got));
+    }
   }
-  if (expected_size && *expected_size != size_) {
-    throw InvalidInputError(
-        fmt::format("blob {}: size mismatch (expected {} bytes, got {})", got, *expected_size, size_));
+  for (std::optional<uint64_t> want : {expected_.size, expected_size}) {
+    if (want && *want != size_) {
+      throw InvalidInputError(
+          fmt::format("blob {}: size mismatch (expected {} bytes, got {})", got, *want, size_));
+    }
   }
   if (::fsync(fd_.get()) != 0) throw_errno("fsync new blob");
   digest_ = got;
@@ -203,16 +222,16 @@ void Store::BlobWriter::publish() {
   fsync_dir(store_.layout_dir() + "/blobs/sha256");
 }
 
-std::unique_ptr<Store::BlobWriter> Store::new_blob() const {
-  return std::unique_ptr<BlobWriter>(new BlobWriter(*this));
+std::unique_ptr<Store::BlobWriter> Store::new_blob(BlobExpectation expected) const {
+  return std::unique_ptr<BlobWriter>(new BlobWriter(*this, std::move(expected)));
 }
 
 Digest Store::put_blob(std::string_view bytes) {
   Digest d = sha256_of(bytes);
   if (has_blob(d)) return d;
-  auto w = new_blob();
+  auto w = new_blob({.size = bytes.size(), .digest = d});
   w->write(as_bytes(bytes));
-  w->seal(d);
+  w->seal();
   w->publish();
   return d;
 }

@@ -34,6 +34,13 @@ struct LayerInfo {
   uint64_t uncompressed_size = 0;
 };
 
+// What the caller knows of a blob before streaming it (from a manifest, a tar header, a
+// registry's Content-Length): checked while it streams, not only once it is all there.
+struct BlobExpectation {
+  std::optional<uint64_t> size = std::nullopt;
+  std::optional<Digest> digest = std::nullopt;
+};
+
 // One image in the store: a manifest and what it points to, with every name it has.
 struct Image {
   Descriptor manifest_descriptor;
@@ -82,12 +89,15 @@ class Store {
   // Reads a small blob (manifest, config), verifying its digest; throws if larger than max_bytes.
   std::string read_blob(const Digest& d, uint64_t max_bytes) const;
 
-  // Streams a new blob into an unnamed file in the store. seal() verifies (against `expected`,
-  // when given) and fsyncs; publish() links it under its digest. Nothing is visible before
-  // publish(); dropping the writer leaves no trace.
+  // Streams a new blob into an unnamed file in the store. write() refuses a byte past the expected
+  // size at once; seal() verifies the size and digest (the expected ones, and those it is given)
+  // and fsyncs; publish() links it under its digest. Nothing is visible before publish(); dropping
+  // the writer leaves no trace.
   class BlobWriter : public Writer {
    public:
     ~BlobWriter() override;
+    // Throws InvalidInputError naming the blob, and writes none of `data`, when `data` would take it
+    // past the expected size; the writer cannot be sealed after that (nor after a failed write).
     void write(std::span<const std::byte> data) override;
     // Verifies and fsyncs; returns the digest. Throws InvalidInputError on a digest or size mismatch.
     Digest seal(const std::optional<Digest>& expected = std::nullopt,
@@ -101,16 +111,20 @@ class Store {
 
    private:
     friend class Store;
-    BlobWriter(const Store& store);
+    BlobWriter(const Store& store, BlobExpectation expected);
+    // "blob sha256:…" when the digest is expected, else "new blob".
+    std::string name() const;
     const Store& store_;
+    BlobExpectation expected_;
     Fd fd_;
     std::string temp_path_;  // only when the filesystem has no O_TMPFILE
     Sha256 hash_;
     uint64_t size_ = 0;
+    bool failed_ = false;  // a write was refused or failed: the content is not what was streamed
     std::optional<Digest> digest_;
     bool published_ = false;
   };
-  std::unique_ptr<BlobWriter> new_blob() const;
+  std::unique_ptr<BlobWriter> new_blob(BlobExpectation expected = {}) const;
   // Writes a small blob at once (verified, fsynced, published); returns its descriptor fields.
   Digest put_blob(std::string_view bytes);
 

@@ -736,8 +736,9 @@ class TreeWriter {
     EntryPtr e(archive_entry_new());
     archive_entry_set_pathname(e.get(), name.c_str());
     archive_entry_set_perm(e.get(), st.st_mode & 07777);
-    archive_entry_set_uid(e.get(), st.st_uid);
-    archive_entry_set_gid(e.get(), st.st_gid);
+    const std::optional<IdMap>& ids = options_.id_map;
+    archive_entry_set_uid(e.get(), ids ? ids->container_uid(st.st_uid) : st.st_uid);
+    archive_entry_set_gid(e.get(), ids ? ids->container_gid(st.st_gid) : st.st_gid);
     // Whole seconds: sub-second times would cost a PAX record per entry and say nothing useful.
     archive_entry_set_mtime(e.get(), clamped_mtime(st), 0);
     return e;

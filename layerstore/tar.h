@@ -7,6 +7,7 @@
 #include <span>
 #include <string>
 
+#include "layerstore/id_map.h"
 #include "layerstore/io.h"
 
 namespace kiln {
@@ -52,13 +53,17 @@ ScanStats scan_tar(Reader& tar);
 
 struct TarWriteOptions {
   // Clamp every mtime to this value (SOURCE_DATE_EPOCH) when set.
-  std::optional<int64_t> source_date_epoch;
+  std::optional<int64_t> source_date_epoch = std::nullopt;
+  // The tree belongs to a user namespace (a rootless container's layer): its owners are host IDs,
+  // written as the container IDs they stand for, and as kOverflowId when outside every range. When
+  // absent, owners are written as they are.
+  std::optional<IdMap> id_map = std::nullopt;
 };
 
 // Writes the tree under `root_dirfd` as a deterministic layer tar: entries sorted by path bytes,
-// directories before their contents, numeric uid/gid kept, modes, xattrs and hard links kept,
-// no user/group names, atime/ctime dropped; overlay whiteouts (0:0 char device, opaque xattr)
-// become OCI whiteouts (`.wh.NAME`, `.wh..wh..opq`).
+// directories before their contents, numeric uid/gid kept (or mapped through options.id_map),
+// modes, xattrs and hard links kept, no user/group names, atime/ctime dropped; overlay whiteouts
+// (0:0 char device, opaque xattr) become OCI whiteouts (`.wh.NAME`, `.wh..wh..opq`).
 void write_tar_from_dir(int root_dirfd, Writer& out, const TarWriteOptions& options = {});
 
 // Writes the merged view of overlay-style layer directories (index 0 is the top layer) as one

@@ -15,6 +15,7 @@
 #include "layerstore/fsutil.h"
 #include "layerstore/image_ops.h"
 #include "layerstore/tar.h"
+#include "runtime/spec.h"
 
 namespace kiln::runtime {
 
@@ -118,6 +119,30 @@ json container_config(const ContainerRecord& container, const Image& image) {
   return config;
 }
 
+// kiln's own file, but read with a cap all the same.
+constexpr uint64_t kMaxSpecBytes = 16 << 20;
+
+// The user namespace's maps that the container's files were written through, so that a layer or
+// an export holds the IDs the container saw rather than the host's (nullopt: they are the same).
+// The maps are those it ran with, from its spec; a container without a spec on record (one run
+// with --rm, committed while it runs) has the maps kiln run gives now.
+std::optional<IdMap> container_id_map(const ContainerStore& containers, const ContainerRecord& container) {
+  std::string path = containers.dir(container) + "/config.json";
+  if (!path_exists(path)) {
+    if (::geteuid() == 0) return std::nullopt;
+    return id_map_of(rootless_id_mappings("/etc/subuid", ::geteuid()),
+                     rootless_id_mappings("/etc/subgid", ::getegid()));
+  }
+  std::string what = fmt::format("container spec `{}`", path);
+  json spec = json::parse(read_file_capped(path, kMaxSpecBytes, what), nullptr, /*allow_exceptions=*/false);
+  if (spec.is_discarded()) throw InvalidInputError(fmt::format("{}: invalid JSON", what));
+  try {
+    return user_namespace_id_map(spec);
+  } catch (...) {
+    rethrow_with_context(what);
+  }
+}
+
 bool has_entries(int dirfd, const std::string& shown) {
   return !list_dir_at(dirfd, shown).empty();
 }
@@ -213,8 +238,9 @@ Digest commit_container(Store& store, const ContainerStore& containers, const Co
     Fd upper_fd = open_or_throw(upper, O_RDONLY | O_DIRECTORY);
     if (has_entries(upper_fd.get(), upper)) {
       try {
-        layers.push_back(write_layer_from_dir(store, upper_fd.get(), Compression::Gzip,
-                                              TarWriteOptions{options.source_date_epoch}));
+        TarWriteOptions tar_options{.source_date_epoch = options.source_date_epoch,
+                                    .id_map = container_id_map(containers, container)};
+        layers.push_back(write_layer_from_dir(store, upper_fd.get(), Compression::Gzip, tar_options));
       } catch (...) {
         rethrow_with_context(what);
       }
@@ -269,7 +295,11 @@ void export_container(Store& store, const ContainerStore& containers, const Cont
     fds.push_back(open_or_throw(dir, O_RDONLY | O_DIRECTORY));
     top_first.push_back(fds.back().get());
   }
-  write_flattened_tar(top_first, out, TarWriteOptions{source_date_epoch});
+  // Mapped below the writable layer too: the init layer and the image's snapshots hold host IDs as
+  // well (a rootless caller unpacks and creates them as itself, the container's root).
+  write_flattened_tar(
+      top_first, out,
+      {.source_date_epoch = source_date_epoch, .id_map = container_id_map(containers, container)});
 }
 
 void make_init_layer(const std::string& init_dir, const std::vector<std::string>& lowers_top_first,

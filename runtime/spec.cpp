@@ -2,6 +2,8 @@
 
 #include <pwd.h>
 
+#include <algorithm>
+#include <cstdint>
 #include <optional>
 
 #include "layerstore/errors.h"
@@ -44,6 +46,28 @@ std::optional<std::pair<uint64_t, uint64_t>> subordinate_range(const char* file,
   return std::nullopt;
 }
 
+std::vector<IdRange> id_ranges(const nlohmann::json& mappings, const char* what) {
+  std::vector<IdRange> ranges;
+  if (mappings.is_null()) return ranges;
+  auto id = [&](const nlohmann::json& entry, const char* key) {
+    auto it = entry.find(key);
+    // Parsed text gives unsigned numbers, a spec built in C++ from int signed ones: both are IDs.
+    bool valid = it != entry.end() && it->is_number_integer() &&
+                 (it->is_number_unsigned() ? it->get<uint64_t>() <= UINT32_MAX
+                                           : it->get<int64_t>() >= 0 && it->get<int64_t>() <= UINT32_MAX);
+    if (!valid)
+      throw InvalidInputError(fmt::format("{}: entry {}: {} is not an ID", what, entry.dump(), key));
+    return it->get<uint32_t>();
+  };
+  if (!mappings.is_array()) throw InvalidInputError(fmt::format("{}: not an array", what));
+  for (const auto& entry : mappings) {
+    if (!entry.is_object())
+      throw InvalidInputError(fmt::format("{}: entry {} is not an object", what, entry.dump()));
+    ranges.push_back(IdRange{id(entry, "containerID"), id(entry, "hostID"), id(entry, "size")});
+  }
+  return ranges;
+}
+
 }  // namespace
 
 nlohmann::json rootless_id_mappings(const char* file, uint32_t own_id) {
@@ -52,6 +76,23 @@ nlohmann::json rootless_id_mappings(const char* file, uint32_t own_id) {
     mappings.push_back({{"containerID", 1}, {"hostID", range->first}, {"size", range->second}});
   }
   return mappings;
+}
+
+IdMap id_map_of(const nlohmann::json& uid_mappings, const nlohmann::json& gid_mappings) {
+  return IdMap{id_ranges(uid_mappings, "uidMappings"), id_ranges(gid_mappings, "gidMappings")};
+}
+
+std::optional<IdMap> user_namespace_id_map(const nlohmann::json& spec) {
+  auto linux_section = spec.find("linux");
+  if (linux_section == spec.end() || !linux_section->is_object()) return std::nullopt;
+  auto namespaces = linux_section->find("namespaces");
+  if (namespaces == linux_section->end() || !namespaces->is_array()) return std::nullopt;
+  bool has_user = std::any_of(namespaces->begin(), namespaces->end(), [](const nlohmann::json& ns) {
+    return ns.is_object() && ns.contains("type") && ns["type"] == "user";
+  });
+  if (!has_user) return std::nullopt;
+  return id_map_of(linux_section->value("uidMappings", nlohmann::json()),
+                   linux_section->value("gidMappings", nlohmann::json()));
 }
 
 std::vector<std::string> default_masked_paths() {

@@ -5,8 +5,11 @@
 
 #include <cstdint>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <vector>
+
+#include "layerstore/id_map.h"
 
 namespace kiln::runtime {
 
@@ -32,6 +35,16 @@ void add_user_namespace(nlohmann::json& spec, const nlohmann::json& uid_mappings
 // 1..N are the caller's subordinate range when the file gives it one (what podman does), so that
 // an image's other owners stay apart. Without a range, only the single own-ID map.
 nlohmann::json rootless_id_mappings(const char* file, uint32_t own_id);
+
+// The ID map of these spec maps (arrays of {containerID, hostID, size}), for writing a user
+// namespace's files with the IDs it shows (TarWriteOptions::id_map). Throws InvalidInputError
+// naming the map when an entry is not three IDs.
+IdMap id_map_of(const nlohmann::json& uid_mappings, const nlohmann::json& gid_mappings);
+
+// The ID map of the spec's user namespace, or nullopt when it has none (the container's IDs are the
+// host's). A user namespace without maps gives an empty map: every owner is the overflow ID there.
+// Throws InvalidInputError as id_map_of.
+std::optional<IdMap> user_namespace_id_map(const nlohmann::json& spec);
 
 // Removes the namespace of this type ("network" for --network host).
 void remove_namespace(nlohmann::json& spec, const std::string& type);

@@ -11,8 +11,14 @@ SCRATCH_BASE=${KILN_TEST_TMP:-/dev/shm}
 [[ -d $SCRATCH_BASE && -w $SCRATCH_BASE ]] || SCRATCH_BASE=/tmp
 WORK=$(mktemp -d "$SCRATCH_BASE/kiln-e2e-$TEST_NAME.XXXXXX")
 export KILN_ROOT=$WORK/store
+# A scenario's own clean-up (users, mounts): `at_exit 'command'`, run before the scratch directory
+# goes. Not a trap of its own: one that runs a command before `cleanup` hands cleanup that
+# command's status instead of the scenario's, and a failed scenario exits 0.
+EXIT_HOOKS=()
+at_exit() { EXIT_HOOKS+=("$1"); }
 cleanup() {
-  local rc=$?
+  local rc=$? hook
+  for hook in "${EXIT_HOOKS[@]}"; do eval "$hook" || true; done
   [[ ${KEEP_WORK:-0} == 1 ]] && { echo "kept $WORK" >&2; exit $rc; }
   rm -rf -- "$WORK"
   exit $rc

@@ -15,7 +15,7 @@ cleanup_users() {
   userdel -r "$without_range" >/dev/null 2>&1 || true
   sed -i "/^$with_range:/d; /^$without_range:/d" /etc/subuid /etc/subgid 2>/dev/null || true
 }
-trap 'cleanup_users; cleanup' EXIT
+at_exit cleanup_users
 useradd -M -s /bin/sh "$with_range"
 useradd -M -s /bin/sh "$without_range"
 # useradd may have given both users subordinate ranges already (SUB_UID_COUNT in login.defs).

@@ -8,7 +8,7 @@ make_busybox_tar "$WORK/busybox.tar"
 mkdir -p "$WORK/ovl"/{lower,upper,work,merged}
 mount -t overlay overlay -o "lowerdir=$WORK/ovl/lower,upperdir=$WORK/ovl/upper,workdir=$WORK/ovl/work" "$WORK/ovl/merged" ||
   skip "cannot mount an overlay to put the store on"
-trap 'umount -l "$WORK/ovl/merged" 2>/dev/null; cleanup' EXIT
+at_exit 'umount -l "$WORK/ovl/merged" 2>/dev/null'
 export KILN_ROOT=$WORK/ovl/merged/store
 kiln import "$WORK/busybox.tar" busybox >/dev/null
 out=$(kiln run --rm busybox sh -c 'echo $$; cat /proc/self/mounts | head -1; touch /new && echo wrote; ls /bin/sh')

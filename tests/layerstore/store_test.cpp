@@ -1,5 +1,6 @@
 #include "layerstore/store.h"
 
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -72,6 +73,56 @@ TEST_CASE("blobs become visible only when published, under their digest", "[stor
   CHECK(count_files(blobs) == 1);
   CHECK_THROWS_AS(store.open_blob(kiln::sha256_of("nope")), kiln::NotFoundError);
   CHECK_THROWS_WITH(store.read_blob(kiln::sha256_of("hello"), 2), Catch::Contains("larger than 2 bytes"));
+}
+
+TEST_CASE("a blob announced at N bytes refuses byte N+1 as it arrives, and nothing is published", "[store]") {
+  ScratchStore s;
+  kiln::Store store(s.root());
+  std::string blobs = store.layout_dir() + "/blobs/sha256";
+  auto file_size = [](const kiln::Store::BlobWriter& w) {
+    struct stat st {};
+    REQUIRE(::fstat(w.fd(), &st) == 0);
+    return st.st_size;
+  };
+  auto refusal = [](auto&& write) -> std::string {
+    try {
+      write();
+    } catch (const kiln::InvalidInputError& e) {
+      return e.what();
+    }
+    return "<no InvalidInputError>";
+  };
+  kiln::Digest hello = kiln::sha256_of("hello");
+
+  SECTION("byte by byte: the sixth byte is refused by write()") {
+    auto w = store.new_blob({.size = 5, .digest = hello});
+    for (char c : std::string_view("hello")) w->write(kiln::as_bytes(std::string_view(&c, 1)));
+    CHECK(refusal([&] { w->write(kiln::as_bytes("!")); }) ==
+          fmt::format("blob {}: more than the expected 5 bytes", hello));
+    CHECK(file_size(*w) == 5);
+    CHECK(w->size() == 5);
+    CHECK_THROWS_WITH(w->seal(), fmt::format("blob {}: sealed after a failed write", hello));
+  }
+  SECTION("a chunk that crosses the limit is refused whole, and names a blob of unknown digest as new") {
+    auto w = store.new_blob({.size = 5});
+    w->write(kiln::as_bytes("hel"));
+    CHECK(refusal([&] { w->write(kiln::as_bytes("lo!")); }) == "new blob: more than the expected 5 bytes");
+    CHECK(file_size(*w) == 3);
+    CHECK_THROWS_WITH(w->write(kiln::as_bytes("lo")), "new blob: written to after a failed write");
+  }
+  SECTION("exactly N bytes seal against the expectation; fewer are a size mismatch") {
+    auto w = store.new_blob({.size = 5, .digest = hello});
+    w->write(kiln::as_bytes("hello"));
+    CHECK(w->seal() == hello);
+    auto short_blob = store.new_blob({.size = 6});
+    short_blob->write(kiln::as_bytes("hello"));
+    CHECK(refusal([&] { short_blob->seal(); }) ==
+          fmt::format("blob {}: size mismatch (expected 6 bytes, got 5)", hello));
+    auto forged = store.new_blob({.size = 5, .digest = kiln::sha256_of("olleh")});
+    forged->write(kiln::as_bytes("hello"));
+    CHECK_THAT(refusal([&] { forged->seal(); }), Catch::Contains("digest mismatch"));
+  }
+  CHECK(count_files(blobs) == 0);
 }
 
 TEST_CASE("the store is an OCI layout with names in index.json", "[store]") {

@@ -306,6 +306,66 @@ TEST_CASE("written tars are deterministic: sorted, numeric owners, no names, cla
   }
 }
 
+TEST_CASE("with an ID map, owners are written as the user namespace shows them", "[tar]") {
+  if (!is_root()) {
+    WARN("skipped: giving files to other owners needs root");
+    return;
+  }
+  Scratch s;
+  kiln::Fd src = s.open("src");
+  // A rootless container's upper directory as the host sees it: the caller is 1001:1002, its
+  // subordinate ranges start at 100000 and 200000.
+  kiln::IdMap map{{{0, 1001, 1}, {1, 100000, 65536}}, {{0, 1002, 1}, {1, 200000, 65536}}};
+  fs::create_directories(s.path("src/d"));
+  for (const char* file : {"made-by-root", "chowned", "first-sub", "last-sub", "past-range", "host-root"})
+    write_text(s.path(std::string("src/") + file), file);
+  REQUIRE(::symlink("../chowned", s.path("src/d/link").c_str()) == 0);
+  make_whiteout(s.path("src/gone"));
+  struct Owner {
+    const char* path;
+    uid_t uid;
+    gid_t gid;
+  };
+  for (const Owner& o :
+       {Owner{"made-by-root", 1001, 1002}, Owner{"chowned", 100999, 200999},
+        Owner{"first-sub", 100000, 200000}, Owner{"last-sub", 165535, 265535},
+        Owner{"past-range", 165536, 265536}, Owner{"host-root", 0, 0}, Owner{"d", 1001, 200999},
+        Owner{"d/link", 100999, 1002}, Owner{"gone", 100000, 200000}}) {
+    REQUIRE(::lchown(s.path(std::string("src/") + o.path).c_str(), o.uid, o.gid) == 0);
+  }
+  REQUIRE(::link(s.path("src/chowned").c_str(), s.path("src/hard").c_str()) == 0);
+
+  auto owners_in = [](const std::string& tar) {
+    std::map<std::string, std::string> out;
+    for (const auto& e : read_tar(tar)) out[e.name] = fmt::format("{}:{}", e.uid, e.gid);
+    return out;
+  };
+  const std::map<std::string, std::string> mapped = {
+      {".wh.gone", "1:1"},          {"chowned", "1000:1000"},    {"d/", "0:1000"},
+      {"d/link", "1000:0"},         {"first-sub", "1:1"},        {"hard", "1000:1000"},
+      {"host-root", "65534:65534"}, {"last-sub", "65536:65536"}, {"made-by-root", "0:0"},
+      {"past-range", "65534:65534"}};
+  CHECK(owners_in(write_dir(src.get(), {.id_map = map})) == mapped);
+  // Without a map the host's IDs are written as they are.
+  CHECK(owners_in(write_dir(src.get())).at("chowned") == "100999:200999");
+  // An empty map leaves every owner outside it.
+  for (const auto& [name, owner] : owners_in(write_dir(src.get(), {.id_map = kiln::IdMap{}}))) {
+    INFO(name);
+    CHECK(owner == "65534:65534");
+  }
+
+  // A flattened tree maps every layer's owners, those of the lower ones too.
+  kiln::Fd below = s.open("below");
+  write_text(s.path("below/flat-only-below"), "x");
+  REQUIRE(::lchown(s.path("below/flat-only-below").c_str(), 100001, 200001) == 0);
+  const int layers[] = {src.get(), below.get()};
+  StringWriter flat;
+  kiln::write_flattened_tar(layers, flat, {.id_map = map});
+  auto flat_owners = owners_in(flat.data);
+  CHECK(flat_owners.at("flat-only-below") == "2:2");
+  CHECK(flat_owners.at("chowned") == "1000:1000");
+}
+
 TEST_CASE("hostile archives are refused by scan and by extract with the same message", "[tar]") {
   struct Case {
     const char* what;
