@@ -8,6 +8,8 @@
 #include "cli/format.h"
 #include "layerstore/errors.h"
 #include "layerstore/files.h"
+#include "parser/instruction_rules.h"
+#include "runtime/cgroups.h"
 #include "runtime/containers.h"
 
 namespace kiln::cli {
@@ -350,10 +352,43 @@ void add_image_commands(CLI::App& app, Context& ctx) {
   {
     auto* cmd = app.add_subcommand("prune", "Remove unreferenced blobs and unused layer snapshots");
     auto force = std::make_shared<bool>(false);
+    auto build_cache = std::make_shared<bool>(false);
+    auto keep_storage = std::make_shared<std::string>();
+    auto filters = std::make_shared<std::vector<std::string>>();
     cmd->add_flag("-f,--force", *force, "Accepted for Docker compatibility; kiln never prompts");
-    cmd->footer("Example: kiln prune");
-    cmd->callback([&ctx] {
+    cmd->add_flag("--build-cache", *build_cache,
+                  "Also remove the build cache (all of it, unless limited below)");
+    cmd->add_option("--keep-storage", *keep_storage,
+                    "With --build-cache: keep the most recently used up to this size")
+        ->type_name("SIZE");
+    cmd->add_option("--filter", *filters,
+                    "With --build-cache: until=DURATION keeps what was used more recently")
+        ->allow_extra_args(false);
+    cmd->footer("Example: kiln prune --build-cache --keep-storage 5GB");
+    cmd->callback([&ctx, build_cache, keep_storage, filters] {
       Store store = ctx.open_store(Store::Access::Exclusive);
+      if (!*build_cache && (!keep_storage->empty() || !filters->empty())) {
+        throw UsageError("--keep-storage and --filter apply to --build-cache");
+      }
+      if (*build_cache) {
+        std::optional<uint64_t> keep;
+        if (!keep_storage->empty()) {
+          keep = runtime::parse_memory_limit(*keep_storage);
+          if (!keep) throw UsageError(fmt::format("--keep-storage `{}`: not a size", *keep_storage));
+        }
+        std::optional<int64_t> max_age;
+        for (const std::string& filter : *filters) {
+          if (!filter.starts_with("until="))
+            throw UsageError(fmt::format("--filter `{}`: kiln knows until=DURATION", filter));
+          auto duration = parser::parse_duration(filter.substr(6));
+          if (!duration) throw UsageError(fmt::format("--filter `{}`: not a duration (like 24h)", filter));
+          max_age = std::chrono::duration_cast<std::chrono::seconds>(*duration).count();
+        }
+        // Without limits, everything goes.
+        if (!keep && !max_age) keep = 0;
+        Store::CachePruneReport cache = store.prune_build_cache(max_age, keep);
+        fmt::print("Deleted build cache records: {}\n", cache.removed_records);
+      }
       PruneReport r = store.prune();
       for (const auto& d : r.deleted_blobs) fmt::print("Deleted blob: {}\n", d.str());
       for (const auto& d : r.deleted_snapshots) fmt::print("Deleted snapshot: {}\n", d.str());

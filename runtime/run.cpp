@@ -121,7 +121,8 @@ PreparedRun prepare_run(const Image& image, const RunOptions& options, const std
   step.init = options.init;
   step.read_only_root = options.read_only;
   step.workdir = working_dir(run.image_config, options.workdir);
-  step.user = options.user.value_or("");
+  // -u, else the image's USER, as Docker does.
+  step.user = options.user ? *options.user : run.image_config.value("User", "");
   step.group_add = options.group_add;
   HostEnv host_env = process_env();
   for (const std::string& file : options.env_files) {
