@@ -324,7 +324,7 @@ TEST_CASE("a process over --memory is killed by the OOM killer and oom_killed() 
   for (const std::string& dir : dirs) CHECK_FALSE(exists(dir));
 }
 
-TEST_CASE("forks past --pids-limit fail with EAGAIN; removal kills what is left", "[cgroups]") {
+TEST_CASE("forks past --pids-limit fail with EAGAIN, and removal kills what is left", "[cgroups]") {
   Cgroup cgroup = create_or_skip("pids", pids_limit(5));
   std::vector<std::string> dirs = cgroup.directories();
   Pipe go, report;
