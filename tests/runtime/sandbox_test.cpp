@@ -56,7 +56,7 @@ TEST_CASE("the sandbox leaves nothing of its processes allocated in kiln", "[san
   round();
   size_t before = heap_in_use();
   for (int i = 0; i < 10; ++i) round();
-  // Under AddressSanitizer the process runs in a copy of kiln's memory and mallinfo2 does not see
-  // the sanitizer's heap; its leak check covers this instead.
+  // Under a sanitizer the process runs in a copy of kiln's memory and mallinfo2 does not see the
+  // sanitizer's heap; AddressSanitizer's leak check covers this instead.
   CHECK(heap_in_use() == before);
 }
