@@ -10,6 +10,7 @@
 #include "cli/context.h"
 #include "cli/huge_page_heap.h"
 #include "layerstore/errors.h"
+#include "parser/text.h"
 
 namespace kiln::cli {
 
@@ -32,6 +33,44 @@ std::optional<int64_t> source_date_epoch() {
 }
 
 namespace {
+
+// "kiln", or "kiln group" for a command of a group, as usage lines name a command.
+std::string command_path(const CLI::App& command) {
+  std::string path = command.get_name();
+  for (const CLI::App* parent = command.get_parent(); parent != nullptr; parent = parent->get_parent())
+    path = parent->get_name() + " " + path;
+  return path;
+}
+
+// When the arguments name no command where one is needed (after `kiln`, or after a group of
+// commands): with no word at all, the help, as `docker` gives it; with a word that is no command,
+// says so and suggests the nearest name, as `docker` and `git` do. The exit code, or nullopt when
+// `error` is about something else.
+std::optional<int> report_missing_command(CLI::App& app, const CLI::ParseError& error) {
+  if (dynamic_cast<const CLI::RequiredError*>(&error) == nullptr) return std::nullopt;
+  CLI::App* innermost = &app;
+  while (!innermost->get_subcommands().empty()) innermost = innermost->get_subcommands().front();
+  std::vector<CLI::App*> commands = innermost->get_subcommands([](const CLI::App*) { return true; });
+  if (commands.empty()) return std::nullopt;
+  std::string path = command_path(*innermost);
+  std::vector<std::string> words = innermost->remaining();
+  if (words.empty()) {
+    std::cout << innermost->help();
+    return 0;
+  }
+  const std::string& word = words.front();
+  if (word.starts_with("-")) {
+    fmt::print(stderr, "kiln: error: unknown flag or argument: {}\nRun '{} --help' for usage.\n", word, path);
+    return 125;
+  }
+  std::vector<std::string_view> names;
+  for (const CLI::App* command : commands) names.push_back(command->get_name());
+  fmt::print(stderr, "kiln: error: unknown command {} for \"{}\"\n", parser::text::quote(word), path);
+  if (std::string nearest = parser::text::closest_match(word, names); !nearest.empty())
+    fmt::print(stderr, "Did you mean \"{}\"?\n", nearest);
+  fmt::print(stderr, "Run '{} --help' for usage.\n", path);
+  return 125;
+}
 
 int run(int argc, char** argv) {
   Context ctx;
@@ -67,6 +106,7 @@ int run(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     // CLI11's help for a subcommand comes through here as CallForHelp too; real errors get our voice.
     if (e.get_exit_code() == 0) return app.exit(e);
+    if (std::optional<int> code = report_missing_command(app, e)) return *code;
     fmt::print(stderr, "kiln: error: {}\nRun 'kiln --help' for usage.\n", e.what());
     return 125;
   }

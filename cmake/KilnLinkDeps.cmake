@@ -8,7 +8,8 @@
 # alone drags in libxml2 and ICU) and applying their relocations, each dirtied page costing a page
 # fault. A missing archive falls back to the shared library, with a message saying which.
 
-if(KILN_SANITIZE OR KILN_FUZZ)
+# KILN_SANITIZERS (CMakeLists.txt) is set for ASan+UBSan and for TSan alike.
+if(KILN_SANITIZERS OR KILN_FUZZ)
   set(KILN_STATIC_DEPS_DEFAULT OFF)
 else()
   set(KILN_STATIC_DEPS_DEFAULT ON)

@@ -346,8 +346,9 @@ class InstructionReader {
         }
         word += c;
       }
-      // A lone "--" ends the flags; the arguments start right after it, as in Docker.
-      if (word == "--") return pos;
+      // A lone "--" ends the flags. Docker trims the blanks after it with the arguments
+      // (splitCommand's TrimSpace), so they never make an empty first word or a leading blank.
+      if (word == "--") return text.size() - text::trim_left_space(text.substr(pos)).size();
       if (blank_ok || !word.empty()) {
         instruction.flags.push_back({word, position(offset + word_start)});
       }

@@ -41,16 +41,18 @@
 namespace kiln::runtime {
 namespace {
 
-#if defined(__SANITIZE_ADDRESS__)
-constexpr bool kUnderAddressSanitizer = true;
+// AddressSanitizer or ThreadSanitizer, whose runtimes know threads and processes, not a process
+// running in another's memory on a stack of its own.
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+constexpr bool kUnderSanitizer = true;
 #elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-constexpr bool kUnderAddressSanitizer = true;
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+constexpr bool kUnderSanitizer = true;
 #else
-constexpr bool kUnderAddressSanitizer = false;
+constexpr bool kUnderSanitizer = false;
 #endif
 #else
-constexpr bool kUnderAddressSanitizer = false;
+constexpr bool kUnderSanitizer = false;
 #endif
 
 // ---- what the child reports when it fails before exec
@@ -1085,11 +1087,11 @@ SandboxExit run_sandbox(const nlohmann::json& spec, const SandboxOptions& option
     }
   } restore_dumpable;
   // The --init child stays, as the container's reaper, after its child execs: it gets a copy. So
-  // does every child under AddressSanitizer, which knows threads and processes, not a process
-  // running in another's memory on a stack of its own (it takes the first exception thrown there
-  // for a stack gone wrong).
+  // does every child under a sanitizer: AddressSanitizer takes the first exception thrown on the
+  // child's stack for a stack gone wrong, and ThreadSanitizer's runtime crashes in the child (it
+  // would share the parent thread's state).
   std::optional<ChildStack> stack;
-  if (!options.init && !kUnderAddressSanitizer) stack.emplace();
+  if (!options.init && !kUnderSanitizer) stack.emplace();
   ChildProcess child = start_child(flags, stack ? &*stack : nullptr, prepared);
   sync_read.reset();
   error_write.reset();

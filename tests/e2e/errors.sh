@@ -3,7 +3,20 @@
 source "$(dirname "$0")/lib.sh"
 
 expect_fail 125 "unknown flag or argument: --no-such-flag" kiln images --no-such-flag
+# An unknown command is named, with the nearest one when it is a likely typo (as docker and git do).
 expect_fail 125 "" kiln frobnicate
+assert_eq "$(<"$WORK/err")" "kiln: error: unknown command \"frobnicate\" for \"kiln\"
+Run 'kiln --help' for usage." "kiln frobnicate"
+expect_fail 125 "" kiln --root "$WORK/store" imgaes
+assert_eq "$(<"$WORK/err")" "kiln: error: unknown command \"imgaes\" for \"kiln\"
+Did you mean \"images\"?
+Run 'kiln --help' for usage." "kiln imgaes"
+expect_fail 125 "" kiln --no-such-flag
+assert_eq "$(<"$WORK/err")" "kiln: error: unknown flag or argument: --no-such-flag
+Run 'kiln --help' for usage." "kiln --no-such-flag"
+# No command at all: the help, as docker gives it.
+out=$(kiln) || fail "kiln with no command failed"
+assert_contains "$out" "Usage: kiln [OPTIONS] SUBCOMMAND" "kiln with no command"
 expect_fail 1 "open \`$WORK/missing.tar\`: No such file or directory" kiln import "$WORK/missing.tar"
 expect_fail 1 "invalid reference format \`Busybox\`: repository name must be lowercase" \
   kiln import "$WORK/missing.tar" Busybox

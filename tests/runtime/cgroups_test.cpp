@@ -12,6 +12,7 @@
 #include <sstream>
 
 #include "layerstore/errors.h"
+#include "tests/skip.h"
 
 using kiln::runtime::Cgroup;
 using kiln::runtime::CgroupHost;
@@ -35,30 +36,23 @@ std::string test_id(std::string_view name) {
   return fmt::format("kiln-test-{}-{}", ::getpid(), name);
 }
 
-// The cgroup, or nullopt after printing why this host cannot apply the limits (not root, no such
+// The cgroup; the test is skipped when this host cannot apply the limits (not root, no such
 // controller, not writable, or cgroup v2's no-internal-processes rule refusing the delegation).
-std::optional<Cgroup> create_or_skip(std::string_view name, const ResourceLimits& limits) {
-  if (::geteuid() != 0) {
-    WARN("skipped: needs root to create cgroups");
-    return std::nullopt;
-  }
+Cgroup create_or_skip(std::string_view name, const ResourceLimits& limits) {
+  if (::geteuid() != 0) KILN_SKIP("needs root to create cgroups");
   CgroupHost host = kiln::runtime::detect_cgroup_host();
   for (const char* controller : {"memory", "cpu", "pids"}) {
     bool needed = (controller == std::string_view("memory") && limits.memory_bytes) ||
                   (controller == std::string_view("cpu") && limits.cpu_quota_us) ||
                   (controller == std::string_view("pids") && limits.pids);
     if (!needed) continue;
-    if (std::string problem = host.controller_problem(controller); !problem.empty()) {
-      WARN("skipped: " << problem);
-      return std::nullopt;
-    }
+    if (std::string problem = host.controller_problem(controller); !problem.empty()) KILN_SKIP(problem);
   }
   try {
     return Cgroup::create(test_id(name), limits, host);
   } catch (const kiln::Error& e) {
     if (std::string_view(e.what()).find("hands no controllers down") == std::string_view::npos) throw;
-    WARN("skipped: " << e.what());
-    return std::nullopt;
+    KILN_SKIP(e.what());
   }
 }
 
@@ -227,14 +221,13 @@ TEST_CASE("each hierarchy's directory comes from mountinfo and /proc/self/cgroup
     CHECK(host.v1_dirs.at("memory") == "/sys/fs/cgroup/memory/sub");
     CHECK(host.unified_dir.empty());
   }
-  SECTION("the detected host has this process somewhere") {
-    CgroupHost host = kiln::runtime::detect_cgroup_host();
-    if (host.mode == CgroupMode::None) {
-      WARN("skipped: no cgroup file system mounted");
-      return;
-    }
-    CHECK((host.uses_v2() ? !host.unified_dir.empty() : !host.v1_dirs.empty()));
-  }
+}
+
+// Apart from the parsing cases above, so that a host without cgroups skips only this one.
+TEST_CASE("the detected host has this process somewhere", "[cgroups]") {
+  CgroupHost host = kiln::runtime::detect_cgroup_host();
+  if (host.mode == CgroupMode::None) KILN_SKIP("no cgroup file system mounted");
+  CHECK((host.uses_v2() ? !host.unified_dir.empty() : !host.v1_dirs.empty()));
 }
 
 TEST_CASE("a limit the host cannot apply is an error naming the flag, never ignored", "[cgroups]") {
@@ -273,12 +266,11 @@ TEST_CASE("the limits written read back from the cgroup files", "[cgroups]") {
   limits.pids = 20;
   std::vector<std::string> dirs;
   {
-    std::optional<Cgroup> cgroup = create_or_skip("limits", limits);
-    if (!cgroup) return;
-    dirs = cgroup->directories();
-    std::string memory = cgroup->directory("memory"), cpu = cgroup->directory("cpu"),
-                pids = cgroup->directory("pids");
-    if (cgroup->directory_fd_v2()) {
+    Cgroup cgroup = create_or_skip("limits", limits);
+    dirs = cgroup.directories();
+    std::string memory = cgroup.directory("memory"), cpu = cgroup.directory("cpu"),
+                pids = cgroup.directory("pids");
+    if (cgroup.directory_fd_v2()) {
       CHECK(dirs.size() == 1);
       CHECK(read_text(memory + "/memory.max") == "33554432\n");
       if (exists(memory + "/memory.swap.max")) CHECK(read_text(memory + "/memory.swap.max") == "33554432\n");
@@ -294,7 +286,7 @@ TEST_CASE("the limits written read back from the cgroup files", "[cgroups]") {
     }
     CHECK(read_text(pids + "/pids.max") == "20\n");
     for (const std::string& dir : dirs) CHECK(dir.ends_with("/kiln/" + test_id("limits")));
-    CHECK_FALSE(cgroup->oom_killed());
+    CHECK_FALSE(cgroup.oom_killed());
     CHECK_THROWS_WITH(Cgroup::create(test_id("limits"), limits),
                       Catch::Contains("create cgroup for `" + test_id("limits") + "`: mkdir") &&
                           Catch::Contains("File exists"));
@@ -305,9 +297,8 @@ TEST_CASE("the limits written read back from the cgroup files", "[cgroups]") {
 TEST_CASE("a process over --memory is killed by the OOM killer and oom_killed() says so", "[cgroups]") {
   std::vector<std::string> dirs;
   {
-    std::optional<Cgroup> cgroup = create_or_skip("oom", memory_limit(32 << 20));
-    if (!cgroup) return;
-    dirs = cgroup->directories();
+    Cgroup cgroup = create_or_skip("oom", memory_limit(32 << 20));
+    dirs = cgroup.directories();
     Pipe go;
     pid_t child = ::fork();
     REQUIRE(child >= 0);
@@ -322,21 +313,20 @@ TEST_CASE("a process over --memory is killed by the OOM killer and oom_killed() 
       ::_exit(0);
     }
     go.close_end(0);
-    cgroup->add_process(child);
+    cgroup.add_process(child);
     REQUIRE(::write(go.fds[1], "g", 1) == 1);
     int status = 0;
     REQUIRE(::waitpid(child, &status, 0) == child);
     CHECK(WIFSIGNALED(status));
     CHECK((WIFSIGNALED(status) ? WTERMSIG(status) : -WEXITSTATUS(status)) == SIGKILL);
-    CHECK(cgroup->oom_killed());
+    CHECK(cgroup.oom_killed());
   }
   for (const std::string& dir : dirs) CHECK_FALSE(exists(dir));
 }
 
-TEST_CASE("forks past --pids-limit fail with EAGAIN; removal kills what is left", "[cgroups]") {
-  std::optional<Cgroup> cgroup = create_or_skip("pids", pids_limit(5));
-  if (!cgroup) return;
-  std::vector<std::string> dirs = cgroup->directories();
+TEST_CASE("forks past --pids-limit fail with EAGAIN, and removal kills what is left", "[cgroups]") {
+  Cgroup cgroup = create_or_skip("pids", pids_limit(5));
+  std::vector<std::string> dirs = cgroup.directories();
   Pipe go, report;
   pid_t child = ::fork();
   REQUIRE(child >= 0);
@@ -362,21 +352,21 @@ TEST_CASE("forks past --pids-limit fail with EAGAIN; removal kills what is left"
   }
   go.close_end(0);
   report.close_end(1);
-  cgroup->add_process(child);
+  cgroup.add_process(child);
   REQUIRE(::write(go.fds[1], "g", 1) == 1);
   int result[2] = {-1, -1};
   REQUIRE(::read(report.fds[0], result, sizeof(result)) == sizeof(result));
   CHECK(result[0] == 4);  // the child itself is the fifth
   CHECK(result[1] == EAGAIN);
-  if (exists(cgroup->directory("pids") + "/pids.current")) {
-    CHECK(read_text(cgroup->directory("pids") + "/pids.current") == "5\n");
+  if (exists(cgroup.directory("pids") + "/pids.current")) {
+    CHECK(read_text(cgroup.directory("pids") + "/pids.current") == "5\n");
   }
 
-  REQUIRE_NOTHROW(cgroup->remove());
+  REQUIRE_NOTHROW(cgroup.remove());
   for (const std::string& dir : dirs) CHECK_FALSE(exists(dir));
   int status = 0;
   REQUIRE(::waitpid(child, &status, 0) == child);
   CHECK(WIFSIGNALED(status));
-  CHECK(cgroup->directories().empty());
-  REQUIRE_NOTHROW(cgroup->remove());  // a second call has nothing to do
+  CHECK(cgroup.directories().empty());
+  REQUIRE_NOTHROW(cgroup.remove());  // a second call has nothing to do
 }

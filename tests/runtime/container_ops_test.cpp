@@ -10,6 +10,7 @@
 
 #include "layerstore/files.h"
 #include "layerstore/io.h"
+#include "tests/skip.h"
 
 using kiln::runtime::Change;
 using kiln::runtime::diff_layer;
@@ -130,10 +131,7 @@ TEST_CASE("diff_layer: added and changed entries, directories shown as Docker sh
 }
 
 TEST_CASE("diff_layer: whiteouts and opaque directories") {
-  if (!can_make_whiteouts()) {
-    WARN("skipped: overlay whiteouts need CAP_MKNOD and trusted.* xattrs");
-    return;
-  }
+  if (!can_make_whiteouts()) KILN_SKIP("overlay whiteouts need CAP_MKNOD and trusted.* xattrs");
   Layers l;
   kiln::make_dirs(l.lower1 + "/bin");
   write(l.lower1 + "/bin/vi", "");

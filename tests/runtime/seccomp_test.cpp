@@ -25,6 +25,7 @@
 #include "layerstore/files.h"
 #include "layerstore/fsutil.h"
 #include "runtime/capabilities.h"
+#include "tests/skip.h"
 
 using kiln::runtime::default_capabilities;
 using kiln::runtime::default_seccomp_profile;
@@ -283,7 +284,7 @@ TEST_CASE("includes and excludes by architecture and kernel version", "[seccomp]
   CHECK(seccomp_for_spec(profile, {})["architectures"] == json::array());
 }
 
-TEST_CASE("a profile already in OCI form passes through; an empty one disables seccomp", "[seccomp]") {
+TEST_CASE("a profile already in OCI form passes through, and an empty one disables seccomp", "[seccomp]") {
   json oci = json::parse(R"({
     "defaultAction": "SCMP_ACT_ALLOW",
     "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_AARCH64"],
@@ -423,18 +424,13 @@ TEST_CASE("the compiled default filter refuses what Docker's refuses", "[seccomp
   CHECK(exited_cleanly(r));
 }
 
-TEST_CASE("CAP_SYS_ADMIN lets unshare and clone3 through; unconfined runs no filter", "[seccomp]") {
-  if (::geteuid() != 0) {
-    WARN("skipped: unshare(CLONE_NEWUTS) needs root");
-    return;
-  }
+TEST_CASE("CAP_SYS_ADMIN lets unshare and clone3 through, and unconfined runs no filter", "[seccomp]") {
+  if (::geteuid() != 0) KILN_SKIP("unshare(CLONE_NEWUTS) needs root");
   ChildResult unconfined = run_child(nullptr, [](Report& report) {
     if (::unshare(CLONE_NEWUTS) != 0) report.fail("unshare(CLONE_NEWUTS): %s", std::strerror(errno));
   });
-  if (!exited_cleanly(unconfined)) {
-    WARN("skipped: unshare(CLONE_NEWUTS) is refused here even without a filter: " << unconfined.report);
-    return;
-  }
+  if (!exited_cleanly(unconfined))
+    KILN_SKIP("unshare(CLONE_NEWUTS) is refused here even without a filter: " << unconfined.report);
   SeccompFilter admin = default_filter(with(default_capabilities(), "CAP_SYS_ADMIN"));
   ChildResult r = run_child(&admin, [](Report& report) {
     if (::unshare(CLONE_NEWUTS) != 0) report.fail("unshare(CLONE_NEWUTS): %s", std::strerror(errno));
