@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 
 #include <cerrno>
+#include <stdexcept>
 
 #include "builder/glob.h"
 #include "layerstore/errors.h"
@@ -240,8 +241,9 @@ IgnoreRules IgnoreRules::parse(std::string_view text, std::string_view file_name
       rule.kind = Kind::regexp;
       rule.regexp = GoRegexp::compile(translation.expression, &why);
       if (!rule.regexp) {
-        fail(fmt::format("syntax error in pattern `{}`: Docker reads it as the regular expression `{}`: {}",
-                         pattern, translation.expression, why));
+        rule.broken = fmt::format(
+            "{}:{}: syntax error in pattern `{}`: Docker reads it as the regular expression `{}`: {}",
+            file_name, line_number, pattern, translation.expression, why);
       }
     } else if (translation.prefix) {
       rule.kind = Kind::prefix;
@@ -279,6 +281,7 @@ bool IgnoreRules::decide(std::string_view path, const std::vector<std::uint64_t>
     bool match = parent && ((*parent)[i / 64] >> (i % 64)) & 1U;
     if (!match) {
       if (rule.exception != excluded) continue;
+      if (!rule.broken.empty()) throw InvalidInputError(rule.broken);
       match = rule.matches(path);
       if (!match && !parent) {
         // Without a parent's state, patternmatcher tries the rule on each ancestor instead.
@@ -302,6 +305,10 @@ bool IgnoreRules::excluded(std::string_view path, const DirState& parent, DirSta
     return false;
   }
   const std::vector<std::uint64_t>* inherited = parent.matched_.empty() ? nullptr : &parent.matched_;
+  if (inherited && parent.rule_count_ != rules_.size()) {
+    throw std::invalid_argument("IgnoreRules::excluded: the DirState comes from other rules");
+  }
+  if (self) self->rule_count_ = rules_.size();
   return decide(path, inherited, self ? &self->matched_ : nullptr);
 }
 

@@ -39,10 +39,8 @@ class IgnoreRules {
   IgnoreRules() = default;
 
   // Reads the text of an ignore file. `file_name` is used in messages. Throws InvalidInputError
-  // "<file_name>:<line>: ..." for what Docker refuses: a line longer than 65535 bytes, a lone `!`,
-  // a pattern filepath.Match calls malformed, or one whose regular expression Go would not compile
-  // (Docker fails on that one only once a path reaches it; kiln fails at once). Also refused, with
-  // the reason: the few regular expression forms go_regexp.h does not support.
+  // "<file_name>:<line>: ..." for what Docker refuses when it reads the file: a line longer than
+  // 65535 bytes, a lone `!`, a pattern that filepath.Match(pattern, ".") calls malformed.
   static IgnoreRules parse(std::string_view text, std::string_view file_name);
 
   bool empty() const { return rules_.empty(); }
@@ -59,13 +57,18 @@ class IgnoreRules {
    private:
     friend class IgnoreRules;
     std::vector<std::uint64_t> matched_;  // one bit per rule; empty for "no directory"
+    std::size_t rule_count_ = 0;          // of the rules that filled it
   };
 
   // For the context walker: whether `path` (relative, `/`-separated, no leading `/` or `./`) is
   // excluded, given the state of the directory that holds it. For a directory, pass `self` to
   // receive the state its own entries need; for a file pass nullptr (nothing is allocated then).
   // With a default `parent` and a path below the root, the rules are also tried on the path's
-  // ancestors, as patternmatcher does when it has no state.
+  // ancestors, as patternmatcher does when it has no state. A `parent` filled by other rules is a
+  // programming error: std::invalid_argument.
+  // Throws InvalidInputError "<file_name>:<line>: syntax error in pattern ..." when the path needs
+  // a rule whose regular expression Go would not compile (Docker fails the build then too, and
+  // only then), or one of the few forms go_regexp.h does not support.
   bool excluded(std::string_view path, const DirState& parent, DirState* self) const;
 
   // The same for a single path, deciding each ancestor on the way down as the walker would.
@@ -87,6 +90,9 @@ class IgnoreRules {
     std::optional<GoRegexp> regexp;
     bool literal_prefix = false;  // no wildcard once a trailing `/*` or `/**` is cut off
     std::string prefix;           // the text with that trailing `/*` or `/**` cut off
+    // Why its regular expression cannot be run ("<file>:<line>: ..."), for when a path needs it:
+    // Docker compiles it only then, and a context whose paths never need it builds.
+    std::string broken;
     bool matches(std::string_view path) const;
   };
 

@@ -64,6 +64,7 @@ start_case() {
   mkdir -p "$work/case/ctx"
   printf 'FROM scratch\nCOPY . /ctx/\n' >"$work/case/ctx/Dockerfile"
   : >"$work/case/ctx/.dockerignore"
+  : >"$work/case/kept"
 }
 finish_case() {
   [[ -n $name ]] || return 0

@@ -161,9 +161,8 @@ TEST_CASE("dockerignore: the file as ignorefile.ReadAll reads it", "[builder][do
   CHECK(patterns("a /.\n") == List{"a"});
 }
 
-// Docker (BuildKit 20.10 and the 28.2 classic builder) refuses each of these too, except the
-// Unicode class, which Go compiles and kiln has no table for; the 65535-byte limit was checked
-// with both.
+// Docker (BuildKit 20.10 and the 28.2 classic builder) refuses each of these too; the 65535-byte
+// limit was checked with both.
 TEST_CASE("dockerignore: what Docker refuses, with file and line", "[builder][dockerignore]") {
   CHECK(parse_error("a\n!\n") == ".dockerignore:2: illegal exclusion pattern: \"!\"");
   CHECK(parse_error("! \n") == ".dockerignore:1: illegal exclusion pattern: \"!\"");
@@ -172,23 +171,42 @@ TEST_CASE("dockerignore: what Docker refuses, with file and line", "[builder][do
         ".dockerignore:3: syntax error in pattern `foo[`: `[` is never closed");
   CHECK(parse_error("!a\\") ==
         ".dockerignore:1: syntax error in pattern `a\\`: `\\` at the end escapes nothing");
-  // filepath.Match(pattern, ".") never reaches the `[` of `x*[`: the regular expression fails.
-  CHECK(parse_error("x*[") ==
-        ".dockerignore:1: syntax error in pattern `x*[`: Docker reads it as the regular expression "
-        "`^x[^/]*[$`: missing closing ]: `[$`");
-  CHECK(parse_error("[z-a]") ==
-        ".dockerignore:1: syntax error in pattern `[z-a]`: Docker reads it as the regular expression "
-        "`^[z-a]$`: invalid character class range: `z-a`");
-  CHECK(parse_error("a\\yb") ==
-        ".dockerignore:1: syntax error in pattern `a\\yb`: Docker reads it as the regular expression "
-        "`^a\\yb$`: invalid escape sequence: `\\y`");
-  CHECK(parse_error("\\pL*") ==
-        ".dockerignore:1: syntax error in pattern `\\pL*`: Docker reads it as the regular expression "
-        "`^\\pL[^/]*$`: Unicode classes are not supported: `\\p`");
   CHECK(parse_error(std::string(65535, 'a') + "\nb") == "(parsed)");
   CHECK(parse_error("a\n" + std::string(65536, 'a')) ==
         ".dockerignore:2: line is longer than 65535 bytes, which Docker refuses");
   CHECK_THROWS_AS(IgnoreRules::parse("[", "x"), kiln::InvalidInputError);
+}
+
+// Go compiles a pattern's regular expression only when a path needs the pattern, so that is when
+// Docker fails (checked with both builders for `x*[` and `a\yb`), and when kiln does.
+TEST_CASE("dockerignore: a broken regular expression fails the path that needs it",
+          "[builder][dockerignore]") {
+  auto error_for = [](std::string_view text, std::string_view path) -> std::string {
+    auto rules = IgnoreRules::parse(text, ".dockerignore");
+    try {
+      rules.excluded(path);
+    } catch (const kiln::InvalidInputError& e) {
+      return e.what();
+    }
+    return "(decided)";
+  };
+  // filepath.Match(pattern, ".") never reaches the `[` of `x*[`, so the file is read without error.
+  CHECK(error_for("x*[", "b") ==
+        ".dockerignore:1: syntax error in pattern `x*[`: Docker reads it as the regular expression "
+        "`^x[^/]*[$`: missing closing ]: `[$`");
+  CHECK(error_for("ok\n[z-a]", "b") ==
+        ".dockerignore:2: syntax error in pattern `[z-a]`: Docker reads it as the regular expression "
+        "`^[z-a]$`: invalid character class range: `z-a`");
+  CHECK(error_for("a\\yb", "x") ==
+        ".dockerignore:1: syntax error in pattern `a\\yb`: Docker reads it as the regular expression "
+        "`^a\\yb$`: invalid escape sequence: `\\y`");
+  // Go compiles `\pL`; kiln has no Unicode tables, and says so when a path needs the rule.
+  CHECK(error_for("\\pL*", "x") ==
+        ".dockerignore:1: syntax error in pattern `\\pL*`: Docker reads it as the regular expression "
+        "`^\\pL[^/]*$`: Unicode classes are not supported: `\\p`");
+  // A path that never needs the rule: everything is excluded before it, and it is no exception.
+  CHECK(error_for("*\nx*[", "b") == "(decided)");
+  CHECK(error_for("*\nx*[", "a/b") == "(decided)");
 }
 
 TEST_CASE("dockerignore: the kinds of match patternmatcher makes", "[builder][dockerignore]") {
@@ -263,6 +281,9 @@ TEST_CASE("dockerignore: the last rule that applies decides, carried down the wa
   // Without a state, patternmatcher tries each rule on the ancestors instead (its
   // MatchesOrParentMatches), and the third rule then excludes a/c again.
   CHECK(rules.excluded("a/c", {}, nullptr));
+  // A state belongs to the rules that made it.
+  IgnoreRules other = IgnoreRules::parse("a\n", ".dockerignore");
+  CHECK_THROWS_AS(other.excluded("a/c", a, nullptr), std::invalid_argument);
   // No rules, nothing excluded.
   IgnoreRules none = IgnoreRules::parse("# only a comment\n", ".dockerignore");
   CHECK(none.empty());
@@ -313,8 +334,17 @@ TEST_CASE("dockerignore: agrees with patternmatcher and fsutil on a random corpu
       continue;
     }
     INFO(".dockerignore: `" << text << "`");
-    if (fields[0] == "error" || fields[0] == "regexerror") {
+    if (fields[0] == "error") {
       CHECK_FALSE(rules);
+      continue;
+    }
+    if (fields[0] == "matcherror") {
+      // patternmatcher failed on this path: a rule's regular expression does not compile.
+      REQUIRE(rules);
+      const std::string path = percent_decode(fields[1]);
+      INFO("path `" << path << "`");
+      CHECK_THROWS_AS(rules->excluded(path), kiln::InvalidInputError);
+      rules.reset();  // patternmatcher stops there
       continue;
     }
     REQUIRE(fields[0] == "path");
@@ -346,7 +376,8 @@ TEST_CASE("dockerignore: the contexts Docker builds", "[builder][dockerignore]")
     files.push_back("Dockerfile");
     files.push_back(".dockerignore");
     if (c.kept == std::vector<std::string>{"error"}) {
-      CHECK_THROWS_AS(IgnoreRules::parse(c.dockerignore, ".dockerignore"), kiln::InvalidInputError);
+      CHECK_THROWS_AS(walk(IgnoreRules::parse(c.dockerignore, ".dockerignore"), files),
+                      kiln::InvalidInputError);
       continue;
     }
     const auto rules = IgnoreRules::parse(c.dockerignore, ".dockerignore");

@@ -190,24 +190,6 @@ func main() {
 				fmt.Printf("error|%s\n", enc(err.Error()))
 				continue
 			}
-			// patternmatcher compiles a pattern's regular expression when a path first reaches it;
-			// force that for every pattern, alone (behind "*" for an exception, which is only tried
-			// on an excluded path).
-			compileError := ""
-			for _, p := range pm.Patterns() {
-				single := []string{p.String()}
-				if p.Exclusion() {
-					single = []string{"*", "!" + p.String()}
-				}
-				one, _ := patternmatcher.New(single)
-				if _, err := one.MatchesOrParentMatches("x"); err != nil && compileError == "" {
-					compileError = err.Error()
-				}
-			}
-			if compileError != "" {
-				fmt.Printf("regexerror|%s\n", enc(compileError))
-				continue
-			}
 			// Build the set of paths (with ancestors) and walk it in sorted order, dirs first-visited.
 			set := map[string]bool{}
 			for _, t := range trees {
@@ -233,7 +215,6 @@ func main() {
 			}
 			sort.Strings(paths)
 			infos := map[string]patternmatcher.MatchInfo{}
-			failed := false
 			for _, p := range paths {
 				var parent patternmatcher.MatchInfo
 				if d := filepath.Dir(p); d != "." {
@@ -241,8 +222,8 @@ func main() {
 				}
 				m, info, err := pm.MatchesUsingParentResults(p, parent)
 				if err != nil {
-					fmt.Printf("matcherror|%s\n", enc(err.Error()))
-					failed = true
+					// A regular expression that does not compile fails the first path that needs it.
+					fmt.Printf("matcherror|%s\n", enc(p))
 					break
 				}
 				dir := isDir(p)
@@ -260,7 +241,6 @@ func main() {
 				}
 				fmt.Printf("path|%s|%s\n", enc(p), v)
 			}
-			_ = failed
 		}
 	}
 }
