@@ -21,7 +21,8 @@
 //
 // The Dockerfile and the ignore file are read by the builder whatever the patterns say; if the
 // patterns exclude them, they are not in the context that COPY and ADD see (BuildKit reads both
-// through separate transfers; the context transfer applies the patterns to everything).
+// through separate transfers; the context transfer applies the patterns to everything), so
+// `COPY Dockerfile /x` then fails, with BuildKit and with the classic builder alike.
 #pragma once
 
 #include <cstdint>
