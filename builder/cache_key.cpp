@@ -1,0 +1,139 @@
+#include "builder/cache_key.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <map>
+
+namespace kiln::builder {
+
+namespace {
+// Raised whenever what a step produces for the same inputs changes, so old records stop matching.
+constexpr std::string_view kKeyVersion = "kiln-build-cache-1";
+}  // namespace
+
+CacheKey::CacheKey(std::string_view kind) {
+  inputs_.emplace_back(std::string(kKeyVersion), std::string(kind));
+}
+
+void CacheKey::add(std::string_view name, std::string_view value) {
+  inputs_.emplace_back(std::string(name), std::string(value));
+  std::string key(name);
+  if (!named_.contains(key)) {
+    named_[key] = std::string(value);
+  } else {
+    if (!named_[key].is_array()) named_[key] = nlohmann::json::array({named_[key]});
+    named_[key].push_back(std::string(value));
+  }
+}
+
+void CacheKey::add_list(std::string_view name, const std::vector<std::string>& values) {
+  std::string joined;
+  for (const std::string& value : values) joined += fmt::format("{}:{};", value.size(), value);
+  inputs_.emplace_back(std::string(name), joined);
+  named_[std::string(name)] = values;
+}
+
+Digest CacheKey::digest() const {
+  Sha256 hash;
+  for (const auto& [name, value] : inputs_) {
+    std::string framed = fmt::format("{}:{}={}:", name.size(), name, value.size());
+    hash.update(as_bytes(framed));
+    hash.update(as_bytes(value));
+  }
+  return hash.finish();
+}
+
+namespace {
+
+std::map<std::string, std::string> env_map(const nlohmann::json& list) {
+  std::map<std::string, std::string> out;
+  if (!list.is_array()) return out;
+  for (const auto& item : list) {
+    if (!item.is_string()) continue;
+    std::string entry = item.get<std::string>();
+    size_t eq = entry.find('=');
+    out[entry.substr(0, eq)] = eq == std::string::npos ? "" : entry.substr(eq + 1);
+  }
+  return out;
+}
+
+// "a changed", "a and b changed", "a, b and 3 more changed".
+std::string some_of(const std::vector<std::string>& names, std::string_view verb) {
+  std::string out;
+  size_t shown = std::min<size_t>(names.size(), 3);
+  for (size_t i = 0; i < shown; ++i) {
+    if (i > 0) out += i + 1 == shown && names.size() == shown ? " and " : ", ";
+    out += names[i];
+  }
+  if (names.size() > shown) out += fmt::format(" and {} more", names.size() - shown);
+  return out + " " + std::string(verb);
+}
+
+}  // namespace
+
+std::string explain_miss(const nlohmann::json& before, const nlohmann::json& now,
+                         const std::vector<std::string>& arg_names) {
+  std::vector<std::string> reasons;
+  // Files first: a COPY's most common reason.
+  if (now.contains("files") && before.contains("files") && now["files"].is_object() &&
+      before["files"].is_object()) {
+    std::vector<std::string> changed, added, removed;
+    for (const auto& [path, digest] : now["files"].items()) {
+      if (!before["files"].contains(path)) {
+        added.push_back(path);
+      } else if (before["files"][path] != digest) {
+        changed.push_back(path);
+      }
+    }
+    for (const auto& [path, digest] : before["files"].items()) {
+      if (!now["files"].contains(path)) removed.push_back(path);
+    }
+    if (!changed.empty()) reasons.push_back(some_of(changed, "changed"));
+    if (!added.empty()) reasons.push_back(some_of(added, "added"));
+    if (!removed.empty()) reasons.push_back(some_of(removed, "removed"));
+  }
+  for (const auto& [name, value] : now.items()) {
+    if (name == "files" || name == "parent" || name == "sources") continue;
+    if (before.contains(name) && before[name] == value) continue;
+    if (name == "env") {
+      std::map<std::string, std::string> was = env_map(before.value(name, nlohmann::json::array()));
+      std::map<std::string, std::string> is = env_map(value);
+      std::vector<std::string> args, envs;
+      for (const auto& [key, v] : is) {
+        auto it = was.find(key);
+        if (it != was.end() && it->second == v) continue;
+        (std::find(arg_names.begin(), arg_names.end(), key) != arg_names.end() ? args : envs).push_back(key);
+      }
+      for (const auto& [key, v] : was) {
+        if (is.count(key)) continue;
+        (std::find(arg_names.begin(), arg_names.end(), key) != arg_names.end() ? args : envs).push_back(key);
+      }
+      if (!args.empty())
+        reasons.push_back(
+            some_of(args, "changed").insert(0, args.size() == 1 ? "build arg " : "build args "));
+      if (!envs.empty()) reasons.push_back(some_of(envs, "changed").insert(0, "ENV "));
+      continue;
+    }
+    if (name == "args") {
+      reasons.push_back("the command changed");
+    } else if (name == "mount") {
+      reasons.push_back("its mounts changed");
+    } else {
+      reasons.push_back(name + " changed");
+    }
+  }
+  if (reasons.empty() && now.contains("sources") &&
+      before.value("sources", nlohmann::json()) != now["sources"]) {
+    reasons.push_back("its sources changed");
+  }
+  if (reasons.empty() && before.value("parent", nlohmann::json()) != now.value("parent", nlohmann::json())) {
+    reasons.push_back("an earlier step changed");
+  }
+  if (reasons.empty()) return "the cache has no record of it";
+  std::string out;
+  for (const std::string& reason : reasons) out += (out.empty() ? "" : "; ") + reason;
+  return out;
+}
+
+}  // namespace kiln::builder
