@@ -89,6 +89,18 @@ std::string explain_miss(const nlohmann::json& before, const nlohmann::json& now
     for (const auto& [path, digest] : before["files"].items()) {
       if (!now["files"].contains(path)) removed.push_back(path);
     }
+    // A directory added or removed stands for what is under it.
+    auto topmost = [](std::vector<std::string> paths) {
+      std::sort(paths.begin(), paths.end());
+      std::vector<std::string> out;
+      for (const std::string& path : paths) {
+        if (!out.empty() && path.starts_with(out.back() + "/")) continue;
+        out.push_back(path);
+      }
+      return out;
+    };
+    added = topmost(std::move(added));
+    removed = topmost(std::move(removed));
     if (!changed.empty()) reasons.push_back(some_of(changed, "changed"));
     if (!added.empty()) reasons.push_back(some_of(added, "added"));
     if (!removed.empty()) reasons.push_back(some_of(removed, "removed"));

@@ -11,6 +11,7 @@
 #include <climits>
 #include <cstdlib>
 
+#include "builder/dockerignore.h"
 #include "builder/session.h"
 #include "layerstore/compress.h"
 #include "layerstore/errors.h"
@@ -235,16 +236,9 @@ LoadedContext load_context(const BuildRequest& request, const std::string& tmp_p
 
   // The .dockerignore: <Dockerfile>.dockerignore beside the Dockerfile wins over the context's.
   if (!loaded.dir.empty()) {
-    std::vector<std::string> candidates;
-    if (!dockerfile_path.empty()) candidates.push_back(dockerfile_path + ".dockerignore");
-    candidates.push_back(loaded.dir + "/.dockerignore");
-    for (const std::string& candidate : candidates) {
-      struct stat st {};
-      if (::stat(candidate.c_str(), &st) == 0 && S_ISREG(st.st_mode)) {
-        loaded.ignore_text = read_file_capped(candidate, kMaxDockerfileBytes, ".dockerignore");
-        loaded.ignore_name = candidate;
-        break;
-      }
+    if (auto ignore = find_ignore_file(loaded.dir, dockerfile_path)) {
+      loaded.ignore_text = ignore->text;
+      loaded.ignore_name = ignore->name;
     }
   }
   return loaded;
@@ -287,8 +281,13 @@ const ContextSource* named_context_for(BuildSession& session, const std::string&
 }
 
 PathFilter make_ignore_filter(const LoadedContext& context) {
-  (void)context;
-  return {};
+  if (context.ignore_name.empty()) return {};
+  auto rules = std::make_shared<IgnoreRules>(IgnoreRules::parse(context.ignore_text, context.ignore_name));
+  if (rules->empty()) return {};
+  PathFilter filter;
+  filter.excluded = [rules](std::string_view path) { return rules->excluded(path); };
+  filter.may_include_below = [rules](std::string_view dir) { return rules->may_include_below(dir); };
+  return filter;
 }
 
 }  // namespace kiln::builder

@@ -2,7 +2,6 @@
 
 #include <fcntl.h>
 #include <fmt/format.h>
-#include <fnmatch.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <unistd.h>
@@ -13,6 +12,7 @@
 #include <set>
 
 #include "builder/checksum_cache.h"
+#include "builder/glob.h"
 #include "layerstore/compress.h"
 #include "layerstore/errors.h"
 #include "layerstore/fsutil.h"
@@ -29,9 +29,10 @@ bool has_wildcards(std::string_view path) {
   return false;
 }
 
-// One path component against a pattern component, as Go's filepath.Match.
+// One path component against a pattern component, as Go's filepath.Match; a malformed pattern
+// matches nothing, as in BuildKit's COPY.
 bool component_matches(const std::string& pattern, const std::string& name) {
-  return ::fnmatch(pattern.c_str(), name.c_str(), 0) == 0;
+  return GlobPattern(pattern).matches(name);
 }
 
 std::vector<std::string> split_path(const std::string& path) {
