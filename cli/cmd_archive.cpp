@@ -128,6 +128,7 @@ void add_archive_commands(CLI::App& app, Context& ctx) {
       ImportOptions options;
       if (!name->empty()) options.name = Reference::parse_tagged(*name);
       options.changes = *changes;
+      options.words = change_word_splitter();
       options.message = *message;
       options.source = *source;
       options.source_date_epoch = source_date_epoch();

@@ -235,6 +235,7 @@ void add_container_commands(CLI::App& app, Context& ctx) {
     cmd->callback([&ctx, options, container, name] {
       if (!name->empty()) options->name = Reference::parse_tagged(*name);
       options->source_date_epoch = source_date_epoch();
+      options->words = change_word_splitter();
       Store store = ctx.open_store();
       runtime::ContainerStore containers(ctx.root());
       runtime::ContainerRecord c = containers.resolve(*container);

@@ -6,6 +6,7 @@
 #include <optional>
 #include <string>
 
+#include "layerstore/config_change.h"
 #include "layerstore/store.h"
 
 namespace kiln::cli {
@@ -21,6 +22,10 @@ struct Context {
 
 // SOURCE_DATE_EPOCH, when set and valid (a UsageError otherwise).
 std::optional<int64_t> source_date_epoch();
+
+// Docker's word processing for --change (the parser's expand_words): quotes removed, variables
+// substituted from the config's Env.
+WordSplitter change_word_splitter();
 
 // Each command group adds its subcommands to the app.
 void add_archive_commands(CLI::App& app, Context& ctx);

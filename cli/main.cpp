@@ -11,6 +11,7 @@
 #include "cli/huge_page_heap.h"
 #include "layerstore/errors.h"
 #include "parser/text.h"
+#include "parser/word_expansion.h"
 
 namespace kiln::cli {
 
@@ -30,6 +31,25 @@ std::optional<int64_t> source_date_epoch() {
     throw UsageError(fmt::format("SOURCE_DATE_EPOCH=`{}`: not a non-negative integer number of seconds", v));
   }
   return static_cast<int64_t>(n);
+}
+
+WordSplitter change_word_splitter() {
+  return [](std::string_view text, const std::vector<std::string>& env) {
+    auto lookup = [&env](std::string_view name) -> std::optional<std::string> {
+      // The last entry for a name wins, as in an environment built by appending.
+      for (auto it = env.rbegin(); it != env.rend(); ++it) {
+        if (it->size() > name.size() && it->compare(0, name.size(), name) == 0 && (*it)[name.size()] == '=') {
+          return it->substr(name.size() + 1);
+        }
+      }
+      return std::nullopt;
+    };
+    try {
+      return parser::expand_words(text, lookup);
+    } catch (const parser::WordError& error) {
+      throw UsageError(fmt::format("--change `{}`: {}", text, error.what()));
+    }
+  };
 }
 
 namespace {

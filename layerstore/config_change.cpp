@@ -76,17 +76,20 @@ std::optional<std::vector<std::string>> json_array(std::string_view s) {
   }
 }
 
+using Splitter = std::function<std::vector<std::string>(std::string_view)>;
+
 // key=value pairs (ENV, LABEL); the legacy single "key value" form is accepted for ENV and LABEL.
-std::vector<std::pair<std::string, std::string>> key_values(std::string_view args, std::string_view change) {
+std::vector<std::pair<std::string, std::string>> key_values(std::string_view args, std::string_view change,
+                                                            const Splitter& split) {
   std::vector<std::pair<std::string, std::string>> out;
-  auto words = split_words(args, change);
+  auto words = split(args);
   if (words.empty()) throw UsageError(fmt::format("--change `{}`: missing arguments", change));
   if (words[0].find('=') == std::string::npos) {
     // Legacy form: the first word is the key, the rest of the line (trimmed) the value.
     std::string rest = trim(args);
     auto sp = rest.find_first_of(" \t");
     if (sp == std::string::npos) throw UsageError(fmt::format("--change `{}`: missing value", change));
-    auto value_words = split_words(rest.substr(sp), change);
+    auto value_words = split(std::string_view(rest).substr(sp));
     std::string value;
     for (size_t i = 0; i < value_words.size(); ++i) value += (i ? " " : "") + value_words[i];
     out.emplace_back(words[0], value);
@@ -109,8 +112,19 @@ std::string clean_path(const std::string& path) {
 
 }  // namespace
 
-void apply_config_change(json& config, std::string_view change) {
+void apply_config_change(json& config, std::string_view change, const WordSplitter& words) {
   if (!config.is_object()) config = json::object();
+  // Variables come from the Env the config has before this change (Docker expands every pair of
+  // one ENV with the same environment).
+  std::vector<std::string> env_before;
+  if (config.contains("Env") && config["Env"].is_array()) {
+    for (const auto& e : config["Env"]) {
+      if (e.is_string()) env_before.push_back(e.get<std::string>());
+    }
+  }
+  Splitter split = [&](std::string_view text) {
+    return words ? words(text, env_before) : split_words(text, change);
+  };
   std::string text = trim(change);
   auto sp = text.find_first_of(" \t");
   std::string keyword = text.substr(0, sp);
@@ -131,7 +145,7 @@ void apply_config_change(json& config, std::string_view change) {
   } else if (keyword == "ENV") {
     json env = config.value("Env", json::array());
     if (!env.is_array()) env = json::array();
-    for (auto& [k, v] : key_values(args, change)) {
+    for (auto& [k, v] : key_values(args, change, split)) {
       std::string entry = k + "=" + v;
       auto it = std::find_if(env.begin(), env.end(), [&](const json& e) {
         return e.is_string() && e.get<std::string>().starts_with(k + "=");
@@ -146,12 +160,12 @@ void apply_config_change(json& config, std::string_view change) {
   } else if (keyword == "LABEL") {
     json labels = config.value("Labels", json::object());
     if (labels.is_null()) labels = json::object();
-    for (auto& [k, v] : key_values(args, change)) labels[k] = v;
+    for (auto& [k, v] : key_values(args, change, split)) labels[k] = v;
     config["Labels"] = labels;
   } else if (keyword == "EXPOSE") {
     json ports = config.value("ExposedPorts", json::object());
     if (ports.is_null()) ports = json::object();
-    for (const auto& w : split_words(args, change)) {
+    for (const auto& w : split(args)) {
       std::string port = w, proto = "tcp";
       if (auto slash = w.find('/'); slash != std::string::npos) {
         port = w.substr(0, slash);
@@ -177,19 +191,19 @@ void apply_config_change(json& config, std::string_view change) {
     }
     config["ExposedPorts"] = ports;
   } else if (keyword == "USER") {
-    config["User"] = split_words(args, change).empty() ? "" : split_words(args, change)[0];
+    config["User"] = split(args).empty() ? "" : split(args)[0];
   } else if (keyword == "VOLUME") {
     json vols = config.value("Volumes", json::object());
     if (vols.is_null()) vols = json::object();
     auto list = json_array(args);
-    for (const auto& v : list ? *list : split_words(args, change)) {
+    for (const auto& v : list ? *list : split(args)) {
       if (v.empty()) throw UsageError(fmt::format("--change `{}`: empty volume path", change));
       vols[v] = json::object();
     }
     config["Volumes"] = vols;
   } else if (keyword == "WORKDIR") {
-    auto words = split_words(args, change);
-    std::string dir = words.empty() ? "" : words[0];
+    auto parts = split(args);
+    std::string dir = parts.empty() ? "" : parts[0];
     if (!dir.starts_with("/")) dir = config.value("WorkingDir", std::string("/")) + "/" + dir;
     config["WorkingDir"] = clean_path(dir);
   } else {

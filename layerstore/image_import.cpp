@@ -25,7 +25,7 @@ Digest import_image(Store& store, Reader& input, const ImportOptions& options) {
   std::string what = fmt::format("import `{}`", options.source);
   // Bad --change values fail before any byte is read.
   json container_config = json::object();
-  for (const auto& change : options.changes) apply_config_change(container_config, change);
+  for (const auto& change : options.changes) apply_config_change(container_config, change, options.words);
 
   auto blob = store.new_blob();
   Digest diff_id = *Digest::from_sha256_hex(std::string(64, '0'));

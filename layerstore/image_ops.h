@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "layerstore/compress.h"
+#include "layerstore/config_change.h"
 #include "layerstore/io.h"
 #include "layerstore/store.h"
 #include "layerstore/tar.h"
@@ -24,6 +25,7 @@ struct ImportOptions {
   std::string source = "-";          // shown in the default history comment, "Imported from <source>"
   Compression compression = Compression::Gzip;  // for uncompressed input; compressed input is kept
   std::optional<int64_t> source_date_epoch;     // fixes "created" for reproducible imports
+  WordSplitter words;                           // variable substitution for --change (the parser's)
 };
 
 // Imports a tar (plain, gzip, zstd, bzip2 or xz) as a one-layer image. The layer is checked as

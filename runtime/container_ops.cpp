@@ -226,7 +226,7 @@ Digest commit_container(Store& store, const ContainerStore& containers, const Co
   }
   // Bad --change values fail before anything is written.
   json changed = json::object();
-  for (const std::string& change : options.changes) apply_config_change(changed, change);
+  for (const std::string& change : options.changes) apply_config_change(changed, change, options.words);
 
   Image image = store.resolve(container.image_id);
   json run_config = container_config(container, image);

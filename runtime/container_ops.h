@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "layerstore/config_change.h"
 #include "layerstore/digest.h"
 #include "layerstore/io.h"
 #include "layerstore/reference.h"
@@ -53,6 +54,7 @@ struct CommitOptions {
   std::vector<std::string> changes;  // -c/--change instructions
   bool pause = true;                 // --pause: a running container is refused (kiln cannot freeze it)
   std::optional<int64_t> source_date_epoch;  // fixes "created", as import does
+  WordSplitter words;                        // variable substitution for --change (the parser's)
 };
 
 // `kiln commit`: a new image, the container's image plus one gzip layer made from its writable

@@ -38,6 +38,10 @@ assert_eq "$(wc -l <<<"$history")" 2 "one layer more than busybox"
 config=$(kiln inspect --format '{{json .Config}}' committed:1)
 assert_eq "$(jq -c .Cmd <<<"$config")" '["cat","/new"]' "--change CMD"
 assert_eq "$(kiln inspect --format '{{.Author}}' committed:1)" "Kiln Tester <t@example.com>" "-a"
+# --change expands variables from the config as each change finds it.
+expanded=$(kiln commit --change 'ENV A=one' --change 'ENV B=$A-two' --change 'WORKDIR ${HOME:-/home}/x' c3 expanded:1)
+assert_eq "$(kiln inspect --format '{{json .Config.Env}}' "$expanded" | jq -c .)" '["A=one","B=one-two"]' "commit --change expands"
+assert_eq "$(kiln inspect --format '{{.Config.WorkingDir}}' "$expanded")" "/home/x" "commit --change expands defaults"
 assert_eq "$(kiln inspect --format '{{json .RootFS.Layers}}' committed:1 | jq length)" 2 "two diff IDs"
 # Without --change the container's own command becomes the Cmd; without a name the image is untagged.
 untagged=$(kiln commit c3)

@@ -76,4 +76,11 @@ old=$(kiln inspect --format '{{.Id}}' busybox:gz)
 kiln tag busybox:zst busybox:gz
 kiln import -m other "$WORK/bb.tar" busybox:gz >/dev/null
 assert_contains "$(kiln images)" "<none>" "an image that lost its last tag shows as <none>"
+
+# --change expands variables as Docker does, from the Env the config has before each change.
+kiln import -c 'ENV BASE=/opt' -c 'ENV PATH=$BASE/bin:/usr/bin X="a b"' -c 'WORKDIR $BASE/app' \
+  -c 'LABEL v=${BASE:-none} w=${UNSET:-fallback}' -c 'CMD echo $BASE' "$WORK/bb.tar" expanded:1 >/dev/null
+assert_eq "$(kiln inspect --format '{{json .Config}}' expanded:1)" \
+  '{"Cmd":["/bin/sh","-c","echo $BASE"],"Env":["BASE=/opt","PATH=/opt/bin:/usr/bin","X=a b"],"Labels":{"v":"/opt","w":"fallback"},"WorkingDir":"/opt/app"}' \
+  "--change expansion (CMD keeps its text, as Docker's does)"
 echo "ok"
