@@ -20,7 +20,9 @@
 #include "layerstore/image_ops.h"
 #include "layerstore/tar.h"
 #include "parser/instruction_rules.h"
+#include "runtime/chroot_step.h"
 #include "runtime/rootfs.h"
+#include "runtime/userns.h"
 
 namespace kiln::builder {
 
@@ -142,6 +144,37 @@ SshSpec parse_ssh(const std::string& text) {
     spec.socket = agent;
   }
   return spec;
+}
+
+IsolationChoice choose_isolation(Isolation requested) {
+  bool root = ::geteuid() == 0;
+  std::string why;
+  if (requested == Isolation::kAuto) {
+    if (runtime::namespaces_available(why)) {
+      requested = root ? Isolation::kNamespace : Isolation::kRootless;
+    } else if (root) {
+      requested = Isolation::kChroot;
+    }
+  }
+  switch (requested) {
+    case Isolation::kNamespace:
+      if (!root) throw UsageError("--isolation namespace needs root; use rootless (or auto)");
+      if (runtime::in_user_namespace())
+        return {Isolation::kNamespace, "namespace (root of a user namespace)"};
+      return {Isolation::kNamespace, "namespace"};
+    case Isolation::kRootless:
+      runtime::become_root_in_user_namespace();
+      return {Isolation::kRootless,
+              root ? "rootless (a user namespace, IDs mapped to themselves)"
+                   : "rootless (a user namespace with the subordinate IDs of /etc/subuid)"};
+    case Isolation::kChroot:
+      if (!root) throw UsageError("--isolation chroot needs root (chroot and chown)");
+      return {Isolation::kChroot,
+              why.empty() ? "chroot" : "chroot (new namespaces are refused here: " + why + ")"};
+    case Isolation::kAuto:
+      break;
+  }
+  throw UsageError("no isolation works here: new namespaces are refused (" + why + ") and kiln is not root");
 }
 
 Isolation parse_isolation(const std::string& text) {
@@ -311,6 +344,7 @@ void Builder::prepare() {
                                     : base_of(request_.dockerfile)));
   loaded_ = load_context(request_, store_.tmp_dir());
   progress_.note(vertex, fmt::format("transferring dockerfile: {}B done", loaded_.dockerfile_text.size()));
+  if (!request_.isolation_note.empty()) progress_.note(vertex, "isolation: " + request_.isolation_note);
   progress_.done(vertex);
   session_.dockerfile_name = loaded_.dockerfile_name;
   session_.lineage_scope = fmt::format("{}\n{}\n{}", loaded_.owned ? request_.context : loaded_.dir,

@@ -51,8 +51,23 @@ struct SshSpec {
 };
 SshSpec parse_ssh(const std::string& text);
 
+// How RUN steps are confined:
+//   namespace: the runtime's sandbox (mount, PID, UTS, IPC namespaces; root);
+//   rootless:  the same inside a user namespace where the caller is root and its subordinate IDs
+//              are the rest (kiln enters it before the build starts: runtime/userns.h);
+//   chroot:    no new namespaces at all, for a host that refuses them (runtime/chroot_step.h);
+//   auto:      the strongest the host allows.
 enum class Isolation { kAuto, kNamespace, kRootless, kChroot };
 Isolation parse_isolation(const std::string& text);
+
+struct IsolationChoice {
+  Isolation isolation;
+  std::string why;  // what the choice rests on, for the progress display
+};
+// Resolves kAuto for this process (root or not, namespaces allowed or not) and checks an explicit
+// choice. Enters the user namespace for rootless (it forks: call it before any thread starts).
+// Throws UsageError when the choice cannot work here.
+IsolationChoice choose_isolation(Isolation requested);
 
 struct BuildRequest {
   // The context: a directory, "-" (a tar archive on standard input, or the Dockerfile itself when
@@ -75,7 +90,8 @@ struct BuildRequest {
   int jobs = 0;                                       // 0: one per core
   std::vector<OutputSpec> outputs;
   Compression compression = Compression::Gzip;
-  Isolation isolation = Isolation::kAuto;
+  Isolation isolation = Isolation::kAuto;  // resolved: see choose_isolation
+  std::string isolation_note;
   std::string platform;  // OS/ARCH[/VARIANT]; empty: the host's
   std::optional<int64_t> source_date_epoch;
   // Readable when the build must stop (Ctrl-C): running steps are killed, nothing is published.

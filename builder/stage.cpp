@@ -24,6 +24,7 @@
 #include "parser/instruction_rules.h"
 #include "parser/word_expansion.h"
 #include "runtime/capabilities.h"
+#include "runtime/chroot_step.h"
 #include "runtime/process_config.h"
 #include "runtime/sandbox.h"
 #include "runtime/seccomp.h"
@@ -956,7 +957,8 @@ class StageRunner {
     ProgressOutput output(s_.progress, vertex);
     step.output = &output;
     step.cancel_fd = s_.cancel_fd();
-    runtime::StepExit exit = runtime::run_step(step);
+    runtime::StepExit exit =
+        s_.request.isolation == Isolation::kChroot ? runtime::run_step_chroot(step) : runtime::run_step(step);
     if (exit.canceled) {
       s_.progress.error(vertex, "canceled");
       throw BuildCanceled("build canceled");

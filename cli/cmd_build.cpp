@@ -148,6 +148,10 @@ void add_build_command(CLI::App& app, Context& ctx) {
     builder::BuildRequest request = make_request(*flags);
     builder::ProgressMode mode =
         flags->quiet ? builder::ProgressMode::kQuiet : builder::parse_progress_mode(flags->progress);
+    // Before the store is opened and any thread starts: rootless enters its user namespace here.
+    builder::IsolationChoice isolation = builder::choose_isolation(request.isolation);
+    request.isolation = isolation.isolation;
+    request.isolation_note = isolation.why;
     Store store = ctx.open_store();
     // Ctrl-C and SIGTERM stop the build: steps are killed, nothing is published, exit 130.
     BlockedSignals signals;

@@ -37,6 +37,7 @@
 #include "runtime/rootfs.h"
 #include "runtime/seccomp.h"
 #include "runtime/spec.h"
+#include "runtime/userns.h"
 
 namespace kiln::runtime {
 namespace {
@@ -283,6 +284,12 @@ void mount_root(const Prepared& prepared) {
     std::string with_user_xattr = data + ",userxattr";
     if (::mount("overlay", root.c_str(), "overlay", 0,
                 (prepared.new_user_namespace ? with_user_xattr : data).c_str()) == 0) {
+      return;
+    }
+    // Root of a user namespace kiln entered before (a rootless build): overlay wants userxattr
+    // there too.
+    if (!prepared.new_user_namespace && (errno == EPERM || errno == EINVAL) &&
+        ::mount("overlay", root.c_str(), "overlay", 0, with_user_xattr.c_str()) == 0) {
       return;
     }
     // No overlay here (kiln inside a container whose own storage is overlay gets EINVAL, a kernel
@@ -770,6 +777,13 @@ void child_main(const Prepared& prepared) {
   std::vector<std::string> args = strings_of(process.at("args"));
   std::vector<std::string> env = strings_of(process.value("env", nlohmann::json::array()));
   if (args.empty()) throw ChildError(kExitRunFailed, "no command specified");
+  // The process's umask, as runc gives it unless the spec says otherwise: 0022 (kiln set 0 to
+  // make the container's mount points and devices with their exact modes).
+  mode_t umask_value = 022;
+  if (auto user = process.find("user"); user != process.end() && user->contains("umask")) {
+    umask_value = user->at("umask").get<mode_t>();
+  }
+  ::umask(umask_value);
   if (prepared.options->init) run_init(prepared, std::move(args), std::move(env));
   plan_exec(*prepared.exec, std::move(args), std::move(env));
 }
@@ -1219,6 +1233,96 @@ void remove_as_container_root(const std::string& path) {
     throw Error(fmt::format("remove `{}` in the container's user namespace: {}", path,
                             failure ? failure->message : "the helper process failed"));
   }
+}
+
+}  // namespace kiln::runtime
+
+namespace kiln::runtime {
+
+bool in_user_namespace() {
+  // The initial namespace maps every ID to itself: "0 0 4294967295".
+  std::string map;
+  try {
+    map = read_file_capped("/proc/self/uid_map", 1 << 16, "/proc/self/uid_map");
+  } catch (const Error&) {
+    return false;
+  }
+  unsigned long inside = 0, outside = 0, count = 0;
+  if (std::sscanf(map.c_str(), "%lu %lu %lu", &inside, &outside, &count) != 3) return false;
+  return !(inside == 0 && outside == 0 && count == 4294967295UL);
+}
+
+void become_root_in_user_namespace() {
+  nlohmann::json linux_section;
+  if (::geteuid() == 0) {
+    nlohmann::json identity = nlohmann::json::array({{{"containerID", 0}, {"hostID", 0}, {"size", 65536}}});
+    linux_section = {{"uidMappings", identity}, {"gidMappings", identity}};
+  } else {
+    linux_section = {{"uidMappings", rootless_id_mappings("/etc/subuid", ::geteuid())},
+                     {"gidMappings", rootless_id_mappings("/etc/subgid", ::getegid())}};
+  }
+  auto [sync_read, sync_write] = make_pipe();
+  auto [ready_read, ready_write] = make_pipe();
+  pid_t pid = ::fork();
+  if (pid < 0) throw_errno("fork into a user namespace");
+  if (pid == 0) {
+    sync_write.reset();
+    ready_read.reset();
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+    if (::unshare(CLONE_NEWUSER) != 0) {
+      int err = errno;
+      ssize_t written = ::write(ready_write.get(), &err, sizeof err);
+      (void)written;  // the parent reads the errno, or a closed pipe
+      ::_exit(kExitRunFailed);
+    }
+    int ok = 0;
+    if (::write(ready_write.get(), &ok, sizeof ok) != sizeof ok) ::_exit(kExitRunFailed);
+    ready_write.reset();
+    char go = 0;
+    if (::read(sync_read.get(), &go, 1) != 1) ::_exit(kExitRunFailed);  // the parent gave up
+    sync_read.reset();
+    // Root of the namespace now that the maps are written; supplementary groups of the caller's
+    // would show as nobody.
+    if (::setresgid(0, 0, 0) != 0 || ::setresuid(0, 0, 0) != 0) ::_exit(kExitRunFailed);
+    ::setgroups(0, nullptr);
+    return;
+  }
+  sync_read.reset();
+  ready_write.reset();
+  int err = -1;
+  if (::read(ready_read.get(), &err, sizeof err) != sizeof err || err != 0) {
+    wait_for(pid);
+    if (err > 0) {
+      throw SandboxError(fmt::format(
+          "rootless: the kernel refused a user namespace ({}); unprivileged user namespaces may be off "
+          "(sysctl kernel.unprivileged_userns_clone, user.max_user_namespaces, or an AppArmor policy)",
+          std::strerror(err)));
+    }
+    throw SandboxError("rootless: the user namespace could not be made");
+  }
+  let_child_go(
+      pid, sync_write, [&] { write_id_maps(pid, linux_section); }, "enter the user namespace");
+  // The parent only waits now: signals go to the child, which decides what they mean.
+  sigset_t forwarded;
+  ::sigemptyset(&forwarded);
+  for (int signal : {SIGINT, SIGTERM, SIGHUP, SIGQUIT}) ::sigaddset(&forwarded, signal);
+  ::sigprocmask(SIG_BLOCK, &forwarded, nullptr);
+  Fd signals(::signalfd(-1, &forwarded, SFD_CLOEXEC));
+  Fd child(static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)));
+  for (;;) {
+    pollfd fds[2] = {{signals.get(), POLLIN, 0}, {child.get(), POLLIN, 0}};
+    if (::poll(fds, 2, child.valid() ? -1 : 50) < 0 && errno != EINTR) break;
+    if (fds[0].revents & POLLIN) {
+      signalfd_siginfo info{};
+      if (::read(signals.get(), &info, sizeof info) == sizeof info)
+        ::kill(pid, static_cast<int>(info.ssi_signo));
+    }
+    int status = 0;
+    if (::waitpid(pid, &status, WNOHANG) == pid) {
+      ::_exit(WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status));
+    }
+  }
+  ::_exit(exit_code_of(wait_for(pid)));
 }
 
 }  // namespace kiln::runtime

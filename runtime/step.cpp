@@ -156,11 +156,13 @@ std::vector<InitStub> mount_stubs(const StepSpec& step) {
 
 // Moves the descriptors a supervisor keeps to 3, 4, ... and closes every other one it inherited:
 // a pipe another thread of kiln made a moment ago must not stay open in this process, where its
-// reader would wait for it to close until this step ends. Returns the new numbers, in order.
+// reader would wait for it to close until this step ends. Returns the new numbers, in order. (The
+// copies go above 16, above every slot they are moved to, and below the 1024 a user's descriptor
+// limit may be.)
 std::vector<int> keep_only(const std::vector<int>& fds) {
   std::vector<int> moved;
   for (int fd : fds) {
-    int high = fd < 0 ? -1 : ::fcntl(fd, F_DUPFD_CLOEXEC, 1024);
+    int high = fd < 0 ? -1 : ::fcntl(fd, F_DUPFD_CLOEXEC, 16);
     if (fd >= 0 && high < 0) ::_exit(kExitRunFailed);
     moved.push_back(high);
   }
