@@ -1,0 +1,654 @@
+#include "builder/build.h"
+
+#include <fcntl.h>
+#include <fmt/format.h>
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstdlib>
+#include <thread>
+
+#include "builder/context.h"
+#include "builder/session.h"
+#include "layerstore/errors.h"
+#include "layerstore/fsutil.h"
+#include "layerstore/image_ops.h"
+#include "layerstore/tar.h"
+#include "parser/instruction_rules.h"
+#include "runtime/rootfs.h"
+
+namespace kiln::builder {
+
+// ------------------------------------------------------------------------------ option parsing
+
+namespace {
+
+// "k=v,k2=v2" into pairs; a field without "=" has an empty value.
+std::vector<std::pair<std::string, std::string>> csv_fields(const std::string& text) {
+  std::vector<std::pair<std::string, std::string>> out;
+  size_t start = 0;
+  while (start <= text.size()) {
+    size_t comma = text.find(',', start);
+    if (comma == std::string::npos) comma = text.size();
+    std::string field = text.substr(start, comma - start);
+    start = comma + 1;
+    if (field.empty()) continue;
+    size_t eq = field.find('=');
+    if (eq == std::string::npos) {
+      out.emplace_back(field, "");
+    } else {
+      out.emplace_back(field.substr(0, eq), field.substr(eq + 1));
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+OutputSpec parse_output(const std::string& text) {
+  OutputSpec spec;
+  if (text.find('=') == std::string::npos) {
+    // A bare path, as `docker build -o DIR` takes it; "-" is a tar on standard output.
+    spec.type = text == "-" ? OutputSpec::Type::kTar : OutputSpec::Type::kLocal;
+    spec.dest = text;
+    return spec;
+  }
+  std::string type;
+  for (auto& [key, value] : csv_fields(text)) {
+    if (key == "type") {
+      type = value;
+    } else if (key == "dest") {
+      spec.dest = value;
+    } else if (key == "name" || key == "push" || key == "compression" || key == "oci-mediatypes") {
+      // Accepted for BuildKit's sake; names come from -t, compression from --compression.
+    } else {
+      throw UsageError(fmt::format("--output `{}`: unknown field `{}`", text, key));
+    }
+  }
+  if (type == "image" || type == "docker-image" || type.empty()) {
+    spec.type = type.empty() && !spec.dest.empty() ? OutputSpec::Type::kLocal : OutputSpec::Type::kImage;
+  } else if (type == "oci") {
+    spec.type = OutputSpec::Type::kOci;
+  } else if (type == "docker") {
+    spec.type = OutputSpec::Type::kDocker;
+  } else if (type == "tar") {
+    spec.type = OutputSpec::Type::kTar;
+  } else if (type == "local") {
+    spec.type = OutputSpec::Type::kLocal;
+  } else {
+    throw UsageError(
+        fmt::format("--output `{}`: unknown type `{}` (image, oci, docker, tar, local)", text, type));
+  }
+  if (spec.type != OutputSpec::Type::kImage && spec.dest.empty()) {
+    throw UsageError(fmt::format("--output `{}`: dest=PATH is required for type={}", text, type));
+  }
+  return spec;
+}
+
+SecretSpec parse_secret(const std::string& text) {
+  SecretSpec spec;
+  std::string type;
+  for (auto& [key, value] : csv_fields(text)) {
+    if (key == "id") {
+      spec.id = value;
+    } else if (key == "src" || key == "source") {
+      spec.src = value;
+    } else if (key == "env") {
+      spec.env = value;
+    } else if (key == "type") {
+      type = value;
+    } else {
+      throw UsageError(fmt::format("--secret `{}`: unknown field `{}`", text, key));
+    }
+  }
+  if (type != "" && type != "file" && type != "env") {
+    throw UsageError(fmt::format("--secret `{}`: type must be file or env", text));
+  }
+  if (spec.id.empty()) {
+    // Docker's shorthands: `--secret id=x` needs an id; `type=env,src=VAR` names it after VAR.
+    if (!spec.src.empty()) spec.id = base_of(spec.src);
+    if (!spec.env.empty()) spec.id = spec.env;
+    if (spec.id.empty()) throw UsageError(fmt::format("--secret `{}`: id=ID is required", text));
+  }
+  if (type == "env" && spec.env.empty()) std::swap(spec.env, spec.src);
+  if (spec.src.empty() && spec.env.empty()) {
+    // BuildKit's default: an environment variable named like the id, else a file of that name.
+    if (std::getenv(spec.id.c_str())) {
+      spec.env = spec.id;
+    } else {
+      spec.src = spec.id;
+    }
+  }
+  return spec;
+}
+
+SshSpec parse_ssh(const std::string& text) {
+  SshSpec spec;
+  size_t eq = text.find('=');
+  spec.id = text.substr(0, eq);
+  if (eq != std::string::npos) spec.socket = text.substr(eq + 1);
+  if (spec.id.empty())
+    throw UsageError(fmt::format("--ssh `{}`: an id is required (default or ID=SOCKET)", text));
+  if (spec.socket.empty()) {
+    const char* agent = std::getenv("SSH_AUTH_SOCK");
+    if (!agent || !*agent) {
+      throw UsageError(fmt::format("--ssh {}: no socket given and SSH_AUTH_SOCK is not set", spec.id));
+    }
+    spec.socket = agent;
+  }
+  return spec;
+}
+
+Isolation parse_isolation(const std::string& text) {
+  if (text == "auto" || text.empty()) return Isolation::kAuto;
+  if (text == "namespace") return Isolation::kNamespace;
+  if (text == "rootless") return Isolation::kRootless;
+  if (text == "chroot") return Isolation::kChroot;
+  throw UsageError(fmt::format("--isolation `{}`: use auto, namespace, rootless or chroot", text));
+}
+
+// ------------------------------------------------------------------------------------ the state
+
+std::optional<Digest> ImageState::chain_id() const {
+  if (layers.empty()) return std::nullopt;
+  return chain_ids(diff_ids()).back();
+}
+
+std::vector<Descriptor> ImageState::blobs() const {
+  std::vector<Descriptor> out;
+  for (const Layer& layer : layers) out.push_back(layer.blob);
+  return out;
+}
+
+std::vector<Digest> ImageState::diff_ids() const {
+  std::vector<Digest> out;
+  for (const Layer& layer : layers) out.push_back(layer.diff_id);
+  return out;
+}
+
+BuildSession::BuildSession(Store& store_, const BuildRequest& request_, Progress& progress_)
+    : store(store_), request(request_), progress(progress_) {
+  int event = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (event < 0) throw_errno("create an eventfd");
+  cancel_event_ = Fd(event);
+}
+
+BuildSession::~BuildSession() = default;
+
+const ImageState& BuildSession::stage_result(size_t stage) {
+  std::unique_lock lock(mutex_);
+  changed_.wait(lock, [&] { return results_.at(stage).has_value() || stop_.load(); });
+  if (!results_[stage]) throw BuildCanceled("build canceled");
+  return *results_[stage];
+}
+
+void BuildSession::set_stage_result(size_t stage, ImageState state) {
+  {
+    std::lock_guard lock(mutex_);
+    results_.at(stage) = std::move(state);
+  }
+  changed_.notify_all();
+}
+
+std::vector<std::string> BuildSession::snapshots(const ImageState& state) {
+  return snapshots(state.layers);
+}
+
+std::vector<std::string> BuildSession::snapshots(const std::vector<Layer>& layers) {
+  std::vector<Descriptor> blobs;
+  std::vector<Digest> diff_ids;
+  for (const Layer& layer : layers) {
+    blobs.push_back(layer.blob);
+    diff_ids.push_back(layer.diff_id);
+  }
+  return store.snapshot_dirs(blobs, diff_ids);
+}
+
+void BuildSession::fail(std::exception_ptr error) {
+  {
+    std::lock_guard lock(mutex_);
+    if (!error_) error_ = error;
+  }
+  stop();
+}
+
+std::exception_ptr BuildSession::first_error() {
+  std::lock_guard lock(mutex_);
+  return error_;
+}
+
+void BuildSession::stop() {
+  if (!stop_.exchange(true)) {
+    uint64_t one = 1;
+    ssize_t written = ::write(cancel_event_.get(), &one, sizeof one);
+    (void)written;  // an eventfd write of 1 cannot fail short of overflow
+  }
+  changed_.notify_all();
+}
+
+void BuildSession::check_canceled() const {
+  if (stop_.load()) throw BuildCanceled("build canceled");
+}
+
+std::string BuildSession::step_name(size_t stage, const std::string& text) {
+  std::lock_guard lock(mutex_);
+  int total = step_totals_.at(stage);
+  if (total == 0) return text;
+  int index = ++step_counters_.at(stage);
+  std::string prefix = "[";
+  if (graph.stages.size() > 1) prefix += graph.stages[stage].display_name() + " ";
+  int width = static_cast<int>(fmt::format("{}", total).size());
+  prefix += fmt::format("{:>{}}/{}] ", index, width, total);
+  return prefix + text;
+}
+
+bool BuildSession::cache_allowed(size_t stage) const {
+  if (request.no_cache) return false;
+  const std::string& name = graph.stages[stage].name;
+  return std::none_of(
+      request.no_cache_filter.begin(), request.no_cache_filter.end(),
+      [&](const std::string& filter) { return !name.empty() && text_equal_fold(filter, name); });
+}
+
+std::string BuildSession::now_created() const {
+  if (epoch) return rfc3339_nano(*epoch * 1000000000);
+  return rfc3339_nano(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                          std::chrono::system_clock::now().time_since_epoch())
+                          .count());
+}
+
+// ---------------------------------------------------------------------------------- the builder
+
+class Builder {
+ public:
+  Builder(Store& store, const BuildRequest& request, Progress& progress)
+      : session_(store, request, progress), request_(request), store_(store), progress_(progress) {}
+
+  BuildResult run() {
+    prepare();
+    execute();
+    return export_result();
+  }
+
+ private:
+  void prepare();
+  void resolve_bases();
+  void splice_onbuild_triggers();
+  void count_steps();
+  void execute();
+  BuildResult export_result();
+  nlohmann::json final_config(const ImageState& state);
+
+  BuildSession session_;
+  const BuildRequest& request_;
+  Store& store_;
+  Progress& progress_;
+  LoadedContext loaded_;
+};
+
+void Builder::prepare() {
+  session_.epoch = request_.source_date_epoch;
+  session_.target_platform = parser::host_platform();
+  if (!request_.platform.empty()) {
+    try {
+      session_.target_platform = parser::parse_platform(request_.platform);
+    } catch (const std::invalid_argument& error) {
+      throw UsageError(fmt::format("--platform: {}", error.what()));
+    }
+  }
+  int jobs =
+      request_.jobs > 0 ? request_.jobs : static_cast<int>(std::max(1U, std::thread::hardware_concurrency()));
+  session_.jobs.release(std::min(jobs, 64) - 1);
+
+  int vertex = progress_.start("[internal] load build definition from " +
+                               (request_.dockerfile.empty() || request_.dockerfile == "-"
+                                    ? std::string("Dockerfile")
+                                    : base_of(request_.dockerfile)));
+  loaded_ = load_context(request_, store_.tmp_dir());
+  progress_.note(vertex, fmt::format("transferring dockerfile: {}B done", loaded_.dockerfile_text.size()));
+  progress_.done(vertex);
+  session_.dockerfile_name = loaded_.dockerfile_name;
+  try {
+    session_.file = parser::parse_dockerfile(loaded_.dockerfile_text);
+    for (const auto& ins : session_.file.instructions) parser::check_instruction(ins, session_.file);
+  } catch (const parser::ParseError& error) {
+    throw Error(parser::format_diagnostic(session_.dockerfile_name, error));
+  }
+  if (!loaded_.dir.empty()) {
+    if (!loaded_.ignore_text.empty() || !loaded_.ignore_name.empty()) {
+      int ignore_vertex = progress_.start("[internal] load .dockerignore");
+      progress_.note(ignore_vertex,
+                     fmt::format("transferring context: {}B done", loaded_.ignore_text.size()));
+      progress_.done(ignore_vertex);
+    }
+    session_.context.tree = SourceTree::directory(loaded_.dir, make_ignore_filter(loaded_));
+    session_.context.checksums =
+        std::make_unique<ChecksumCache>(checksum_cache_file(store_, loaded_.dir), loaded_.dir);
+  }
+  for (const auto& [name, value] : request_.build_contexts) {
+    if (value.starts_with("docker-image://")) continue;  // resolved as an image below
+    std::string dir = value;
+    struct stat st {};
+    if (::stat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
+      throw UsageError(fmt::format("--build-context {}={}: not a directory", name, value));
+    }
+    ContextSource source;
+    source.tree = SourceTree::directory(dir);
+    source.checksums = std::make_unique<ChecksumCache>(checksum_cache_file(store_, dir), dir);
+    session_.named_contexts.emplace(text_to_lower(name), std::move(source));
+  }
+  resolve_bases();
+  count_steps();
+}
+
+// The graph, built twice when a base image brings ONBUILD triggers: they run right after FROM, so
+// they are spliced in as instructions and the graph made again.
+void Builder::resolve_bases() {
+  parser::BuildOptions options;
+  options.build_args = request_.build_args;
+  options.target = request_.target;
+  options.target_platform = session_.target_platform;
+  options.base_env =
+      [this](const std::string& base) -> std::optional<std::vector<std::pair<std::string, std::string>>> {
+    const Image* image = find_base_image(store_, session_, request_, base);
+    std::vector<std::pair<std::string, std::string>> env;
+    bool has_path = false;
+    if (image) {
+      const nlohmann::json& config = image->config.container_config();
+      if (config.is_object() && config.contains("Env") && config["Env"].is_array()) {
+        for (const auto& entry : config["Env"]) {
+          if (!entry.is_string()) continue;
+          std::string text = entry.get<std::string>();
+          size_t eq = text.find('=');
+          std::string key = text.substr(0, eq);
+          if (key == "PATH") has_path = true;
+          env.emplace_back(key, eq == std::string::npos ? "" : text.substr(eq + 1));
+        }
+      }
+    }
+    // BuildKit adds the default PATH to every stage that has none.
+    if (!has_path) env.emplace_back("PATH", kDefaultPath);
+    return env;
+  };
+  auto make_graph = [&] {
+    try {
+      session_.graph = parser::build_graph(session_.file, options);
+    } catch (const parser::ParseError& error) {
+      throw Error(parser::format_diagnostic(session_.dockerfile_name, error));
+    }
+  };
+  make_graph();
+  // Every base the target needs must be there before anything runs.
+  for (size_t s : session_.graph.order) {
+    const parser::Stage& stage = session_.graph.stages[s];
+    if (stage.base_stage || text_equal_fold(stage.base, "scratch")) continue;
+    if (named_context_for(session_, stage.base)) continue;
+    const Image* image = find_base_image(store_, session_, request_, stage.base);
+    if (!image) {
+      const parser::Instruction& from = session_.file.instructions[stage.from];
+      throw NotFoundError(fmt::format(
+          "{}:{}: FROM {}: no such image in the store; kiln does not pull images yet (the registry client "
+          "is the next issue): bring it in with `kiln load` or `kiln import`",
+          session_.dockerfile_name, from.start.line, stage.base));
+    }
+  }
+  splice_onbuild_triggers();
+  if (!session_.onbuild_instructions.empty()) make_graph();
+}
+
+void Builder::splice_onbuild_triggers() {
+  std::vector<parser::Instruction> spliced;
+  std::set<size_t> onbuild;
+  bool any = false;
+  for (size_t i = 0; i < session_.file.instructions.size(); ++i) {
+    const parser::Instruction& ins = session_.file.instructions[i];
+    spliced.push_back(ins);
+    if (ins.keyword != parser::Keyword::kFrom) continue;
+    // The stage this FROM starts, to know its base.
+    auto stage = std::find_if(session_.graph.stages.begin(), session_.graph.stages.end(),
+                              [&](const parser::Stage& s) { return s.from == i; });
+    if (stage == session_.graph.stages.end() || stage->base_stage) continue;
+    const Image* image = find_base_image(store_, session_, request_, stage->base);
+    if (!image) continue;
+    const nlohmann::json& config = image->config.container_config();
+    if (!config.is_object() || !config.contains("OnBuild") || !config["OnBuild"].is_array()) continue;
+    for (const auto& trigger : config["OnBuild"]) {
+      if (!trigger.is_string()) continue;
+      std::string text = trigger.get<std::string>();
+      parser::Dockerfile parsed;
+      try {
+        parsed = parser::parse_dockerfile(text + "\n");
+      } catch (const parser::ParseError& error) {
+        throw Error(fmt::format("{}:{}: ONBUILD trigger `{}` of {}: {}", session_.dockerfile_name,
+                                ins.start.line, text, stage->base, error.what()));
+      }
+      if (parsed.instructions.size() != 1) {
+        throw Error(fmt::format("ONBUILD trigger `{}` of {}: not a single instruction", text, stage->base));
+      }
+      parser::Instruction trigger_ins = parsed.instructions[0];
+      using parser::Keyword;
+      if (trigger_ins.keyword == Keyword::kFrom || trigger_ins.keyword == Keyword::kOnbuild ||
+          trigger_ins.keyword == Keyword::kMaintainer) {
+        throw Error(fmt::format("ONBUILD trigger `{}` of {}: {} is not allowed as a trigger", text,
+                                stage->base, parser::keyword_name(trigger_ins.keyword)));
+      }
+      // Errors in a trigger point at the FROM that brought it.
+      trigger_ins.start = ins.start;
+      trigger_ins.end_line = ins.end_line;
+      for (auto& position : trigger_ins.argument_positions) position = ins.start;
+      for (auto& flag : trigger_ins.flags) flag.position = ins.start;
+      onbuild.insert(spliced.size());
+      spliced.push_back(std::move(trigger_ins));
+      any = true;
+    }
+  }
+  if (!any) return;
+  session_.file.instructions = std::move(spliced);
+  session_.onbuild_instructions = std::move(onbuild);
+}
+
+void Builder::count_steps() {
+  const auto& graph = session_.graph;
+  session_.results_.assign(graph.stages.size(), std::nullopt);
+  session_.step_counters_.assign(graph.stages.size(), 0);
+  session_.step_totals_.assign(graph.stages.size(), 0);
+  for (const parser::Stage& stage : graph.stages) {
+    int total = 0;
+    if (!stage.base_stage && !text_equal_fold(stage.base, "scratch")) total = 1;
+    for (size_t i : stage.instructions) {
+      using parser::Keyword;
+      Keyword k = session_.file.instructions[i].keyword;
+      if (k == Keyword::kAdd || k == Keyword::kCopy || k == Keyword::kRun || k == Keyword::kWorkdir) ++total;
+    }
+    session_.step_totals_[stage.index] = total;
+  }
+}
+
+void Builder::execute() {
+  const auto& order = session_.graph.order;
+  // The caller's cancel descriptor (Ctrl-C) stops the build as a failure does. The watcher also
+  // wakes when the build stops by itself or ends (`finished`).
+  Fd finished(::eventfd(0, EFD_CLOEXEC));
+  if (!finished.valid()) throw_errno("create an eventfd");
+  std::thread watcher;
+  if (request_.cancel_fd >= 0) {
+    watcher = std::thread([&] {
+      pollfd fds[3] = {
+          {request_.cancel_fd, POLLIN, 0}, {session_.cancel_fd(), POLLIN, 0}, {finished.get(), POLLIN, 0}};
+      while (::poll(fds, 3, -1) < 0 && errno == EINTR) {
+      }
+      if (fds[0].revents & (POLLIN | POLLHUP | POLLERR)) {
+        session_.fail(std::make_exception_ptr(BuildCanceled("build canceled")));
+      }
+    });
+  }
+  std::vector<std::thread> threads;
+  threads.reserve(order.size());
+  for (size_t s : order) {
+    threads.emplace_back([this, s] {
+      try {
+        // The stages this one needs first, then a job slot.
+        for (const auto& dependency : session_.graph.stages[s].dependencies) {
+          if (dependency.stage) session_.stage_result(*dependency.stage);
+        }
+        session_.check_canceled();
+        session_.jobs.acquire();
+        struct Release {
+          BuildSession& session;
+          ~Release() { session.jobs.release(); }
+        } release{session_};
+        session_.set_stage_result(s, run_stage(session_, s));
+      } catch (...) {
+        session_.fail(std::current_exception());
+      }
+    });
+  }
+  for (std::thread& thread : threads) thread.join();
+  uint64_t one = 1;
+  if (::write(finished.get(), &one, sizeof one) != sizeof one) throw_errno("wake the cancel watcher");
+  if (watcher.joinable()) watcher.join();
+  if (session_.context.checksums) session_.context.checksums->save();
+  for (auto& [name, source] : session_.named_contexts) {
+    if (source.checksums) source.checksums->save();
+  }
+  if (std::exception_ptr error = session_.first_error()) std::rethrow_exception(error);
+}
+
+nlohmann::json Builder::final_config(const ImageState& state) {
+  nlohmann::json config = state.config;
+  nlohmann::json& inner = config["config"];
+  for (const auto& [key, value] : request_.labels) inner["Labels"][key] = value;
+  const parser::Platform& platform = session_.target_platform;
+  config["architecture"] = platform.architecture;
+  config["os"] = platform.os;
+  if (!platform.variant.empty()) {
+    config["variant"] = platform.variant;
+  } else {
+    config.erase("variant");
+  }
+  config["rootfs"] = {{"type", "layers"}, {"diff_ids", nlohmann::json::array()}};
+  for (const Layer& layer : state.layers) config["rootfs"]["diff_ids"].push_back(layer.diff_id.str());
+  // The image was made when its last step was: a rebuild from the cache gives the same image.
+  std::string created;
+  if (config.contains("history")) {
+    for (const auto& entry : config["history"]) {
+      if (entry.contains("created")) created = std::max(created, entry["created"].get<std::string>());
+    }
+  }
+  if (created.empty()) created = session_.now_created();
+  if (session_.epoch) created = rfc3339_nano(*session_.epoch * 1000000000);
+  config["created"] = created;
+  return config;
+}
+
+BuildResult Builder::export_result() {
+  const ImageState& state = session_.stage_result(session_.graph.target);
+  std::vector<OutputSpec> outputs = request_.outputs;
+  if (outputs.empty()) outputs.push_back(OutputSpec{});
+  nlohmann::json config = final_config(state);
+  std::string config_bytes = config.dump();
+  BuildResult result{sha256_of(config_bytes), std::nullopt};
+  bool needs_image = std::any_of(outputs.begin(), outputs.end(), [](const OutputSpec& o) {
+    return o.type == OutputSpec::Type::kImage || o.type == OutputSpec::Type::kOci ||
+           o.type == OutputSpec::Type::kDocker;
+  });
+  if (needs_image) {
+    int vertex = progress_.start("exporting to image");
+    Manifest manifest{std::string(media::kOciManifest),
+                      Descriptor{std::string(media::kOciConfig),
+                                 result.image_id,
+                                 static_cast<int64_t>(config_bytes.size()),
+                                 {},
+                                 std::nullopt},
+                      state.blobs(),
+                      {}};
+    std::string manifest_bytes = manifest.serialize();
+    progress_.note(vertex, "exporting layers done");
+    store_.put_blob(config_bytes);
+    Digest manifest_digest = store_.put_blob(manifest_bytes);
+    progress_.note(vertex, fmt::format("writing image {} done", result.image_id));
+    Descriptor descriptor{std::string(media::kOciManifest),
+                          manifest_digest,
+                          static_cast<int64_t>(manifest_bytes.size()),
+                          {},
+                          std::nullopt};
+    // Names only now that everything else succeeded.
+    if (request_.tags.empty()) {
+      store_.set_name(descriptor, std::nullopt);
+    }
+    for (const Reference& tag : request_.tags) {
+      store_.set_name(descriptor, tag);
+      progress_.note(vertex, fmt::format("naming to {} done", tag.str()));
+    }
+    result.manifest_digest = manifest_digest;
+    progress_.done(vertex);
+  }
+  for (const OutputSpec& output : outputs) {
+    switch (output.type) {
+      case OutputSpec::Type::kImage:
+        break;
+      case OutputSpec::Type::kOci:
+      case OutputSpec::Type::kDocker: {
+        int vertex = progress_.start(fmt::format("exporting to {} image format",
+                                                 output.type == OutputSpec::Type::kOci ? "oci" : "docker"));
+        std::vector<std::string> names;
+        for (const Reference& tag : request_.tags) names.push_back(tag.str());
+        if (names.empty()) names.push_back(result.image_id.str());
+        if (output.dest == "-") {
+          FdWriter out(request_.stdout_fd, "standard output");
+          save_images(store_, names, out);
+        } else {
+          AtomicFile file(output.dest);
+          save_images(store_, names, file);
+          file.commit();
+        }
+        progress_.note(vertex, fmt::format("sending tarball to {} done", output.dest));
+        progress_.done(vertex);
+        break;
+      }
+      case OutputSpec::Type::kTar:
+      case OutputSpec::Type::kLocal: {
+        int vertex = progress_.start(fmt::format(
+            "exporting to client {}", output.type == OutputSpec::Type::kTar ? "tarball" : "directory"));
+        std::vector<std::string> lowers = session_.snapshots(state);
+        if (output.type == OutputSpec::Type::kLocal) {
+          make_dirs(output.dest, 0755);
+          runtime::flatten_layers(lowers, output.dest);
+        } else {
+          std::vector<Fd> fds;
+          std::vector<int> raw;
+          for (auto it = lowers.rbegin(); it != lowers.rend(); ++it) {
+            fds.push_back(open_or_throw(*it, O_RDONLY | O_DIRECTORY));
+            raw.push_back(fds.back().get());
+          }
+          TarWriteOptions tar_options;
+          tar_options.source_date_epoch = session_.epoch;
+          if (output.dest == "-") {
+            FdWriter out(request_.stdout_fd, "standard output");
+            write_flattened_tar(raw, out, tar_options);
+          } else {
+            AtomicFile file(output.dest);
+            write_flattened_tar(raw, file, tar_options);
+            file.commit();
+          }
+        }
+        progress_.note(vertex, fmt::format("copying files to {} done", output.dest));
+        progress_.done(vertex);
+        break;
+      }
+    }
+  }
+  return result;
+}
+
+BuildResult build(Store& store, const BuildRequest& request, Progress& progress) {
+  Builder builder(store, request, progress);
+  return builder.run();
+}
+
+}  // namespace kiln::builder

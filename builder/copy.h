@@ -1,0 +1,78 @@
+// COPY and ADD as Docker (BuildKit) does them, into the empty upper directory of a new layer: the
+// sources chosen from a tree (wildcards, directories copied by their contents, symlinks named as
+// a source followed, the .dockerignore), the destination resolved in the stage's root as it is
+// (a directory there, or one the instruction names with a trailing `/`, receives the sources),
+// owners and modes as the flags say, local archives unpacked by ADD. What the upper directory holds
+// afterwards is the layer: the new files and the directories on their way, those the root has
+// already keeping its attributes (what overlayfs's copy-up would keep).
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "builder/source_tree.h"
+#include "layerstore/digest.h"
+
+namespace kiln::builder {
+
+class ChecksumCache;
+
+// --chmod: an octal mode, or chmod(1)'s symbolic form ("u+x,go-w"), applied to what is copied.
+struct ChmodSpec {
+  std::optional<mode_t> octal;
+  std::string symbolic;
+  // The mode a file or directory with mode `mode` gets.
+  mode_t apply(mode_t mode, bool directory) const;
+};
+// Throws UsageError with Docker's message for a bad value.
+ChmodSpec parse_chmod(const std::string& text);
+
+struct CopyOptions {
+  std::vector<std::string> sources;  // as written (expanded), relative to the source tree
+  std::string dest;                  // absolute in the container, cleaned; `dest_is_dir` if it ended in `/`
+  bool dest_is_dir = false;
+  // The owner of everything copied and of the directories made for it; without it, files keep
+  // their owners when `keep_owners` (a stage or image) and belong to 0:0 otherwise (the context).
+  std::optional<std::pair<uid_t, gid_t>> chown;
+  bool keep_owners = false;
+  std::optional<ChmodSpec> chmod;
+  bool unpack_archives = false;       // ADD: local tar archives (plain, gzip, bzip2, xz, zstd) unpacked
+  std::vector<std::string> excludes;  // --exclude patterns, matched like .dockerignore's
+  bool parents = false;               // --parents: the sources' directories kept under dest
+  // --link: the layer does not depend on the root below it: the destination is not resolved there.
+  bool link = false;
+  std::optional<int64_t> source_date_epoch;  // mtimes of what is made here, when set
+  std::string instruction = "COPY";          // for messages
+};
+
+// One source matched, with what it selected under it.
+struct CopySelection {
+  struct Item {
+    std::string source;  // the path in the source tree (a match, symlinks followed)
+    bool directory = false;
+    std::vector<SourceTree::Entry> entries;  // under a directory, walked, ignored paths left out
+    SourceTree::Entry top;
+  };
+  std::vector<Item> items;
+};
+
+// Resolves the sources in `tree`. Throws NotFoundError (`COPY failed: "/x": not found`) for a
+// source that names nothing (a wildcard that matches nothing is not an error, as in BuildKit), and
+// UsageError when several sources go to a destination that is not a directory.
+CopySelection select_sources(const SourceTree& tree, const CopyOptions& options);
+
+// A digest of everything the selection would copy: paths, types, modes, link targets and the content
+// of every file (through `checksums` when given: the context's files are hashed once and then known
+// by their stat). Owners are not in it (the context's are not copied).
+Digest selection_digest(const SourceTree& tree, const CopySelection& selection, ChecksumCache* checksums);
+
+// Copies the selection into `upper_dir` (an empty directory), `lower` being the root the layer goes
+// on. Throws kiln::Error naming the path on failure.
+void copy_into(const SourceTree& tree, const CopySelection& selection, const CopyOptions& options,
+               const SourceTree& lower, const std::string& upper_dir);
+
+}  // namespace kiln::builder
