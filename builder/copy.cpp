@@ -130,121 +130,172 @@ void walk(const SourceTree& tree, const std::string& root, const std::string& di
   }
 }
 
+// chmod(1)'s symbolic modes, as BSD's setmode reads them (BuildKit's parser is a port of it).
+constexpr mode_t kStandardBits = 06777;  // a: set-id and permission bits, not the sticky bit
+constexpr mode_t kSticky = 01000;
+constexpr uint8_t kCopySet = 1, kCopyClear = 2, kCopyToUser = 4, kCopyToGroup = 8, kCopyToOther = 16;
+
+// Appends the ops for `op` ('+', '-', '=', 'X', 'Y', or 'u'/'g'/'o' with `arg` the operator) on
+// the classes in `who` (0: all of them, BuildKit's umask being 0).
+void add_op(std::vector<ChmodSpec::Op>& ops, char op, mode_t who, mode_t arg, char copy_op = 0) {
+  switch (op) {
+    case '=':
+      ops.push_back({'-', 0, who ? who : kStandardBits});
+      op = '+';
+      [[fallthrough]];
+    case '+':
+    case '-':
+    case 'X':
+    case 'Y':
+      ops.push_back({op, 0, who ? (who & arg) : arg});
+      return;
+    default: {  // 'u', 'g', 'o': copy a class's bits
+      ChmodSpec::Op copy{op, 0, static_cast<mode_t>(~mode_t{0})};
+      if (who == 0) {
+        copy.flags = kCopyToUser | kCopyToGroup | kCopyToOther;
+      } else {
+        if (who & 0400) copy.flags |= kCopyToUser;
+        if (who & 0040) copy.flags |= kCopyToGroup;
+        if (who & 0004) copy.flags |= kCopyToOther;
+      }
+      copy.flags |= copy_op == '+' ? kCopySet : copy_op == '-' ? kCopyClear : (kCopySet | kCopyClear);
+      ops.push_back(copy);
+      return;
+    }
+  }
+}
+
+// BuildKit's messages: the first for anything that starts like a number.
+[[noreturn]] void bad_chmod(const std::string& text) {
+  if (!text.empty() && text[0] >= '0' && text[0] <= '9') {
+    throw UsageError(fmt::format(
+        "invalid chmod parameter: '{}'. it should be octal string and between 0 and 07777", text));
+  }
+  throw UsageError(fmt::format("invalid chmod parameter: '{}': invalid syntax", text));
+}
+
 }  // namespace
 
 mode_t ChmodSpec::apply(mode_t mode, bool directory) const {
-  if (octal) return *octal;
-  mode_t result = mode & 07777;
-  size_t start = 0;
-  while (start <= symbolic.size()) {
-    size_t comma = symbolic.find(',', start);
-    if (comma == std::string::npos) comma = symbolic.size();
-    std::string clause = symbolic.substr(start, comma - start);
-    start = comma + 1;
-    size_t i = 0;
-    mode_t who = 0;
-    for (; i < clause.size() && std::string_view("ugoa").find(clause[i]) != std::string_view::npos; ++i) {
-      switch (clause[i]) {
-        case 'u':
-          who |= 04700;
-          break;
-        case 'g':
-          who |= 02070;
-          break;
-        case 'o':
-          who |= 01007;
-          break;
-        default:
-          who |= 07777;
-          break;
-      }
-    }
-    if (who == 0) who = 07777;
-    while (i < clause.size()) {
-      char op = clause[i++];
-      mode_t bits = 0;
-      for (; i < clause.size() && std::string_view("rwxXstugo").find(clause[i]) != std::string_view::npos;
-           ++i) {
-        switch (clause[i]) {
-          case 'r':
-            bits |= 0444;
-            break;
-          case 'w':
-            bits |= 0222;
-            break;
-          case 'x':
-            bits |= 0111;
-            break;
-          case 'X':
-            if (directory || (mode & 0111)) bits |= 0111;
-            break;
-          case 's':
-            bits |= 06000;
-            break;
-          case 't':
-            bits |= 01000;
-            break;
-          case 'u':
-            bits |= ((result & 0700) >> 6) * 0111;
-            break;
-          case 'g':
-            bits |= ((result & 0070) >> 3) * 0111;
-            break;
-          case 'o':
-            bits |= (result & 0007) * 0111;
-            break;
+  if (octal) return *octal & 07777;
+  const mode_t before = mode & 07777;
+  mode_t result = before;
+  for (const Op& op : ops) {
+    switch (op.cmd) {
+      case '+':
+        result |= op.bits;
+        break;
+      case '-':
+        result &= ~op.bits;
+        break;
+      case 'X':
+      case 'Y':
+        // Linux's X: only for a directory, or a file someone could run before the change.
+        if (directory || (before & 0111)) result = op.cmd == 'X' ? (result | op.bits) : (result & ~op.bits);
+        break;
+      default: {
+        int from = op.cmd == 'u' ? 6 : op.cmd == 'g' ? 3 : 0;
+        mode_t value = (result >> from) & 07;
+        const std::pair<uint8_t, int> targets[] = {{kCopyToUser, 6}, {kCopyToGroup, 3}, {kCopyToOther, 0}};
+        if (op.flags & kCopyClear) {
+          mode_t clear = (op.flags & kCopySet) ? 07 : value;
+          for (auto [flag, shift] : targets) {
+            if (op.flags & flag) result &= ~((clear << shift) & op.bits);
+          }
         }
-      }
-      bits &= who;
-      if (op == '+') {
-        result |= bits;
-      } else if (op == '-') {
-        result &= ~bits;
-      } else {
-        result = (result & ~who) | bits;
+        if (op.flags & kCopySet) {
+          for (auto [flag, shift] : targets) {
+            if (op.flags & flag) result |= (value << shift) & op.bits;
+          }
+        }
+        break;
       }
     }
   }
-  return result;
+  return result & 07777;
 }
 
 ChmodSpec parse_chmod(const std::string& text) {
   ChmodSpec spec;
-  bool numeric =
-      !text.empty() && std::all_of(text.begin(), text.end(), [](char c) { return c >= '0' && c <= '9'; });
-  if (numeric) {
-    bool octal = std::all_of(text.begin(), text.end(), [](char c) { return c <= '7'; });
-    unsigned long value = octal && text.size() <= 5 ? std::stoul(text, nullptr, 8) : 010000;
-    if (value > 07777) {
-      throw UsageError(fmt::format(
-          "invalid chmod parameter: '{}'. it should be octal string and between 0 and 07777", text));
+  spec.symbolic = text;
+  if (text.empty()) bad_chmod(text);
+  if (std::all_of(text.begin(), text.end(), [](char c) { return c >= '0' && c <= '7'; })) {
+    // strconv.ParseUint(text, 8, 32): any number of digits, leading zeros included.
+    uint64_t value = 0;
+    for (char c : text) {
+      value = value * 8 + static_cast<uint64_t>(c - '0');
+      if (value > 07777) bad_chmod(text);
     }
     spec.octal = static_cast<mode_t>(value);
     return spec;
   }
-  // chmod(1)'s symbolic form: [ugoa]*([-+=]([rwxXst]*|[ugo]))+ clauses joined by commas.
-  size_t start = 0;
-  while (start <= text.size()) {
-    size_t comma = text.find(',', start);
-    if (comma == std::string::npos) comma = text.size();
-    std::string clause = text.substr(start, comma - start);
-    start = comma + 1;
-    size_t i = 0;
-    while (i < clause.size() && std::string_view("ugoa").find(clause[i]) != std::string_view::npos) ++i;
-    bool any_op = false;
-    while (i < clause.size()) {
-      if (std::string_view("+-=").find(clause[i]) == std::string_view::npos) break;
-      any_op = true;
-      ++i;
-      while (i < clause.size() && std::string_view("rwxXstugo").find(clause[i]) != std::string_view::npos)
-        ++i;
+  if (text[0] >= '0' && text[0] <= '9') bad_chmod(text);
+  // Clauses [ugoa]*([-+=]([rwxXst]*|[ugo]))+ joined by commas.
+  size_t i = 0;
+  while (true) {
+    mode_t who = 0;
+    for (; i < text.size(); ++i) {
+      char c = text[i];
+      if (c == 'a') {
+        who |= kStandardBits;
+      } else if (c == 'u') {
+        who |= 04700;
+      } else if (c == 'g') {
+        who |= 02070;
+      } else if (c == 'o') {
+        who |= 00007;
+      } else {
+        break;
+      }
     }
-    if (!any_op || i != clause.size()) {
-      throw UsageError(
-          fmt::format("invalid chmod parameter: '{}'. it should be octal string or a symbolic mode", text));
-    }
+    bool equal_done = false;
+    do {  // one or more operators for these classes
+      if (i >= text.size() || std::string_view("+-=").find(text[i]) == std::string_view::npos)
+        bad_chmod(text);
+      char op = text[i++];
+      if (op == '=') equal_done = false;
+      who &= ~kSticky;
+      mode_t perm = 0;
+      bool x_if = false;
+      for (;; ++i) {
+        char c = i < text.size() ? text[i] : '\0';
+        if (c == 'r') {
+          perm |= 0444;
+        } else if (c == 'w') {
+          perm |= 0222;
+        } else if (c == 'x') {
+          perm |= 0111;
+        } else if (c == 'X') {
+          x_if = true;
+        } else if (c == 's') {
+          // Set-id bits mean nothing for "other" alone.
+          if (who == 0 || (who & ~mode_t{0007})) perm |= 06000;
+        } else if (c == 't') {
+          if (who == 0 || (who & ~mode_t{0007})) {
+            who |= kSticky;
+            perm |= kSticky;
+          }
+        } else if (c == 'u' || c == 'g' || c == 'o') {
+          if (perm) add_op(spec.ops, op, who, perm);
+          perm = 0;
+          if (op == '=') equal_done = true;
+          if (x_if) add_op(spec.ops, op == '-' ? 'Y' : 'X', who, 0111);
+          x_if = false;
+          add_op(spec.ops, c, who, 0, op);
+        } else {
+          if (perm || (op == '=' && !equal_done)) {
+            if (op == '=') equal_done = true;
+            add_op(spec.ops, op, who, perm);
+          }
+          if (x_if) add_op(spec.ops, op == '-' ? 'Y' : 'X', who, 0111);
+          break;
+        }
+      }
+    } while (i < text.size() && text[i] != ',');
+    if (i >= text.size()) break;
+    ++i;  // the comma; a clause must follow it
+    if (i >= text.size()) bad_chmod(text);
   }
-  spec.symbolic = text;
   return spec;
 }
 

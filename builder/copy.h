@@ -22,13 +22,24 @@ namespace kiln::builder {
 class ChecksumCache;
 
 // --chmod: an octal mode, or chmod(1)'s symbolic form ("u+x,go-w"), applied to what is copied.
+// The symbolic form is read as BuildKit's mode parser (a port of BSD's setmode) reads it, with a
+// umask of 0; X (execute for a directory, or for a file someone may execute already, judged by its
+// mode before the first clause) works with `=` and `+` and takes away with `-`, as Linux's chmod
+// (fsutil #232 moved BuildKit's parser to Linux's X; BSD's adds even with `-`).
 struct ChmodSpec {
   std::optional<mode_t> octal;
-  std::string symbolic;
-  // The mode a file or directory with mode `mode` gets.
+  std::string symbolic;  // as written, for messages and the cache key
+  struct Op {
+    char cmd = '+';     // '+' set, '-' clear, 'X'/'Y' set/clear x if a directory or x anywhere,
+                        // 'u'/'g'/'o' copy that class's bits to the classes `flags` names
+    uint8_t flags = 0;  // for 'u'/'g'/'o': kCopySet, kCopyClear, kCopyTo{User,Group,Other}
+    mode_t bits = 0;
+  };
+  std::vector<Op> ops;
+  // The mode (permission and set-id bits) a file or directory with mode `mode` gets.
   mode_t apply(mode_t mode, bool directory) const;
 };
-// Throws UsageError with Docker's message for a bad value.
+// Throws UsageError with BuildKit's message for a bad value.
 ChmodSpec parse_chmod(const std::string& text);
 
 struct CopyOptions {
