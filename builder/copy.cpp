@@ -11,6 +11,7 @@
 #include <array>
 #include <cerrno>
 #include <map>
+#include <unordered_set>
 
 #include "builder/checksum_cache.h"
 #include "layerstore/compress.h"
@@ -464,11 +465,34 @@ Digest selection_digest(const SourceTree& tree, const CopySelection& selection, 
 
 namespace {
 
+// The process's umask, read without changing it (umask(2) can only be read by setting it, which
+// would race with other threads making files); 022 when /proc does not say.
+mode_t process_umask() {
+  Fd status(::open("/proc/self/status", O_RDONLY | O_CLOEXEC));
+  if (!status.valid()) return 022;
+  char buffer[4096];
+  ssize_t n = ::read(status.get(), buffer, sizeof buffer - 1);
+  if (n <= 0) return 022;
+  std::string_view text(buffer, static_cast<size_t>(n));
+  size_t at = text.find("Umask:");
+  if (at == std::string_view::npos) return 022;
+  mode_t value = 0;
+  for (size_t i = at + 6; i < text.size() && text[i] != '\n'; ++i) {
+    if (text[i] >= '0' && text[i] <= '7') value = value * 8 + static_cast<mode_t>(text[i] - '0');
+  }
+  return value & 0777;
+}
+
 // Writes into the upper directory, making the directories on the way as the root below has them.
 class UpperWriter {
  public:
   UpperWriter(const SourceTree& lower, const CopyOptions& options, const std::string& upper_dir)
-      : lower_(lower), options_(options), upper_(open_or_throw(upper_dir, O_RDONLY | O_DIRECTORY)) {}
+      : lower_(lower),
+        options_(options),
+        upper_(open_or_throw(upper_dir, O_RDONLY | O_DIRECTORY)),
+        umask_(process_umask()),
+        root_owned_copy_(::geteuid() == 0 && ::getegid() == 0 && !options.keep_owners &&
+                         (!options.chown || *options.chown == std::make_pair(uid_t{0}, gid_t{0}))) {}
 
   // The destination as the root resolves it (symlinks followed inside it, as far as it exists),
   // unless --link.
@@ -513,6 +537,7 @@ class UpperWriter {
         dir_times_.emplace_back(prefix, below->st_mtim);
         continue;
       }
+      fresh_dirs_.insert(prefix);
       auto [uid, gid] = options_.chown.value_or(std::make_pair(uid_t{0}, gid_t{0}));
       set_owner(prefix, uid, gid);
       set_mode(prefix, with_chmod && options_.chmod ? options_.chmod->apply(0755, true) : 0755);
@@ -532,6 +557,8 @@ class UpperWriter {
         if (errno != EEXIST) throw_errno(fmt::format("create `/{}`", target));
         auto there = stat_at(upper_.get(), target);
         if (!there || !S_ISDIR(there->st_mode)) throw not_a_directory(target);
+      } else if (!below) {
+        fresh_dirs_.insert(target);
       }
       apply_metadata(target, st, true);
       return;
@@ -549,18 +576,26 @@ class UpperWriter {
         links_[key] = target;
       }
       Fd in = tree.open_file(entry);
+      // Two of the six calls a small file costs can go: the mode is given to openat when the umask
+      // leaves it whole (no set-id bits, which a chown would clear), and the owner is left as it
+      // is when the file is root's in a directory this copy made as root's.
+      mode_t mode = mode_for(st, false);
+      bool mode_at_create = (mode & 07000) == 0 && (mode & umask_) == 0;
+      bool owner_at_create = root_owned_copy_ && fresh_dirs_.contains(parent_of(target));
       Fd out;
       create_or_replace(target, [&] {
         out = Fd(::openat(upper_.get(), target.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
-                          0600));
+                          mode_at_create ? mode : 0600));
         return out.valid();
       });
       copy_content(in.get(), out.get(), static_cast<uint64_t>(st.st_size), target);
-      auto [uid, gid] = owner_for(st);
-      if (::fchown(out.get(), uid, gid) != 0 && errno != EPERM)
-        throw_errno(fmt::format("set the owner of `/{}`", target));
+      if (!owner_at_create) {
+        auto [uid, gid] = owner_for(st);
+        if (::fchown(out.get(), uid, gid) != 0 && errno != EPERM)
+          throw_errno(fmt::format("set the owner of `/{}`", target));
+      }
       // After the owner: chown clears the set-id bits.
-      if (::fchmod(out.get(), mode_for(st, false)) != 0)
+      if (!mode_at_create && ::fchmod(out.get(), mode) != 0)
         throw_errno(fmt::format("set the mode of `/{}`", target));
       const struct timespec times[2] = {st.st_mtim, st.st_mtim};
       if (::futimens(out.get(), times) != 0) throw_errno(fmt::format("set the times of `/{}`", target));
@@ -603,7 +638,10 @@ class UpperWriter {
     extract.on_implicit_dir = [&](int dirfd, const std::string& relative) {
       std::string path = join_path(dest, relative);
       std::optional<struct stat> below = lower_at(path);
-      if (!below) return;
+      if (!below) {
+        fresh_dirs_.insert(path);
+        return;
+      }
       if (!S_ISDIR(below->st_mode)) throw not_a_directory(path);
       if (::fchown(dirfd, below->st_uid, below->st_gid) != 0 && errno != EPERM)
         throw_errno(fmt::format("set the owner of `/{}`", path));
@@ -637,9 +675,9 @@ class UpperWriter {
   }
 
   // What the root below has at `path` (lstat), unless --link (the layer is made as on an empty
-  // root).
+  // root) or the path is under a directory this copy made, where the root has nothing.
   std::optional<struct stat> lower_at(const std::string& path) const {
-    if (options_.link) return std::nullopt;
+    if (options_.link || fresh_dirs_.contains(parent_of(path))) return std::nullopt;
     std::optional<SourceTree::Entry> entry = lower_.lookup(path, false);
     if (!entry) return std::nullopt;
     return entry->st;
@@ -708,6 +746,7 @@ class UpperWriter {
   static void copy_content(int in, int out, uint64_t size, const std::string& target) {
     uint64_t done = 0;
     bool kernel_copy = true;
+    std::vector<std::byte> buffer;
     while (done < size) {
       ssize_t n = -1;
       if (kernel_copy) {
@@ -717,9 +756,9 @@ class UpperWriter {
           continue;
         }
       } else {
-        char buffer[1 << 16];
-        n = ::read(in, buffer, sizeof buffer);
-        if (n > 0) FdWriter(out, target).write(std::as_bytes(std::span(buffer, static_cast<size_t>(n))));
+        if (buffer.empty()) buffer.resize(std::min<uint64_t>(size - done, 1 << 20));
+        n = ::read(in, buffer.data(), buffer.size());
+        if (n > 0) FdWriter(out, target).write(std::span(buffer.data(), static_cast<size_t>(n)));
       }
       if (n < 0) {
         if (errno == EINTR) continue;
@@ -735,6 +774,13 @@ class UpperWriter {
   Fd upper_;
   std::vector<std::pair<std::string, struct timespec>> dir_times_;
   std::map<std::tuple<size_t, dev_t, ino_t>, std::string> links_;
+  // Directories this copy made where the root has nothing: what goes under them needs no look at
+  // the root (most of a large copy into a new directory).
+  std::unordered_set<std::string> fresh_dirs_;
+  mode_t umask_;
+  // Everything this copy makes is root's and kiln runs as root: a file made in a directory this
+  // copy made (root's, so no set-group-ID directory hands it another group) is root's already.
+  bool root_owned_copy_;
 };
 
 // The checksum of a tar header block, as Go's archive/tar checks it: the unsigned or the signed sum
