@@ -427,3 +427,22 @@ TEST_CASE("copy_into: ADD unpacks what decompresses to a tar header, and copies 
   CHECK(copy.mode("/x/zeros.tar") == 0600);
   CHECK(slurp(copy.upper + "/x/empty.tar").empty());
 }
+
+TEST_CASE(
+    "select_sources: what the .dockerignore filter leaves out, and a directory a later ! rule reaches into") {
+  Context ctx;
+  kiln::builder::PathFilter filter;
+  // As `dir`, `b.txt` then `!dir/sub` would: dir is left out but what is under dir/sub comes back.
+  filter.excluded = [](std::string_view path) { return path == "b.txt" || path == "dir" || path == "dir/y"; };
+  filter.may_include_below = [](std::string_view dir) { return dir == "dir"; };
+  auto tree = SourceTree::directory(ctx.root, filter);
+  CHECK(select_error(*tree, copy_of({"b.txt"}, "/x")) == "COPY failed: \"/b.txt\": not found");
+  CHECK(describe(kiln::builder::select_sources(*tree, copy_of({"*.txt"}, "/x/"))) ==
+        Lines{"a.txt -> a.txt (file)"});
+  CHECK(describe(kiln::builder::select_sources(*tree, copy_of({"dir"}, "/x/"))) ==
+        Lines{"dir -> dir (dir)", "  dir/sub", "  dir/sub/x"});
+  Lines all = describe(kiln::builder::select_sources(*tree, copy_of({"."}, "/x/")));
+  CHECK(std::find(all.begin(), all.end(), "  dir/sub/x") != all.end());
+  CHECK(std::find(all.begin(), all.end(), "  dir/y") == all.end());
+  CHECK(std::find(all.begin(), all.end(), "  b.txt") == all.end());
+}
