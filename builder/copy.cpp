@@ -7,9 +7,10 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <cerrno>
 #include <map>
-#include <set>
+#include <unordered_set>
 
 #include "builder/checksum_cache.h"
 #include "builder/glob.h"
@@ -29,8 +30,7 @@ bool has_wildcards(std::string_view path) {
   return false;
 }
 
-// One path component against a pattern component, as Go's filepath.Match; a malformed pattern
-// matches nothing, as in BuildKit's COPY.
+// One path component against a pattern component, as Go's filepath.Match.
 bool component_matches(const std::string& pattern, const std::string& name) {
   return GlobPattern(pattern).matches(name);
 }
@@ -47,39 +47,6 @@ std::vector<std::string> split_path(const std::string& path) {
   return parts;
 }
 
-// The paths of `tree` that `pattern` (cleaned, relative) matches, component by component; a
-// directory that matched is not searched further (BuildKit walks and skips a matched directory).
-std::vector<std::string> glob(const SourceTree& tree, const std::string& pattern) {
-  std::vector<std::string> parts = split_path(pattern);
-  std::vector<std::string> current = {""};
-  for (size_t i = 0; i < parts.size(); ++i) {
-    std::vector<std::string> next;
-    bool last = i + 1 == parts.size();
-    for (const std::string& dir : current) {
-      if (!has_wildcards(parts[i])) {
-        std::string literal;
-        for (size_t c = 0; c < parts[i].size(); ++c) {
-          if (parts[i][c] == '\\' && c + 1 < parts[i].size()) ++c;
-          literal += parts[i][c];
-        }
-        std::string child = join_path(dir, literal);
-        auto entry = tree.lookup(child);
-        if (entry && (last || S_ISDIR(entry->st.st_mode))) next.push_back(child);
-        continue;
-      }
-      for (const std::string& name : tree.list(dir)) {
-        if (!component_matches(parts[i], name)) continue;
-        std::string child = join_path(dir, name);
-        auto entry = tree.lookup(child);
-        if (!entry) continue;
-        if (last || S_ISDIR(entry->st.st_mode)) next.push_back(child);
-      }
-    }
-    current = std::move(next);
-  }
-  return current;
-}
-
 // A path relative to `base` (which is a prefix of it, or "").
 std::string relative_to(const std::string& base, const std::string& path) {
   if (base.empty()) return path;
@@ -87,176 +54,356 @@ std::string relative_to(const std::string& base, const std::string& path) {
   return path.substr(base.size() + 1);
 }
 
-// Whether an --exclude pattern leaves `relative` (to the copied source) out.
-bool excluded_by(const std::vector<std::string>& patterns, const std::string& relative) {
-  std::vector<std::string> parts = split_path(relative);
-  for (const std::string& pattern : patterns) {
-    std::vector<std::string> pattern_parts = split_path(clean_relative(pattern));
-    if (pattern_parts.empty() || pattern_parts.size() > parts.size()) continue;
-    // A pattern that matches a directory leaves out everything under it.
-    bool matched = true;
-    for (size_t i = 0; i < pattern_parts.size() && matched; ++i) {
-      matched = component_matches(pattern_parts[i], parts[i]);
+NotFoundError not_found(const CopyOptions& options, const std::string& path) {
+  return NotFoundError(fmt::format("{} failed: \"/{}\": not found", options.instruction, path));
+}
+
+// The paths of `tree` that the wildcard `pattern` (cleaned, relative) matches, as BuildKit's
+// ResolveWildcards finds them: the components before the first wildcard are a directory, found
+// with symlinks followed (a missing one is an error: BuildKit's walk cannot start); below it the
+// rest is matched component by component through real directories only, and a directory that
+// matches is not searched further. In the order Go's filepath.Walk visits them (by name, directory
+// by directory).
+std::vector<std::string> glob(const SourceTree& tree, const std::string& pattern,
+                              const CopyOptions& options) {
+  std::vector<std::string> parts = split_path(pattern);
+  size_t first = 0;
+  while (first < parts.size() && !has_wildcards(parts[first])) ++first;
+  // Kept as written, backslashes too: BuildKit unescapes only what filepath.Match reads.
+  std::string prefix = join_components(parts, first);
+  std::string base = prefix.empty() ? "" : tree.resolve(prefix, true).value_or(prefix);
+  if (!tree.lookup(base)) throw not_found(options, base);
+
+  std::vector<std::string> current = {base};
+  for (size_t i = first; i < parts.size(); ++i) {
+    std::vector<std::string> next;
+    bool last = i + 1 == parts.size();
+    for (const std::string& dir : current) {
+      for (const SourceTree::Entry& entry : tree.entries(dir)) {
+        if (!component_matches(parts[i], base_of(entry.path))) continue;
+        if (last || S_ISDIR(entry.st.st_mode)) next.push_back(entry.path);
+      }
     }
-    if (matched) return true;
+    current = std::move(next);
+  }
+  return current;
+}
+
+// `path` (components) matches `pattern` (components) in full, `**` standing for any number of
+// components, every other component as component_matches has it (patternmatcher's reading of
+// .dockerignore-style patterns, which --exclude and --parents use).
+bool parts_match(const std::vector<std::string>& pattern, size_t p, const std::vector<std::string>& path,
+                 size_t s) {
+  if (p == pattern.size()) return s == path.size();
+  if (pattern[p] == "**") {
+    for (size_t k = s; k <= path.size(); ++k) {
+      if (parts_match(pattern, p + 1, path, k)) return true;
+    }
+    return false;
+  }
+  return s < path.size() && component_matches(pattern[p], path[s]) &&
+         parts_match(pattern, p + 1, path, s + 1);
+}
+
+// `relative` or a directory above it matches `pattern`: what matches a directory takes in
+// everything under it (patternmatcher's MatchesUsingParentResults along a walk).
+bool matches_or_below(const std::vector<std::string>& pattern, const std::string& relative) {
+  std::vector<std::string> parts = split_path(relative);
+  for (size_t n = 1; n <= parts.size(); ++n) {
+    std::vector<std::string> prefix(parts.begin(), parts.begin() + static_cast<ptrdiff_t>(n));
+    if (parts_match(pattern, 0, prefix, 0)) return true;
   }
   return false;
+}
+
+// Whether an --exclude pattern leaves `relative` (to the copied source) out.
+bool excluded_by(const std::vector<std::vector<std::string>>& patterns, const std::string& relative) {
+  return std::any_of(patterns.begin(), patterns.end(), [&](const auto& pattern) {
+    return !pattern.empty() && matches_or_below(pattern, relative);
+  });
+}
+
+std::vector<std::vector<std::string>> split_patterns(const std::vector<std::string>& patterns) {
+  std::vector<std::vector<std::string>> out;
+  for (const std::string& pattern : patterns) out.push_back(split_path(clean_relative(pattern)));
+  return out;
 }
 
 // Walks the directory `dir` of `tree`, each directory before what it holds, names in byte order;
 // what the filter or --exclude leaves out is skipped. A directory left out that a later `!` rule
 // may reach into is walked, and kept when something under it is.
 void walk(const SourceTree& tree, const std::string& root, const std::string& dir,
-          const std::vector<std::string>& excludes, std::vector<SourceTree::Entry>& out) {
-  for (const std::string& name : tree.list(dir)) {
-    std::string path = join_path(dir, name);
-    std::string relative = relative_to(root, path);
-    if (!excludes.empty() && excluded_by(excludes, relative)) continue;
-    if (tree.excluded(path)) {
-      // Left out, but listed: a directory a later `!` rule reaches into. It is kept only as the
-      // way to what is let in under it.
-      auto dir_entry = tree.lookup(path, false);
-      if (!dir_entry || !S_ISDIR(dir_entry->st.st_mode)) continue;
+          const std::vector<std::vector<std::string>>& excludes, std::vector<SourceTree::Entry>& out) {
+  for (SourceTree::Entry& entry : tree.entries(dir)) {
+    if (!excludes.empty() && excluded_by(excludes, relative_to(root, entry.path))) continue;
+    bool directory = S_ISDIR(entry.st.st_mode);
+    if (entry.excluded) {
       std::vector<SourceTree::Entry> below;
-      walk(tree, root, path, excludes, below);
+      walk(tree, root, entry.path, excludes, below);
       if (below.empty()) continue;
-      out.push_back(*dir_entry);
+      out.push_back(std::move(entry));
       out.insert(out.end(), std::make_move_iterator(below.begin()), std::make_move_iterator(below.end()));
       continue;
     }
-    std::optional<SourceTree::Entry> entry = tree.lookup(path);
-    if (!entry) continue;
-    out.push_back(*entry);
-    if (S_ISDIR(entry->st.st_mode)) walk(tree, root, path, excludes, out);
+    std::string path = entry.path;
+    out.push_back(std::move(entry));
+    if (directory) walk(tree, root, path, excludes, out);
   }
+}
+
+// --parents: walks `dir` as walk() does, keeping what `pattern` takes in (a match and everything
+// below it) and the directories above what is kept, which BuildKit makes only once something under
+// them is copied (`pending`: the directories on the way down not yet kept).
+void walk_parents(const SourceTree& tree, const std::string& root, const std::string& dir,
+                  const std::vector<std::string>& pattern, bool taken_above,
+                  const std::vector<std::vector<std::string>>& excludes,
+                  std::vector<SourceTree::Entry>& pending, std::vector<SourceTree::Entry>& out) {
+  for (SourceTree::Entry& entry : tree.entries(dir)) {
+    std::string relative = relative_to(root, entry.path);
+    if (!excludes.empty() && excluded_by(excludes, relative)) continue;
+    bool taken = taken_above || parts_match(pattern, 0, split_path(relative), 0);
+    auto keep_pending = [&] {
+      out.insert(out.end(), pending.begin(), pending.end());
+      pending.clear();
+    };
+    if (!S_ISDIR(entry.st.st_mode)) {
+      if (!taken) continue;
+      keep_pending();
+      out.push_back(std::move(entry));
+      continue;
+    }
+    std::string path = entry.path;
+    if (taken && !entry.excluded) {
+      keep_pending();
+      out.push_back(std::move(entry));
+    } else {
+      pending.push_back(std::move(entry));
+    }
+    size_t depth = pending.size();
+    walk_parents(tree, root, path, pattern, taken, excludes, pending, out);
+    if (pending.size() == depth && depth > 0 && pending.back().path == path) pending.pop_back();
+  }
+}
+
+// One source of COPY --parents: `base/./pattern` keeps the pattern's paths below `base`, a source
+// without `/./` keeps its whole path (BuildKit copies the tree's root with the source as an
+// include pattern). A source without wildcards must exist.
+void select_parents(const SourceTree& tree, const std::string& written, const CopyOptions& options,
+                    const std::vector<std::vector<std::string>>& excludes, CopySelection& selection) {
+  std::string base_written;
+  std::string pattern_written = written;
+  if (size_t pivot = written.find("/./"); pivot != std::string::npos) {
+    base_written = written.substr(0, pivot);
+    pattern_written = written.substr(pivot + 3);
+  }
+  std::string base = clean_relative(base_written);
+  std::string pattern = clean_relative(pattern_written);
+  if (!has_wildcards(base) && !has_wildcards(pattern)) {
+    std::string required = join_path(base, pattern);
+    std::optional<std::string> resolved = tree.resolve(required, false);
+    if (!resolved || !tree.lookup(*resolved)) throw not_found(options, required);
+  }
+  std::vector<std::string> bases = has_wildcards(base) ? glob(tree, base, options) : std::vector{base};
+  for (const std::string& match : bases) {
+    std::optional<std::string> resolved = tree.resolve(match, true);
+    std::optional<SourceTree::Entry> top;
+    if (resolved) top = tree.lookup(*resolved);
+    if (!top) throw not_found(options, tree.resolve_for_write(match));
+    CopySelection::Item item;
+    item.match = match;
+    item.source = *resolved;
+    item.top = *top;
+    item.directory = true;
+    if (S_ISDIR(top->st.st_mode)) {
+      std::vector<SourceTree::Entry> pending;
+      walk_parents(tree, item.source, item.source, split_path(pattern), pattern.empty(), excludes, pending,
+                   item.entries);
+    }
+    selection.items.push_back(std::move(item));
+  }
+}
+
+// chmod(1)'s symbolic modes, as BSD's setmode reads them (BuildKit's parser is a port of it).
+constexpr mode_t kStandardBits = 06777;  // a: set-id and permission bits, not the sticky bit
+constexpr mode_t kSticky = 01000;
+constexpr uint8_t kCopySet = 1, kCopyClear = 2, kCopyToUser = 4, kCopyToGroup = 8, kCopyToOther = 16;
+
+// Appends the ops for `op` ('+', '-', '=', 'X', 'Y', or 'u'/'g'/'o' with `arg` the operator) on
+// the classes in `who` (0: all of them, BuildKit's umask being 0).
+void add_op(std::vector<ChmodSpec::Op>& ops, char op, mode_t who, mode_t arg, char copy_op = 0) {
+  switch (op) {
+    case '=':
+      ops.push_back({'-', 0, who ? who : kStandardBits});
+      op = '+';
+      [[fallthrough]];
+    case '+':
+    case '-':
+    case 'X':
+    case 'Y':
+      ops.push_back({op, 0, who ? (who & arg) : arg});
+      return;
+    default: {  // 'u', 'g', 'o': copy a class's bits
+      ChmodSpec::Op copy{op, 0, static_cast<mode_t>(~mode_t{0})};
+      if (who == 0) {
+        copy.flags = kCopyToUser | kCopyToGroup | kCopyToOther;
+      } else {
+        if (who & 0400) copy.flags |= kCopyToUser;
+        if (who & 0040) copy.flags |= kCopyToGroup;
+        if (who & 0004) copy.flags |= kCopyToOther;
+      }
+      copy.flags |= copy_op == '+' ? kCopySet : copy_op == '-' ? kCopyClear : (kCopySet | kCopyClear);
+      ops.push_back(copy);
+      return;
+    }
+  }
+}
+
+// BuildKit's messages: the first for anything that starts like a number.
+[[noreturn]] void bad_chmod(const std::string& text) {
+  if (!text.empty() && text[0] >= '0' && text[0] <= '9') {
+    throw UsageError(fmt::format(
+        "invalid chmod parameter: '{}'. it should be octal string and between 0 and 07777", text));
+  }
+  throw UsageError(fmt::format("invalid chmod parameter: '{}': invalid syntax", text));
 }
 
 }  // namespace
 
 mode_t ChmodSpec::apply(mode_t mode, bool directory) const {
-  if (octal) return *octal;
-  mode_t result = mode & 07777;
-  size_t start = 0;
-  while (start <= symbolic.size()) {
-    size_t comma = symbolic.find(',', start);
-    if (comma == std::string::npos) comma = symbolic.size();
-    std::string clause = symbolic.substr(start, comma - start);
-    start = comma + 1;
-    size_t i = 0;
-    mode_t who = 0;
-    for (; i < clause.size() && std::string_view("ugoa").find(clause[i]) != std::string_view::npos; ++i) {
-      switch (clause[i]) {
-        case 'u':
-          who |= 04700;
-          break;
-        case 'g':
-          who |= 02070;
-          break;
-        case 'o':
-          who |= 01007;
-          break;
-        default:
-          who |= 07777;
-          break;
-      }
-    }
-    if (who == 0) who = 07777;
-    while (i < clause.size()) {
-      char op = clause[i++];
-      mode_t bits = 0;
-      for (; i < clause.size() && std::string_view("rwxXstugo").find(clause[i]) != std::string_view::npos;
-           ++i) {
-        switch (clause[i]) {
-          case 'r':
-            bits |= 0444;
-            break;
-          case 'w':
-            bits |= 0222;
-            break;
-          case 'x':
-            bits |= 0111;
-            break;
-          case 'X':
-            if (directory || (mode & 0111)) bits |= 0111;
-            break;
-          case 's':
-            bits |= 06000;
-            break;
-          case 't':
-            bits |= 01000;
-            break;
-          case 'u':
-            bits |= ((result & 0700) >> 6) * 0111;
-            break;
-          case 'g':
-            bits |= ((result & 0070) >> 3) * 0111;
-            break;
-          case 'o':
-            bits |= (result & 0007) * 0111;
-            break;
+  if (octal) return *octal & 07777;
+  const mode_t before = mode & 07777;
+  mode_t result = before;
+  for (const Op& op : ops) {
+    switch (op.cmd) {
+      case '+':
+        result |= op.bits;
+        break;
+      case '-':
+        result &= ~op.bits;
+        break;
+      case 'X':
+      case 'Y':
+        // Linux's X: only for a directory, or a file someone could run before the change.
+        if (directory || (before & 0111)) result = op.cmd == 'X' ? (result | op.bits) : (result & ~op.bits);
+        break;
+      default: {
+        int from = op.cmd == 'u' ? 6 : op.cmd == 'g' ? 3 : 0;
+        mode_t value = (result >> from) & 07;
+        const std::pair<uint8_t, int> targets[] = {{kCopyToUser, 6}, {kCopyToGroup, 3}, {kCopyToOther, 0}};
+        if (op.flags & kCopyClear) {
+          mode_t clear = (op.flags & kCopySet) ? 07 : value;
+          for (auto [flag, shift] : targets) {
+            if (op.flags & flag) result &= ~((clear << shift) & op.bits);
+          }
         }
-      }
-      bits &= who;
-      if (op == '+') {
-        result |= bits;
-      } else if (op == '-') {
-        result &= ~bits;
-      } else {
-        result = (result & ~who) | bits;
+        if (op.flags & kCopySet) {
+          for (auto [flag, shift] : targets) {
+            if (op.flags & flag) result |= (value << shift) & op.bits;
+          }
+        }
+        break;
       }
     }
   }
-  return result;
+  return result & 07777;
 }
 
 ChmodSpec parse_chmod(const std::string& text) {
   ChmodSpec spec;
-  bool numeric =
-      !text.empty() && std::all_of(text.begin(), text.end(), [](char c) { return c >= '0' && c <= '9'; });
-  if (numeric) {
-    bool octal = std::all_of(text.begin(), text.end(), [](char c) { return c <= '7'; });
-    unsigned long value = octal && text.size() <= 5 ? std::stoul(text, nullptr, 8) : 010000;
-    if (value > 07777) {
-      throw UsageError(fmt::format(
-          "invalid chmod parameter: '{}'. it should be octal string and between 0 and 07777", text));
+  spec.symbolic = text;
+  if (text.empty()) bad_chmod(text);
+  if (std::all_of(text.begin(), text.end(), [](char c) { return c >= '0' && c <= '7'; })) {
+    // strconv.ParseUint(text, 8, 32): any number of digits, leading zeros included.
+    uint64_t value = 0;
+    for (char c : text) {
+      value = value * 8 + static_cast<uint64_t>(c - '0');
+      if (value > 07777) bad_chmod(text);
     }
     spec.octal = static_cast<mode_t>(value);
     return spec;
   }
-  // chmod(1)'s symbolic form: [ugoa]*([-+=]([rwxXst]*|[ugo]))+ clauses joined by commas.
-  size_t start = 0;
-  while (start <= text.size()) {
-    size_t comma = text.find(',', start);
-    if (comma == std::string::npos) comma = text.size();
-    std::string clause = text.substr(start, comma - start);
-    start = comma + 1;
-    size_t i = 0;
-    while (i < clause.size() && std::string_view("ugoa").find(clause[i]) != std::string_view::npos) ++i;
-    bool any_op = false;
-    while (i < clause.size()) {
-      if (std::string_view("+-=").find(clause[i]) == std::string_view::npos) break;
-      any_op = true;
-      ++i;
-      while (i < clause.size() && std::string_view("rwxXstugo").find(clause[i]) != std::string_view::npos)
-        ++i;
+  if (text[0] >= '0' && text[0] <= '9') bad_chmod(text);
+  // Clauses [ugoa]*([-+=]([rwxXst]*|[ugo]))+ joined by commas.
+  size_t i = 0;
+  while (true) {
+    mode_t who = 0;
+    for (; i < text.size(); ++i) {
+      char c = text[i];
+      if (c == 'a') {
+        who |= kStandardBits;
+      } else if (c == 'u') {
+        who |= 04700;
+      } else if (c == 'g') {
+        who |= 02070;
+      } else if (c == 'o') {
+        who |= 00007;
+      } else {
+        break;
+      }
     }
-    if (!any_op || i != clause.size()) {
-      throw UsageError(
-          fmt::format("invalid chmod parameter: '{}'. it should be octal string or a symbolic mode", text));
-    }
+    bool equal_done = false;
+    do {  // one or more operators for these classes
+      if (i >= text.size() || std::string_view("+-=").find(text[i]) == std::string_view::npos)
+        bad_chmod(text);
+      char op = text[i++];
+      if (op == '=') equal_done = false;
+      who &= ~kSticky;
+      mode_t perm = 0;
+      bool x_if = false;
+      for (;; ++i) {
+        char c = i < text.size() ? text[i] : '\0';
+        if (c == 'r') {
+          perm |= 0444;
+        } else if (c == 'w') {
+          perm |= 0222;
+        } else if (c == 'x') {
+          perm |= 0111;
+        } else if (c == 'X') {
+          x_if = true;
+        } else if (c == 's') {
+          // Set-id bits mean nothing for "other" alone.
+          if (who == 0 || (who & ~mode_t{0007})) perm |= 06000;
+        } else if (c == 't') {
+          if (who == 0 || (who & ~mode_t{0007})) {
+            who |= kSticky;
+            perm |= kSticky;
+          }
+        } else if (c == 'u' || c == 'g' || c == 'o') {
+          if (perm) add_op(spec.ops, op, who, perm);
+          perm = 0;
+          if (op == '=') equal_done = true;
+          if (x_if) add_op(spec.ops, op == '-' ? 'Y' : 'X', who, 0111);
+          x_if = false;
+          add_op(spec.ops, c, who, 0, op);
+        } else {
+          if (perm || (op == '=' && !equal_done)) {
+            if (op == '=') equal_done = true;
+            add_op(spec.ops, op, who, perm);
+          }
+          if (x_if) add_op(spec.ops, op == '-' ? 'Y' : 'X', who, 0111);
+          break;
+        }
+      }
+    } while (i < text.size() && text[i] != ',');
+    if (i >= text.size()) break;
+    ++i;  // the comma; a clause must follow it
+    if (i >= text.size()) bad_chmod(text);
   }
-  spec.symbolic = text;
   return spec;
 }
 
 CopySelection select_sources(const SourceTree& tree, const CopyOptions& options) {
   CopySelection selection;
+  std::vector<std::vector<std::string>> excludes = split_patterns(options.excludes);
   for (const std::string& written : options.sources) {
+    if (options.parents) {
+      select_parents(tree, written, options, excludes, selection);
+      continue;
+    }
     std::string pattern = clean_relative(written);
     std::vector<std::string> matches;
-    bool wildcard = has_wildcards(pattern);
-    if (wildcard) {
-      matches = glob(tree, pattern);
+    if (has_wildcards(pattern)) {
+      matches = glob(tree, pattern, options);
     } else {
       matches.push_back(pattern);
     }
@@ -266,25 +413,16 @@ CopySelection select_sources(const SourceTree& tree, const CopyOptions& options)
       std::optional<std::string> resolved = tree.resolve(match, true);
       std::optional<SourceTree::Entry> top;
       if (resolved) top = tree.lookup(*resolved);
-      if (!top) {
-        throw NotFoundError(fmt::format("{} failed: \"/{}\": not found", options.instruction, pattern));
-      }
+      // BuildKit names where the links led: `"/missing": not found` for a dangling link.
+      if (!top) throw not_found(options, tree.resolve_for_write(match));
       CopySelection::Item item;
+      item.match = match;
       item.source = *resolved;
       item.top = *top;
       item.directory = S_ISDIR(top->st.st_mode);
-      if (item.directory) walk(tree, item.source, item.source, options.excludes, item.entries);
+      if (item.directory) walk(tree, item.source, item.source, excludes, item.entries);
       selection.items.push_back(std::move(item));
     }
-  }
-  size_t files = 0;
-  for (const auto& item : selection.items) {
-    if (!item.directory) ++files;
-  }
-  if (!options.dest_is_dir && (options.sources.size() > 1 || files > 1)) {
-    throw UsageError(fmt::format(
-        "When using {} with more than one source file, the destination must be a directory and end with a /",
-        options.instruction));
   }
   return selection;
 }
@@ -317,6 +455,7 @@ Digest selection_digest(const SourceTree& tree, const CopySelection& selection, 
   };
   for (const auto& item : selection.items) {
     add(item.directory ? "dir" : "file");
+    add(item.match);  // a file copied into a directory takes the name it was matched by
     add(item.source);
     add_entry(item.top, base_of(item.source));
     for (const auto& entry : item.entries) add_entry(entry, relative_to(item.source, entry.path));
@@ -326,102 +465,145 @@ Digest selection_digest(const SourceTree& tree, const CopySelection& selection, 
 
 namespace {
 
+// The process's umask, read without changing it (umask(2) can only be read by setting it, which
+// would race with other threads making files); 022 when /proc does not say.
+mode_t process_umask() {
+  Fd status(::open("/proc/self/status", O_RDONLY | O_CLOEXEC));
+  if (!status.valid()) return 022;
+  char buffer[4096];
+  ssize_t n = ::read(status.get(), buffer, sizeof buffer - 1);
+  if (n <= 0) return 022;
+  std::string_view text(buffer, static_cast<size_t>(n));
+  size_t at = text.find("Umask:");
+  if (at == std::string_view::npos) return 022;
+  mode_t value = 0;
+  for (size_t i = at + 6; i < text.size() && text[i] != '\n'; ++i) {
+    if (text[i] >= '0' && text[i] <= '7') value = value * 8 + static_cast<mode_t>(text[i] - '0');
+  }
+  return value & 0777;
+}
+
 // Writes into the upper directory, making the directories on the way as the root below has them.
 class UpperWriter {
  public:
-  UpperWriter(const SourceTree& lower, const std::string& upper_dir, const CopyOptions& options)
+  UpperWriter(const SourceTree& lower, const CopyOptions& options, const std::string& upper_dir)
       : lower_(lower),
-        upper_dir_(upper_dir),
         options_(options),
-        upper_(open_or_throw(upper_dir, O_RDONLY | O_DIRECTORY)) {}
+        upper_(open_or_throw(upper_dir, O_RDONLY | O_DIRECTORY)),
+        umask_(process_umask()),
+        root_owned_copy_(::geteuid() == 0 && ::getegid() == 0 && !options.keep_owners &&
+                         (!options.chown || *options.chown == std::make_pair(uid_t{0}, gid_t{0}))) {}
 
-  // The destination as the root resolves it (symlinks followed inside it), unless --link.
+  // The destination as the root resolves it (symlinks followed inside it, as far as it exists),
+  // unless --link.
   std::string resolve_dest(const std::string& dest) const {
     std::string cleaned = clean_relative(dest);
     if (options_.link) return cleaned;
-    return lower_.resolve(cleaned, true).value_or(cleaned);
+    return lower_.resolve_for_write(cleaned);
   }
 
   // Whether `path` is a directory in the layer being made or in the root below.
   bool is_dir(const std::string& path) {
     if (path.empty()) return true;
     if (auto st = stat_at(upper_.get(), path)) return S_ISDIR(st->st_mode);
-    if (options_.link) return false;
-    auto entry = lower_.lookup(path);
-    return entry && S_ISDIR(entry->st.st_mode);
+    auto below = lower_at(path);
+    return below && S_ISDIR(below->st_mode);
   }
 
-  // Makes `path` and its parents directories in the upper directory.
-  void ensure_dir(const std::string& path, const struct stat* metadata = nullptr) {
+  // Each source is copied by a copier of its own in BuildKit: hard links are kept within one.
+  void next_source() { links_.clear(); }
+
+  // Makes `path` and its parents directories in the upper directory, as fsutil's MkdirAll makes
+  // them in the root: what the root has already is kept as it is (copied up), what is missing is
+  // made 0755 (the --chmod mode when `with_chmod`: BuildKit since fsutil #228), owned by --chown's
+  // owner or root.
+  void ensure_dir(const std::string& path, bool with_chmod = true) {
     if (path.empty()) return;
     std::vector<std::string> parts = split_path(path);
     for (size_t i = 0; i < parts.size(); ++i) {
       std::string prefix = join_components(parts, i + 1);
       if (auto st = stat_at(upper_.get(), prefix)) {
-        if (!S_ISDIR(st->st_mode))
-          throw Error(fmt::format("{}: cannot copy to non-directory: /{}", options_.instruction, prefix));
+        if (!S_ISDIR(st->st_mode)) throw not_a_directory(prefix);
         continue;
       }
-      std::optional<SourceTree::Entry> below;
-      if (!options_.link) below = lower_.lookup(prefix);
-      if (below && !S_ISDIR(below->st.st_mode)) {
-        throw Error(fmt::format("{}: cannot copy to non-directory: /{}", options_.instruction, prefix));
-      }
-      bool last = i + 1 == parts.size();
+      std::optional<struct stat> below = lower_at(prefix);
+      if (below && !S_ISDIR(below->st_mode)) throw not_a_directory(prefix);
       if (::mkdirat(upper_.get(), prefix.c_str(), 0755) != 0)
         throw_errno(fmt::format("create `/{}`", prefix));
       if (below) {
         // What overlayfs's copy-up would keep of a directory the root has.
-        set_owner(prefix, below->st.st_uid, below->st.st_gid);
-        set_mode(prefix, below->st.st_mode & 07777);
-        dir_times_.emplace_back(prefix, below->st.st_mtim);
-      } else if (last && metadata) {
-        apply_metadata(prefix, *metadata, true);
-      } else {
-        auto [uid, gid] = options_.chown.value_or(std::make_pair(uid_t{0}, gid_t{0}));
-        set_owner(prefix, uid, gid);
-        mode_t mode = options_.chmod ? options_.chmod->apply(0755, true) : 0755;
-        set_mode(prefix, mode);
-        dir_times_.emplace_back(prefix, new_time());
+        set_owner(prefix, below->st_uid, below->st_gid);
+        set_mode(prefix, below->st_mode & 07777);
+        dir_times_.emplace_back(prefix, below->st_mtim);
+        continue;
       }
+      fresh_dirs_.insert(prefix);
+      auto [uid, gid] = options_.chown.value_or(std::make_pair(uid_t{0}, gid_t{0}));
+      set_owner(prefix, uid, gid);
+      set_mode(prefix, with_chmod && options_.chmod ? options_.chmod->apply(0755, true) : 0755);
+      dir_times_.emplace_back(prefix, new_time());
     }
   }
 
+  // Copies one entry of the source to `target`, as fsutil's copier does: a directory merges with
+  // one that is there (taking the source's owner, mode and times), anything else replaces what is
+  // there unless that is a directory; a directory onto a non-directory is an error.
   void copy_entry(const SourceTree& tree, const SourceTree::Entry& entry, const std::string& target) {
     const struct stat& st = entry.st;
-    if (auto existing = stat_at(upper_.get(), target)) {
-      if (S_ISDIR(existing->st_mode) && S_ISDIR(st.st_mode)) {
-        apply_metadata(target, st, true);
-        return;
-      }
-      remove_tree_at(upper_.get(), target, "/" + target);
-    }
     if (S_ISDIR(st.st_mode)) {
-      if (::mkdirat(upper_.get(), target.c_str(), 0700) != 0)
-        throw_errno(fmt::format("create `/{}`", target));
+      std::optional<struct stat> below = lower_at(target);
+      if (below && !S_ISDIR(below->st_mode)) throw not_a_directory(target);
+      if (::mkdirat(upper_.get(), target.c_str(), 0700) != 0) {
+        if (errno != EEXIST) throw_errno(fmt::format("create `/{}`", target));
+        auto there = stat_at(upper_.get(), target);
+        if (!there || !S_ISDIR(there->st_mode)) throw not_a_directory(target);
+      } else if (!below) {
+        fresh_dirs_.insert(target);
+      }
       apply_metadata(target, st, true);
       return;
     }
+    if (auto below = lower_at(target); below && S_ISDIR(below->st_mode)) throw directory_in_the_way(target);
     if (S_ISREG(st.st_mode)) {
       if (st.st_nlink > 1) {
         auto key = std::make_tuple(entry.layer, st.st_dev, st.st_ino);
         if (auto it = links_.find(key); it != links_.end()) {
-          if (::linkat(upper_.get(), it->second.c_str(), upper_.get(), target.c_str(), 0) == 0) return;
+          create_or_replace(target, [&] {
+            return ::linkat(upper_.get(), it->second.c_str(), upper_.get(), target.c_str(), 0) == 0;
+          });
+          return;
         }
         links_[key] = target;
       }
       Fd in = tree.open_file(entry);
-      Fd out(
-          ::openat(upper_.get(), target.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
-      if (!out.valid()) throw_errno(fmt::format("create `/{}`", target));
+      // Two of the six calls a small file costs can go: the mode is given to openat when the umask
+      // leaves it whole (no set-id bits, which a chown would clear), and the owner is left as it
+      // is when the file is root's in a directory this copy made as root's.
+      mode_t mode = mode_for(st, false);
+      bool mode_at_create = (mode & 07000) == 0 && (mode & umask_) == 0;
+      bool owner_at_create = root_owned_copy_ && fresh_dirs_.contains(parent_of(target));
+      Fd out;
+      create_or_replace(target, [&] {
+        out = Fd(::openat(upper_.get(), target.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+                          mode_at_create ? mode : 0600));
+        return out.valid();
+      });
       copy_content(in.get(), out.get(), static_cast<uint64_t>(st.st_size), target);
-      apply_metadata_fd(out.get(), target, st);
+      if (!owner_at_create) {
+        auto [uid, gid] = owner_for(st);
+        if (::fchown(out.get(), uid, gid) != 0 && errno != EPERM)
+          throw_errno(fmt::format("set the owner of `/{}`", target));
+      }
+      // After the owner: chown clears the set-id bits.
+      if (!mode_at_create && ::fchmod(out.get(), mode) != 0)
+        throw_errno(fmt::format("set the mode of `/{}`", target));
+      const struct timespec times[2] = {st.st_mtim, st.st_mtim};
+      if (::futimens(out.get(), times) != 0) throw_errno(fmt::format("set the times of `/{}`", target));
       return;
     }
     if (S_ISLNK(st.st_mode)) {
       std::string link = tree.read_link(entry);
-      if (::symlinkat(link.c_str(), upper_.get(), target.c_str()) != 0)
-        throw_errno(fmt::format("create the link `/{}`", target));
+      create_or_replace(target, [&] { return ::symlinkat(link.c_str(), upper_.get(), target.c_str()) == 0; });
       auto [uid, gid] = owner_for(st);
       if (::fchownat(upper_.get(), target.c_str(), uid, gid, AT_SYMLINK_NOFOLLOW) != 0 && errno != EPERM) {
         throw_errno(fmt::format("set the owner of `/{}`", target));
@@ -431,13 +613,89 @@ class UpperWriter {
       return;
     }
     if (S_ISCHR(st.st_mode) || S_ISBLK(st.st_mode) || S_ISFIFO(st.st_mode)) {
-      if (::mknodat(upper_.get(), target.c_str(), st.st_mode, st.st_rdev) != 0) {
-        throw_errno(fmt::format("create the node `/{}`", target));
-      }
+      create_or_replace(target,
+                        [&] { return ::mknodat(upper_.get(), target.c_str(), st.st_mode, st.st_rdev) == 0; });
       apply_metadata(target, st, false);
       return;
     }
-    // Sockets are not copied (Docker leaves them out too).
+    // Sockets are not copied (a layer cannot hold one).
+  }
+
+  // ADD of a local archive: unpacked into the destination, always a directory (made 0755 without
+  // --chmod's mode, which BuildKit does not apply to an archive), as Docker's archive.Untar unpacks
+  // into the root: the archive's own entry for the directory is ignored, its entries keep their
+  // owners unless --chown gives one, and a directory it leaves out is the root's when the root has
+  // it, else a new one of root's.
+  void unpack(const SourceTree& tree, const CopySelection::Item& item, const std::string& dest) {
+    ensure_dir(dest, /*with_chmod=*/false);
+    Fd in = tree.open_file(item.top);
+    FdReader raw(in.get(), item.source);
+    auto tar = open_decompressed(raw, nullptr);
+    Fd target = openat_or_throw(upper_.get(), dest.empty() ? "." : dest, O_RDONLY | O_DIRECTORY | O_NOFOLLOW);
+    ExtractOptions extract{WhiteoutMode::Apply, ::geteuid() == 0};
+    extract.owner = options_.chown;
+    extract.skip_root_entry = true;
+    extract.on_implicit_dir = [&](int dirfd, const std::string& relative) {
+      std::string path = join_path(dest, relative);
+      std::optional<struct stat> below = lower_at(path);
+      if (!below) {
+        fresh_dirs_.insert(path);
+        return;
+      }
+      if (!S_ISDIR(below->st_mode)) throw not_a_directory(path);
+      if (::fchown(dirfd, below->st_uid, below->st_gid) != 0 && errno != EPERM)
+        throw_errno(fmt::format("set the owner of `/{}`", path));
+      if (::fchmod(dirfd, below->st_mode & 07777) != 0)
+        throw_errno(fmt::format("set the mode of `/{}`", path));
+      dir_times_.emplace_back(path, below->st_mtim);
+    };
+    try {
+      extract_tar(*tar, target.get(), extract);
+    } catch (...) {
+      rethrow_with_context(fmt::format("{} `{}`", options_.instruction, item.source));
+    }
+  }
+
+  // Directories' times last, deepest first: filling a directory moves its mtime.
+  void finish() {
+    std::stable_sort(dir_times_.begin(), dir_times_.end(),
+                     [](const auto& a, const auto& b) { return a.first.size() > b.first.size(); });
+    for (const auto& [path, time] : dir_times_) {
+      const struct timespec times[2] = {time, time};
+      ::utimensat(upper_.get(), path.empty() ? "." : path.c_str(), times, AT_SYMLINK_NOFOLLOW);
+    }
+  }
+
+ private:
+  Error not_a_directory(const std::string& path) const {
+    return Error(fmt::format("{}: cannot copy to non-directory: /{}", options_.instruction, path));
+  }
+  Error directory_in_the_way(const std::string& path) const {
+    return Error(fmt::format("{}: cannot replace the directory /{} with a file", options_.instruction, path));
+  }
+
+  // What the root below has at `path` (lstat), unless --link (the layer is made as on an empty
+  // root) or the path is under a directory this copy made, where the root has nothing.
+  std::optional<struct stat> lower_at(const std::string& path) const {
+    if (options_.link || fresh_dirs_.contains(parent_of(path))) return std::nullopt;
+    std::optional<SourceTree::Entry> entry = lower_.lookup(path, false);
+    if (!entry) return std::nullopt;
+    return entry->st;
+  }
+
+  // Runs `create` (false with errno set when it fails). Something in the way in the upper
+  // directory (from an earlier source of the same instruction) is removed first, unless it is a
+  // directory: tried first and handled on EEXIST, which saves a stat for every new file.
+  template <typename Create>
+  void create_or_replace(const std::string& target, Create&& create) {
+    if (create()) return;
+    if (errno == EEXIST) {
+      auto there = stat_at(upper_.get(), target);
+      if (there && S_ISDIR(there->st_mode)) throw directory_in_the_way(target);
+      remove_tree_at(upper_.get(), target, "/" + target);
+      if (create()) return;
+    }
+    throw_errno(fmt::format("create `/{}`", target));
   }
 
   // A file's owner in the layer: --chown, else its own from a stage or image, else root's.
@@ -447,11 +705,14 @@ class UpperWriter {
     return {0, 0};
   }
 
+  mode_t mode_for(const struct stat& st, bool directory) const {
+    return options_.chmod ? options_.chmod->apply(st.st_mode, directory) : (st.st_mode & 07777);
+  }
+
   void apply_metadata(const std::string& target, const struct stat& st, bool directory) {
     auto [uid, gid] = owner_for(st);
     set_owner(target, uid, gid);
-    mode_t mode = options_.chmod ? options_.chmod->apply(st.st_mode, directory) : (st.st_mode & 07777);
-    set_mode(target, mode);
+    set_mode(target, mode_for(st, directory));
     if (directory) {
       dir_times_.emplace_back(target, st.st_mtim);
     } else {
@@ -462,30 +723,6 @@ class UpperWriter {
     }
   }
 
-  void apply_metadata_fd(int fd, const std::string& target, const struct stat& st) {
-    auto [uid, gid] = owner_for(st);
-    if (::fchown(fd, uid, gid) != 0 && errno != EPERM)
-      throw_errno(fmt::format("set the owner of `/{}`", target));
-    // After the owner: chown clears the set-id bits.
-    mode_t mode = options_.chmod ? options_.chmod->apply(st.st_mode, false) : (st.st_mode & 07777);
-    if (::fchmod(fd, mode) != 0) throw_errno(fmt::format("set the mode of `/{}`", target));
-    const struct timespec times[2] = {st.st_mtim, st.st_mtim};
-    if (::futimens(fd, times) != 0) throw_errno(fmt::format("set the times of `/{}`", target));
-  }
-
-  // Directories' times last, deepest first: filling a directory moves its mtime.
-  void finish() {
-    std::sort(dir_times_.begin(), dir_times_.end(),
-              [](const auto& a, const auto& b) { return a.first.size() > b.first.size(); });
-    for (const auto& [path, time] : dir_times_) {
-      const struct timespec times[2] = {time, time};
-      ::utimensat(upper_.get(), path.c_str(), times, AT_SYMLINK_NOFOLLOW);
-    }
-  }
-
-  int upper_fd() const { return upper_.get(); }
-
- private:
   struct timespec new_time() const {
     struct timespec now {};
     if (options_.source_date_epoch) {
@@ -509,6 +746,7 @@ class UpperWriter {
   static void copy_content(int in, int out, uint64_t size, const std::string& target) {
     uint64_t done = 0;
     bool kernel_copy = true;
+    std::vector<std::byte> buffer;
     while (done < size) {
       ssize_t n = -1;
       if (kernel_copy) {
@@ -518,9 +756,9 @@ class UpperWriter {
           continue;
         }
       } else {
-        char buffer[1 << 16];
-        n = ::read(in, buffer, sizeof buffer);
-        if (n > 0) FdWriter(out, target).write(std::as_bytes(std::span(buffer, static_cast<size_t>(n))));
+        if (buffer.empty()) buffer.resize(std::min<uint64_t>(size - done, 1 << 20));
+        n = ::read(in, buffer.data(), buffer.size());
+        if (n > 0) FdWriter(out, target).write(std::span(buffer.data(), static_cast<size_t>(n)));
       }
       if (n < 0) {
         if (errno == EINTR) continue;
@@ -532,58 +770,96 @@ class UpperWriter {
   }
 
   const SourceTree& lower_;
-  std::string upper_dir_;
   const CopyOptions& options_;
   Fd upper_;
   std::vector<std::pair<std::string, struct timespec>> dir_times_;
   std::map<std::tuple<size_t, dev_t, ino_t>, std::string> links_;
+  // Directories this copy made where the root has nothing: what goes under them needs no look at
+  // the root (most of a large copy into a new directory).
+  std::unordered_set<std::string> fresh_dirs_;
+  mode_t umask_;
+  // Everything this copy makes is root's and kiln runs as root: a file made in a directory this
+  // copy made (root's, so no set-group-ID directory hands it another group) is root's already.
+  bool root_owned_copy_;
 };
 
-// An archive ADD unpacks: tar, plain or compressed.
+// The checksum of a tar header block, as Go's archive/tar checks it: the unsigned or the signed sum
+// of its bytes, the checksum field counted as spaces, equal to the octal number in that field.
+bool tar_header_checksum_ok(const std::array<unsigned char, 512>& block) {
+  uint64_t unsigned_sum = 0;
+  int64_t signed_sum = 0;
+  for (size_t i = 0; i < block.size(); ++i) {
+    unsigned char c = (i >= 148 && i < 156) ? ' ' : block[i];
+    unsigned_sum += c;
+    signed_sum += static_cast<signed char>(c);
+  }
+  std::string_view field(reinterpret_cast<const char*>(block.data()) + 148, 8);
+  while (!field.empty() && (field.front() == ' ' || field.front() == '\0')) field.remove_prefix(1);
+  while (!field.empty() && (field.back() == ' ' || field.back() == '\0')) field.remove_suffix(1);
+  int64_t value = 0;
+  for (char c : field) {
+    if (c < '0' || c > '7') return false;
+    value = value * 8 + (c - '0');
+  }
+  return static_cast<uint64_t>(value) == unsigned_sum || value == signed_sum;
+}
+
+// Whether ADD unpacks the file, as BuildKit's isArchivePath decides: it decompresses (plain, gzip,
+// bzip2, xz, zstd) and Go's tar reader finds a first header in it. A file that only looks like an
+// archive (a gzip of text, a name ending in .tar.gz, an empty tar) is copied as it is.
 bool is_archive(const SourceTree& tree, const SourceTree::Entry& entry) {
-  if (!S_ISREG(entry.st.st_mode) || entry.st.st_size < 6) return false;
+  if (!S_ISREG(entry.st.st_mode)) return false;
   Fd fd = tree.open_file(entry);
-  std::byte head[512] = {};
-  ssize_t n = ::pread(fd.get(), head, sizeof head, 0);
-  if (n < 6) return false;
-  Compression c = detect_compression(std::span(head, static_cast<size_t>(n)));
-  if (c != Compression::None) return true;
-  return n >= 262 && std::string_view(reinterpret_cast<const char*>(head) + 257, 5) == "ustar";
+  FdReader raw(fd.get(), entry.path);
+  try {
+    auto in = open_decompressed(raw, nullptr);
+    auto read_block = [&](std::array<unsigned char, 512>& block) {
+      size_t got = 0;
+      auto bytes = std::as_writable_bytes(std::span(block));
+      while (got < block.size()) {
+        size_t n = in->read(bytes.subspan(got));
+        if (n == 0) return false;
+        got += n;
+      }
+      return true;
+    };
+    std::array<unsigned char, 512> block{};
+    if (!read_block(block)) return false;
+    auto zero = [](const auto& b) {
+      return std::all_of(b.begin(), b.end(), [](unsigned char c) { return c == 0; });
+    };
+    // A zero block first: the end of an empty archive, or (another block following) a bad header.
+    if (zero(block)) return false;
+    return tar_header_checksum_ok(block);
+  } catch (const InvalidInputError&) {
+    return false;  // not the compressed stream it looked like: copied as it is, as BuildKit does
+  }
 }
 
 }  // namespace
 
 void copy_into(const SourceTree& tree, const CopySelection& selection, const CopyOptions& options,
                const SourceTree& lower, const std::string& upper_dir) {
-  UpperWriter writer(lower, upper_dir, options);
+  UpperWriter writer(lower, options, upper_dir);
   std::string dest = writer.resolve_dest(options.dest);
   for (const auto& item : selection.items) {
+    writer.next_source();
     if (item.directory) {
-      writer.ensure_dir(dest, &item.top.st);
+      // The directory's contents, into the destination made as a parent would be (BuildKit does
+      // not give it the source directory's mode or owner).
+      writer.ensure_dir(dest);
       for (const auto& entry : item.entries) {
         writer.copy_entry(tree, entry, join_path(dest, relative_to(item.source, entry.path)));
       }
       continue;
     }
     if (options.unpack_archives && is_archive(tree, item.top)) {
-      writer.ensure_dir(dest);
-      Fd in = tree.open_file(item.top);
-      FdReader raw(in.get(), item.source);
-      auto tar = open_decompressed(raw, nullptr);
-      Fd target =
-          openat_or_throw(writer.upper_fd(), dest.empty() ? "." : dest, O_RDONLY | O_DIRECTORY | O_NOFOLLOW);
-      try {
-        extract_tar(*tar, target.get(), ExtractOptions{WhiteoutMode::Apply, ::geteuid() == 0});
-      } catch (...) {
-        rethrow_with_context(fmt::format("{} `{}`", options.instruction, item.source));
-      }
+      writer.unpack(tree, item, dest);
       continue;
     }
     bool into_dir = options.dest_is_dir || writer.is_dir(dest);
-    std::string target = into_dir ? join_path(dest, base_of(item.source)) : dest;
-    if (target.empty())
-      throw UsageError(fmt::format("{}: cannot copy a file onto the root directory", options.instruction));
-    writer.ensure_dir(parent_of(target));
+    std::string target = into_dir ? join_path(dest, base_of(item.match)) : dest;
+    writer.ensure_dir(into_dir ? dest : parent_of(target));
     writer.copy_entry(tree, item.top, target);
   }
   writer.finish();

@@ -1,10 +1,11 @@
-// COPY and ADD as Docker (BuildKit) does them, into the empty upper directory of a new layer: the
-// sources chosen from a tree (wildcards, directories copied by their contents, symlinks named as
-// a source followed, the .dockerignore), the destination resolved in the stage's root as it is
-// (a directory there, or one the instruction names with a trailing `/`, receives the sources),
-// owners and modes as the flags say, local archives unpacked by ADD. What the upper directory holds
-// afterwards is the layer: the new files and the directories on their way, those the root has
-// already keeping its attributes (what overlayfs's copy-up would keep).
+// COPY and ADD as BuildKit does them (its Dockerfile frontend's file operations, fsutil's copy),
+// into the empty upper directory of a new layer: the sources chosen from a tree (wildcards,
+// directories copied by their contents, a symlink named as a source followed, the .dockerignore),
+// the destination resolved in the stage's root as it is (a directory there, or one the instruction
+// names with a trailing `/`, receives the sources), owners and modes as the flags say, local
+// archives unpacked by ADD. What the upper directory holds afterwards is the layer: the new files
+// and the directories on their way, those the root has already keeping its attributes (what
+// overlayfs's copy-up would keep).
 #pragma once
 
 #include <sys/types.h>
@@ -22,13 +23,24 @@ namespace kiln::builder {
 class ChecksumCache;
 
 // --chmod: an octal mode, or chmod(1)'s symbolic form ("u+x,go-w"), applied to what is copied.
+// The symbolic form is read as BuildKit's mode parser (a port of BSD's setmode) reads it, with a
+// umask of 0; X (execute for a directory, or for a file someone may execute already, judged by its
+// mode before the first clause) works with `=` and `+` and takes away with `-`, as Linux's chmod
+// (fsutil #232 moved BuildKit's parser to Linux's X; BSD's adds even with `-`).
 struct ChmodSpec {
   std::optional<mode_t> octal;
-  std::string symbolic;
-  // The mode a file or directory with mode `mode` gets.
+  std::string symbolic;  // as written, for messages and the cache key
+  struct Op {
+    char cmd = '+';     // '+' set, '-' clear, 'X'/'Y' set/clear x if a directory or x anywhere,
+                        // 'u'/'g'/'o' copy that class's bits to the classes `flags` names
+    uint8_t flags = 0;  // for 'u'/'g'/'o': kCopySet, kCopyClear, kCopyTo{User,Group,Other}
+    mode_t bits = 0;
+  };
+  std::vector<Op> ops;
+  // The mode (permission and set-id bits) a file or directory with mode `mode` gets.
   mode_t apply(mode_t mode, bool directory) const;
 };
-// Throws UsageError with Docker's message for a bad value.
+// Throws UsageError with BuildKit's message for a bad value.
 ChmodSpec parse_chmod(const std::string& text);
 
 struct CopyOptions {
@@ -42,27 +54,35 @@ struct CopyOptions {
   std::optional<ChmodSpec> chmod;
   bool unpack_archives = false;       // ADD: local tar archives (plain, gzip, bzip2, xz, zstd) unpacked
   std::vector<std::string> excludes;  // --exclude patterns, matched like .dockerignore's
-  bool parents = false;               // --parents: the sources' directories kept under dest
+  // --parents: each source's path (below a `/./` in it, when it has one) kept under dest.
+  bool parents = false;
   // --link: the layer does not depend on the root below it: the destination is not resolved there.
   bool link = false;
   std::optional<int64_t> source_date_epoch;  // mtimes of what is made here, when set
   std::string instruction = "COPY";          // for messages
 };
 
-// One source matched, with what it selected under it.
+// The sources matched, in the order BuildKit copies them: the sources as written, and the matches
+// of a wildcard by path in byte order.
 struct CopySelection {
   struct Item {
-    std::string source;  // the path in the source tree (a match, symlinks followed)
+    std::string match;   // the path as matched, before symlinks were followed: its last
+                         // component names a file copied into a directory
+    std::string source;  // the path in the source tree, symlinks followed
     bool directory = false;
-    std::vector<SourceTree::Entry> entries;  // under a directory, walked, ignored paths left out
+    // Under a directory, walked (ignored and --exclude'd paths left out), each directory before
+    // what it holds; with --parents only what the pattern takes in and the directories above it.
+    std::vector<SourceTree::Entry> entries;
     SourceTree::Entry top;
   };
   std::vector<Item> items;
 };
 
-// Resolves the sources in `tree`. Throws NotFoundError (`COPY failed: "/x": not found`) for a
-// source that names nothing (a wildcard that matches nothing is not an error, as in BuildKit), and
-// UsageError when several sources go to a destination that is not a directory.
+// Resolves the sources in `tree`. Throws NotFoundError (`COPY failed: "/x": not found`, naming
+// where a symlink led) for a source that names nothing or a wildcard below a directory that does
+// not exist; a wildcard that matches nothing is not an error, as in BuildKit. Several sources with
+// a destination that is not a directory are not an error either: BuildKit copies them one after
+// the other onto the same path (Docker's classic builder refused them).
 CopySelection select_sources(const SourceTree& tree, const CopyOptions& options);
 
 // A digest of everything the selection would copy: paths, types, modes, link targets and the content
@@ -70,8 +90,9 @@ CopySelection select_sources(const SourceTree& tree, const CopyOptions& options)
 // by their stat). Owners are not in it (the context's are not copied).
 Digest selection_digest(const SourceTree& tree, const CopySelection& selection, ChecksumCache* checksums);
 
-// Copies the selection into `upper_dir` (an empty directory), `lower` being the root the layer goes
-// on. Throws kiln::Error naming the path on failure.
+// Copies the selection into `upper_dir` (an empty directory, or one an earlier selection of the
+// same instruction wrote to), `lower` being the root the layer goes on. Throws kiln::Error naming
+// the path on failure, as BuildKit fails: a file onto a directory, a directory onto a file.
 void copy_into(const SourceTree& tree, const CopySelection& selection, const CopyOptions& options,
                const SourceTree& lower, const std::string& upper_dir);
 

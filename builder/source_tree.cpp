@@ -62,7 +62,14 @@ bool SourceTree::may_include_below(std::string_view dir) const {
 }
 
 std::optional<SourceTree::Entry> SourceTree::lookup(const std::string& path, bool filtered) const {
-  if (filtered && excluded(path)) return std::nullopt;
+  if (filtered && excluded(path)) {
+    // Still there as a directory when something under it is let in again.
+    if (!may_include_below(path)) return std::nullopt;
+    std::optional<Entry> dir = lookup(path, false);
+    if (!dir || !S_ISDIR(dir->st.st_mode)) return std::nullopt;
+    dir->excluded = true;
+    return dir;
+  }
   if (empty_) {
     if (!path.empty()) return std::nullopt;
     Entry root{"", {}, 0};
@@ -115,7 +122,50 @@ std::vector<std::string> SourceTree::list(const std::string& path) const {
   return names;
 }
 
+std::vector<SourceTree::Entry> SourceTree::entries(const std::string& path) const {
+  std::vector<Entry> out;
+  if (empty_) return out;
+  if (layers_) {
+    for (std::string& name : list(path)) {
+      std::string child = join_path(path, name);
+      if (std::optional<Entry> entry = lookup(child)) out.push_back(std::move(*entry));
+    }
+    return out;
+  }
+  Fd dir = open_in_root(root_.get(), path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW);
+  if (!dir.valid()) {
+    if (errno == ENOENT || errno == ENOTDIR) return out;
+    throw_errno(fmt::format("open `{}` in `{}`", path, host_dir_));
+  }
+  std::vector<std::string> names = list_dir_at(dir.get(), path.empty() ? host_dir_ : path);
+  std::sort(names.begin(), names.end());
+  out.reserve(names.size());
+  for (std::string& name : names) {
+    Entry entry{join_path(path, name), {}, 0};
+    if (filter_.excluded && excluded(entry.path)) {
+      if (!may_include_below(entry.path)) continue;
+      entry.excluded = true;
+    }
+    if (::fstatat(dir.get(), name.c_str(), &entry.st, AT_SYMLINK_NOFOLLOW) != 0) {
+      if (errno == ENOENT) continue;  // removed while the build reads the context
+      throw_errno(fmt::format("stat `{}` in `{}`", entry.path, host_dir_));
+    }
+    if (entry.excluded && !S_ISDIR(entry.st.st_mode)) continue;
+    out.push_back(std::move(entry));
+  }
+  return out;
+}
+
 std::optional<std::string> SourceTree::resolve(std::string_view path, bool follow_last) const {
+  return resolve_walk(path, follow_last, false);
+}
+
+std::string SourceTree::resolve_for_write(std::string_view path) const {
+  return *resolve_walk(path, true, true);
+}
+
+std::optional<std::string> SourceTree::resolve_walk(std::string_view path, bool follow_last,
+                                                    bool missing_ok) const {
   std::vector<std::string> todo = normalize_clamped(path);
   std::reverse(todo.begin(), todo.end());
   std::vector<std::string> done;
@@ -135,6 +185,7 @@ std::optional<std::string> SourceTree::resolve(std::string_view path, bool follo
     std::optional<Entry> entry = lookup(join_components(done), false);
     if (!entry) {
       if (last) break;  // the caller decides what a missing last component means
+      if (missing_ok) continue;
       return std::nullopt;
     }
     if (!S_ISLNK(entry->st.st_mode)) continue;

@@ -35,6 +35,9 @@ class SourceTree {
     std::string path;
     struct stat st {};
     size_t layer = 0;  // which layer holds it (0: the top, or the directory itself)
+    // A directory the filter leaves out, there only as the way to what a later `!` rule lets in
+    // (as in the context BuildKit receives, which holds the directories above every file it sends).
+    bool excluded = false;
   };
 
   // A host directory, filtered. Throws SystemError when it cannot be opened.
@@ -50,14 +53,23 @@ class SourceTree {
   const std::string& host_dir() const { return host_dir_; }
 
   // lstat of `path` (normalized, symlinks not followed); nullopt when the tree has nothing there
-  // or (when `filtered`) the filter leaves it out.
+  // or (when `filtered`) the filter leaves it out, unless it is a directory a later `!` rule
+  // reaches into (then marked `excluded`).
   std::optional<Entry> lookup(const std::string& path, bool filtered = true) const;
   // The names in the directory `path` that the filter lets through, sorted by bytes.
   std::vector<std::string> list(const std::string& path) const;
+  // What list() names, with each one's lstat (as lookup() gives it), sorted by name: for a host
+  // directory one open of `path` and one fstatat per name, where list() and a lookup() per name
+  // resolve the path again for every name.
+  std::vector<Entry> entries(const std::string& path) const;
   // `path` with every symlink on the way resolved inside the tree (the last component's too when
   // `follow_last`), normalized; nullopt when a component is missing. Throws InvalidInputError on a
   // symlink loop.
   std::optional<std::string> resolve(std::string_view path, bool follow_last) const;
+  // As resolve(path, true), except that a missing component does not end the walk: it is taken
+  // as a directory still to be made (containerd's fs.RootPath, which BuildKit resolves a COPY's
+  // destination with), so `/link/new/dir` goes where `link` points.
+  std::string resolve_for_write(std::string_view path) const;
   // Opens a regular file for reading. Throws SystemError.
   Fd open_file(const Entry& entry) const;
   std::string read_link(const Entry& entry) const;
@@ -69,6 +81,7 @@ class SourceTree {
 
  private:
   SourceTree() = default;
+  std::optional<std::string> resolve_walk(std::string_view path, bool follow_last, bool missing_ok) const;
 
   std::string host_dir_;
   Fd root_;                                     // the directory tree's root

@@ -1259,6 +1259,8 @@ void StageRunner::dispatch_copy(size_t i, const Instruction& ins, const parser::
   if (workdir.empty()) workdir = "/";
   CopyOptions options;
   options.instruction = instruction;
+  // BuildKit links a copy (a layer of its own, merged) only without --chmod.
+  link = link && chmod_text.empty();
   options.link = link;
   options.parents = parents;
   options.excludes = excludes;
@@ -1331,12 +1333,8 @@ void StageRunner::dispatch_copy(size_t i, const Instruction& ins, const parser::
   CopySelection selection;
   if (!paths.empty()) {
     options.sources = paths;
-    if (heredocs.size() + paths.size() > 1 && !options.dest_is_dir) {
-      throw UsageError(
-          fmt::format("When using {} with more than one source file, the destination must be a directory and "
-                      "end with a /",
-                      instruction));
-    }
+    // Several sources onto a destination without a trailing `/` are no error in BuildKit: they
+    // are copied one after the other onto that path (copy_into does the same).
     selection = select_sources(*tree, options);
     key.add("sources",
             source_identity.empty() ? selection_digest(*tree, selection, checksums).str() : source_identity);
@@ -1379,9 +1377,9 @@ void StageRunner::dispatch_copy(size_t i, const Instruction& ins, const parser::
     heredoc_tree = SourceTree::directory(heredoc_dir->path());
     CopyOptions heredoc_options = options;
     heredoc_options.sources.clear();
+    heredoc_options.parents = false;
     for (const parser::Heredoc* heredoc : heredocs)
       heredoc_options.sources.push_back(base_of(clean_relative(heredoc->name)));
-    heredoc_options.dest_is_dir = options.dest_is_dir || heredocs.size() + paths.size() > 1;
     heredoc_selection = select_sources(*heredoc_tree, heredoc_options);
   }
   key.add("dest", options.dest + (options.dest_is_dir ? "/" : ""));
@@ -1405,8 +1403,8 @@ void StageRunner::dispatch_copy(size_t i, const Instruction& ins, const parser::
         if (!heredoc_selection.items.empty()) {
           CopyOptions heredoc_options = options;
           heredoc_options.keep_owners = false;
-          heredoc_options.dest_is_dir = options.dest_is_dir || heredocs.size() + paths.size() > 1;
           heredoc_options.unpack_archives = false;
+          heredoc_options.parents = false;
           copy_into(*heredoc_tree, heredoc_selection, heredoc_options, lower, upper);
         }
       },

@@ -290,7 +290,7 @@ class Extractor {
           break;
       }
       if (le.parts.empty()) {
-        root_directory(e);
+        if (!options_.skip_root_entry) root_directory(e);
         return;
       }
       std::string path = join_components(le.parts);
@@ -361,6 +361,7 @@ class Extractor {
         created_.insert(sub);
         next = open_in_root(root_, sub, O_RDONLY | O_DIRECTORY);
         if (!next.valid()) throw_errno(fmt::format("open directory `{}`", sub));
+        if (options_.on_implicit_dir) options_.on_implicit_dir(next.get(), sub);
       }
       at = std::move(next);
     }
@@ -522,19 +523,21 @@ class Extractor {
     if (inserted) directory_order_.push_back(path);
   }
 
+  std::pair<uid_t, gid_t> owner_of(archive_entry* e) const {
+    if (options_.owner) return *options_.owner;
+    return {static_cast<uid_t>(archive_entry_uid(e)), static_cast<gid_t>(archive_entry_gid(e))};
+  }
+
   void chown_fd(int fd, archive_entry* e, const std::string& path) {
-    if (::fchown(fd, static_cast<uid_t>(archive_entry_uid(e)), static_cast<gid_t>(archive_entry_gid(e))) !=
-        0) {
-      throw_errno(fmt::format("chown `{}`", path));
-    }
+    auto [uid, gid] = owner_of(e);
+    if (::fchown(fd, uid, gid) != 0) throw_errno(fmt::format("chown `{}`", path));
   }
 
   // Owner, xattrs, mode and times of something that cannot be opened (a symlink, a device).
   void finish_at(int parent, const std::string& base, archive_entry* e, const std::string& path,
                  bool set_mode) {
     if (options_.same_owner &&
-        ::fchownat(parent, base.c_str(), static_cast<uid_t>(archive_entry_uid(e)),
-                   static_cast<gid_t>(archive_entry_gid(e)), AT_SYMLINK_NOFOLLOW) != 0) {
+        ::fchownat(parent, base.c_str(), owner_of(e).first, owner_of(e).second, AT_SYMLINK_NOFOLLOW) != 0) {
       throw_errno(fmt::format("chown `{}`", path));
     }
     set_xattrs(-1, parent, base, e, path);

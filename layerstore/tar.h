@@ -2,7 +2,10 @@
 // deterministically (libarchive, PAX format).
 #pragma once
 
+#include <sys/types.h>
+
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <span>
 #include <string>
@@ -25,6 +28,18 @@ struct ExtractOptions {
   WhiteoutMode whiteouts = WhiteoutMode::Apply;
   // chown entries to the archive's uid/gid (on when running as root).
   bool same_owner = true;
+
+  // For an archive unpacked into a directory that exists (the builder's ADD, as Docker's
+  // archive.Untar does it), not for layers:
+  // With same_owner, every entry gets this owner instead of the archive's (ADD --chown).
+  std::optional<std::pair<uid_t, gid_t>> owner{};
+  // The archive's entry for the root itself (`.`) is skipped: the directory keeps its owner, mode
+  // and times.
+  bool skip_root_entry = false;
+  // Called for a directory made because the archive holds entries under it but no entry for it
+  // (made 0755, the process's), with the directory open and its path relative to the root. Its
+  // times change as it fills; a caller that sets them does so after extract_tar returns.
+  std::function<void(int dirfd, const std::string& relative)> on_implicit_dir{};
 };
 
 struct ExtractStats {

@@ -10,7 +10,7 @@ KILN_BUILD_PACKAGES=(cmake ninja-build g++ pkg-config libarchive-dev libssl-dev 
   nettle-dev liblzma-dev libbz2-dev)
 KILN_DEMO_PACKAGES=(busybox-static)
 # The peers that judge kiln's output, and the tools the tests and benchmarks drive.
-KILN_TEST_PACKAGES=(busybox-static skopeo umoci podman runc uidmap buildah docker-registry jq zstd xz-utils bzip2 pigz
+KILN_TEST_PACKAGES=(busybox-static skopeo umoci podman runc uidmap buildah docker-registry docker.io jq zstd xz-utils bzip2 pigz
   hyperfine python3 util-linux procps time)
 
 kiln_install_packages() {
