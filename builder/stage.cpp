@@ -16,6 +16,7 @@
 #include "builder/cache_key.h"
 #include "builder/context.h"
 #include "builder/copy.h"
+#include "builder/download.h"
 #include "builder/session.h"
 #include "layerstore/errors.h"
 #include "layerstore/fsutil.h"
@@ -1274,6 +1275,8 @@ void StageRunner::dispatch_copy(size_t i, const Instruction& ins, const parser::
 
   // The sources: heredocs, files of the context or of another stage, image or named context.
   std::vector<std::string> paths;
+  std::vector<std::string> urls;
+  std::vector<std::string> sources_written;  // all but heredocs, in order: the history line's
   std::vector<const parser::Heredoc*> heredocs;
   for (const std::string& argument : arguments) {
     if (parser::is_heredoc_word(argument)) {
@@ -1288,13 +1291,15 @@ void StageRunner::dispatch_copy(size_t i, const Instruction& ins, const parser::
         continue;
       }
     }
+    sources_written.push_back(argument);
     if (argument.starts_with("http://") || argument.starts_with("https://")) {
       if (!add) throw UsageError("source can't be a URL for COPY");
-      throw UsageError(fmt::format("ADD {}: downloads are not supported yet", argument));
+      urls.push_back(argument);
+      continue;
     }
     paths.push_back(argument);
   }
-  if (!checksum.empty()) throw UsageError("checksum requires HTTP(S) or Git sources");
+  UrlSources url_sources(s_, urls, checksum, add, paths.size(), heredocs.size(), options);
 
   std::shared_ptr<SourceTree> tree;
   ChecksumCache* checksums = nullptr;
@@ -1394,12 +1399,14 @@ void StageRunner::dispatch_copy(size_t i, const Instruction& ins, const parser::
     user_for_key = fmt::format("{}:{}", options.chown->first, options.chown->second);
   }
   key.add("chown", user_for_key);
+  url_sources.add_to_key(key, unpack.value_or(false));
   if (!s_.cache_allowed(index_)) key.add("no-cache", "1");
 
   bool layer = fs_step(
       vertex, key,
       [&](const std::string& upper, const SourceTree& lower) {
         if (!selection.items.empty()) copy_into(*tree, selection, options, lower, upper);
+        url_sources.copy_into_layer(options, unpack.value_or(false), lower, upper);
         if (!heredoc_selection.items.empty()) {
           CopyOptions heredoc_options = options;
           heredoc_options.keep_owners = false;
@@ -1432,7 +1439,7 @@ void StageRunner::dispatch_copy(size_t i, const Instruction& ins, const parser::
   if (parents) message += " --parents";
   if (!chown.empty()) message += " --chown=" + chown;
   if (!chmod_text.empty()) message += " --chmod=" + chmod_text;
-  for (const std::string& path : paths) message += " " + path;
+  for (const std::string& source : sources_written) message += " " + source;
   for (const parser::Heredoc* heredoc : heredocs) message += " <<" + heredoc->name;
   message += " " + dest_written + " # buildkit";
   add_history(message, !layer, last_created_);

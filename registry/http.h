@@ -1,0 +1,94 @@
+// kiln's HTTP client, on libcurl: what ADD's URL sources use now and what the registry client
+// (pull, push, the registry build cache) grows on. A body streams through fixed buffers into a
+// kiln Writer, so memory does not grow with the download.
+//
+// libcurl is loaded and set up (curl_global_init, and OpenSSL's TLS with it) the first time an
+// HttpClient is made, never at start-up: commands that make no request pay nothing for it
+// (registry/curl_api.h says how, and how libcurl's libcrypto and kiln's stay apart).
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "layerstore/io.h"
+#include "registry/errors.h"
+
+namespace kiln::registry {
+
+struct HttpOptions {
+  // Go's net.Dialer in http.DefaultTransport gives up connecting after 30 s; so does kiln.
+  std::chrono::seconds connect_timeout{30};
+  // A response that sends nothing for this long (headers or body) is abandoned: without it a
+  // server that stops sending would hold a build for ever.
+  std::chrono::seconds stall_timeout{60};
+  // Go's http.Client stops after 10 redirects.
+  long max_redirects = 10;
+  // When this descriptor becomes readable (an eventfd the caller writes), the transfer stops with
+  // an HttpError "…: canceled". -1: never.
+  int cancel_fd = -1;
+  std::string user_agent = "kiln";
+};
+
+struct HttpRequest {
+  std::string url;
+  // How messages name the operation and its object: "ADD `https://…`". Empty: "GET `<url>`".
+  std::string what;
+  // Extra request header lines, "Name: value" (If-None-Match now; Accept, Authorization and Range
+  // for the registry).
+  std::vector<std::string> headers;
+  // Ask for gzip and store what it decodes to, as Go's transport does for a request that does not
+  // set Accept-Encoding itself (BuildKit's downloads). Never for registry blobs, whose digest is of
+  // the bytes as sent.
+  bool decode_gzip = false;
+};
+
+struct HttpResponse {
+  int status = 0;         // 2xx, or 304 for a conditional request whose copy is current
+  std::string final_url;  // the URL that answered, after redirects
+  // The final response's header fields, names in lowercase, in the order received.
+  std::vector<std::pair<std::string, std::string>> headers;
+  uint64_t size = 0;                       // body bytes written (decoded, with decode_gzip)
+  std::optional<uint64_t> content_length;  // as announced, when it was
+  // What BuildKit reads from the answer: Last-Modified (raw, and parsed as http.ParseTime parses
+  // it: nullopt when absent or malformed), ETag, and Content-Disposition's file name.
+  std::string last_modified_text;
+  std::optional<int64_t> last_modified;
+  std::string etag;
+  std::optional<std::string> filename;
+
+  // The first header field of that name (any case), or nullopt.
+  std::optional<std::string> header(std::string_view name) const;
+};
+
+// One client reuses its connections (keep-alive) from one request to the next; it is not to be
+// used by two threads at once (make one per thread).
+class HttpClient {
+ public:
+  explicit HttpClient(HttpOptions options = {});
+  ~HttpClient();
+  HttpClient(const HttpClient&) = delete;
+  HttpClient& operator=(const HttpClient&) = delete;
+
+  // GETs request.url, following redirects (to http and https URLs only, at most max_redirects),
+  // and writes the final response's body into `body` when its status is 2xx. A 304 is returned
+  // with nothing written. `body` is not finish()ed: its owner does that.
+  //
+  // Throws HttpStatusError for any other status ("…: HTTP 404 Not Found"); HttpError when the
+  // exchange fails (a connection or TLS failure, a connect timeout or stall, a body shorter than
+  // its Content-Length, too many redirects, a canceled transfer); and whatever `body` throws,
+  // unchanged. What was written to `body` before a failure stays written: the caller discards it.
+  HttpResponse get(const HttpRequest& request, Writer& body);
+
+ private:
+  HttpOptions options_;
+  struct Handle;
+  std::unique_ptr<Handle> handle_;
+};
+
+}  // namespace kiln::registry

@@ -1,0 +1,453 @@
+#include "registry/http.h"
+
+#include <arpa/inet.h>
+#include <dlfcn.h>
+#include <link.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <catch2/catch.hpp>
+#include <chrono>
+#include <fstream>
+#include <functional>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "layerstore/errors.h"
+
+// The SHA-256 functions kiln's digests run on (layerstore/digest.cpp), for their address.
+#define OPENSSL_SUPPRESS_DEPRECATED
+#include <openssl/sha.h>
+
+using kiln::registry::HttpClient;
+using kiln::registry::HttpError;
+using kiln::registry::HttpOptions;
+using kiln::registry::HttpRequest;
+using kiln::registry::HttpResponse;
+using kiln::registry::HttpStatusError;
+
+namespace {
+
+void send_all(int fd, std::string_view data) {
+  while (!data.empty()) {
+    ssize_t n = ::send(fd, data.data(), data.size(), MSG_NOSIGNAL);
+    if (n <= 0) return;  // the client went away: what it saw is what the test checks
+    data.remove_prefix(static_cast<size_t>(n));
+  }
+}
+
+// Waits until the test ends (the server stops) or `limit` passes: a server that stalls.
+void wait_for_stop(int stop_fd, std::chrono::milliseconds limit) {
+  pollfd p{stop_fd, POLLIN, 0};
+  ::poll(&p, 1, static_cast<int>(limit.count()));
+}
+
+// An HTTP/1.1 server on 127.0.0.1 (an ephemeral port) for the client's tests, one connection at a
+// time on a thread of its own: `respond` writes whatever bytes it wants for the request — a whole
+// answer, a body cut short, nothing for a while — and the connection is then closed.
+class TestServer {
+ public:
+  // target: the request's path; head: the request line and header fields.
+  using Respond =
+      std::function<void(int fd, const std::string& target, const std::string& head, int stop_fd)>;
+
+  explicit TestServer(Respond respond)
+      : listener_(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0)),
+        stop_(::eventfd(0, EFD_CLOEXEC)),
+        respond_(std::move(respond)) {
+    REQUIRE(listener_.valid());
+    sockaddr_in address{};
+    address.sin_family = AF_INET;
+    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    REQUIRE(::bind(listener_.get(), reinterpret_cast<sockaddr*>(&address), sizeof address) == 0);
+    REQUIRE(::listen(listener_.get(), 8) == 0);
+    socklen_t length = sizeof address;
+    REQUIRE(::getsockname(listener_.get(), reinterpret_cast<sockaddr*>(&address), &length) == 0);
+    port_ = ntohs(address.sin_port);
+    thread_ = std::thread([this] { serve(); });
+  }
+  ~TestServer() {
+    uint64_t one = 1;
+    (void)!::write(stop_.get(), &one, sizeof one);
+    thread_.join();
+  }
+
+  std::string url(std::string_view path) const { return fmt::format("http://127.0.0.1:{}{}", port_, path); }
+  int port() const { return port_; }
+  std::vector<std::string> heads() {
+    std::lock_guard lock(mutex_);
+    return heads_;
+  }
+
+ private:
+  void serve() {
+    while (true) {
+      pollfd fds[2] = {{listener_.get(), POLLIN, 0}, {stop_.get(), POLLIN, 0}};
+      if (::poll(fds, 2, -1) < 0 || fds[1].revents) return;
+      kiln::Fd connection(::accept4(listener_.get(), nullptr, nullptr, SOCK_CLOEXEC));
+      if (!connection.valid()) continue;
+      std::string head;
+      char buf[4096];
+      while (head.find("\r\n\r\n") == std::string::npos) {
+        pollfd p{connection.get(), POLLIN, 0};
+        if (::poll(&p, 1, 5000) <= 0) break;
+        ssize_t n = ::recv(connection.get(), buf, sizeof buf, 0);
+        if (n <= 0) break;
+        head.append(buf, static_cast<size_t>(n));
+      }
+      size_t start = head.find(' ') + 1;
+      std::string target = head.substr(start, head.find(' ', start) - start);
+      {
+        std::lock_guard lock(mutex_);
+        heads_.push_back(head);
+      }
+      respond_(connection.get(), target, head, stop_.get());
+    }
+  }
+
+  kiln::Fd listener_;
+  kiln::Fd stop_;
+  Respond respond_;
+  int port_ = 0;
+  std::mutex mutex_;
+  std::vector<std::string> heads_;
+  std::thread thread_;
+};
+
+std::string answer(int status, std::string_view reason, const std::vector<std::string>& fields,
+                   std::string_view body) {
+  std::string out = fmt::format("HTTP/1.1 {} {}\r\nContent-Length: {}\r\nConnection: close\r\n", status,
+                                reason, body.size());
+  for (const std::string& field : fields) out += field + "\r\n";
+  return out + "\r\n" + std::string(body);
+}
+
+class StringWriter : public kiln::Writer {
+ public:
+  void write(std::span<const std::byte> data) override {
+    text.append(reinterpret_cast<const char*>(data.data()), data.size());
+  }
+  std::string text;
+};
+
+// A test's wait on a failure is bounded: nothing here may hang the suite.
+template <typename F>
+std::chrono::milliseconds timed(F&& f) {
+  auto start = std::chrono::steady_clock::now();
+  f();
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - start);
+}
+
+HttpRequest req(std::string url, std::string what = "") {
+  HttpRequest request;
+  request.url = std::move(url);
+  request.what = std::move(what);
+  return request;
+}
+
+HttpOptions quick() {
+  HttpOptions options;
+  options.connect_timeout = std::chrono::seconds(5);
+  options.stall_timeout = std::chrono::seconds(1);
+  return options;
+}
+
+}  // namespace
+
+TEST_CASE("a 200 streams its body and reports what BuildKit reads", "[http]") {
+  TestServer server([](int fd, const std::string& target, const std::string&, int) {
+    if (target == "/files/tool.tgz") {
+      send_all(fd, answer(200, "OK",
+                          {"Last-Modified: Sun, 06 Nov 1994 08:49:37 GMT", "ETag: \"v1\"",
+                           "Content-Disposition: attachment; filename=\"named.tgz\""},
+                          "hello world\n"));
+    }
+  });
+  HttpClient client(quick());
+  StringWriter body;
+  HttpResponse response = client.get(req(server.url("/files/tool.tgz")), body);
+  CHECK(body.text == "hello world\n");
+  CHECK(response.status == 200);
+  CHECK(response.final_url == server.url("/files/tool.tgz"));
+  CHECK(response.size == 12);
+  CHECK(response.content_length == 12u);
+  CHECK(response.last_modified == 784111777);
+  CHECK(response.last_modified_text == "Sun, 06 Nov 1994 08:49:37 GMT");
+  CHECK(response.etag == "\"v1\"");
+  CHECK(response.filename == "named.tgz");
+  CHECK(response.header("ETAG") == "\"v1\"");
+  CHECK_FALSE(response.header("x-absent"));
+}
+
+TEST_CASE("redirects are followed, to a bound", "[http]") {
+  TestServer server([](int fd, const std::string& target, const std::string&, int) {
+    if (target == "/old") send_all(fd, answer(302, "Found", {"Location: /middle"}, "moved"));
+    if (target == "/middle") send_all(fd, answer(301, "Moved Permanently", {"Location: /new"}, ""));
+    if (target == "/new")
+      send_all(fd, answer(200, "OK", {"Last-Modified: Thu, 01 Jan 1970 00:01:00 GMT"}, "new"));
+    if (target == "/loop") send_all(fd, answer(302, "Found", {"Location: /loop"}, ""));
+    if (target == "/to-ftp") send_all(fd, answer(302, "Found", {"Location: ftp://127.0.0.1/x"}, ""));
+  });
+  HttpClient client(quick());
+  StringWriter body;
+  HttpResponse response = client.get(req(server.url("/old")), body);
+  CHECK(body.text == "new");  // the redirects' own bodies are not part of it
+  CHECK(response.final_url == server.url("/new"));
+  CHECK(response.last_modified == 60);
+
+  HttpOptions options = quick();
+  options.max_redirects = 3;
+  HttpClient bounded(options);
+  StringWriter ignored;
+  try {
+    bounded.get(req(server.url("/loop"), "ADD `" + server.url("/loop") + "`"), ignored);
+    FAIL("a redirect loop must fail");
+  } catch (const HttpError& e) {
+    CHECK(std::string(e.what()) == "ADD `" + server.url("/loop") + "`: stopped after 3 redirects");
+    CHECK_FALSE(e.temporary());
+  }
+  CHECK_THROWS_WITH(client.get(req(server.url("/to-ftp")), ignored),
+                    "GET `" + server.url("/to-ftp") +
+                        "`: redirected to `ftp://127.0.0.1/x`: only http and "
+                        "https are followed");
+}
+
+TEST_CASE("an error status is a typed error with the server's explanation", "[http]") {
+  TestServer server([](int fd, const std::string& target, const std::string&, int) {
+    if (target == "/missing") send_all(fd, answer(404, "Nope", {}, "no such file\n"));
+    if (target == "/busy") send_all(fd, answer(503, "Busy", {}, ""));
+  });
+  HttpClient client(quick());
+  StringWriter body;
+  std::string url = server.url("/missing");
+  try {
+    client.get(req(url, "ADD `" + url + "`"), body);
+    FAIL("a 404 must fail");
+  } catch (const HttpStatusError& e) {
+    // Go's reason phrase, not the server's.
+    CHECK(std::string(e.what()) == "ADD `" + url + "`: HTTP 404 Not Found");
+    CHECK(e.status() == 404);
+    CHECK(e.body() == "no such file\n");
+    CHECK_FALSE(e.temporary());
+  }
+  CHECK(body.text.empty());
+  try {
+    client.get(req(server.url("/busy")), body);
+    FAIL("a 503 must fail");
+  } catch (const HttpStatusError& e) {
+    CHECK(std::string(e.what()) == "GET `" + server.url("/busy") + "`: HTTP 503 Service Unavailable");
+    CHECK(e.temporary());
+  }
+}
+
+TEST_CASE("a body shorter than its Content-Length is an error", "[http]") {
+  TestServer server([](int fd, const std::string&, const std::string&, int) {
+    send_all(fd, "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n" + std::string(40, 'x'));
+  });
+  HttpClient client(quick());
+  StringWriter body;
+  try {
+    client.get(req(server.url("/short")), body);
+    FAIL("a truncated body must fail");
+  } catch (const HttpError& e) {
+    CHECK(std::string(e.what()) ==
+          "GET `" + server.url("/short") + "`: connection closed after 40 of 100 bytes");
+    CHECK(e.temporary());
+  }
+}
+
+TEST_CASE("a server that stops sending is given up after the stall timeout", "[http]") {
+  TestServer server([](int fd, const std::string& target, const std::string&, int stop_fd) {
+    if (target == "/slow-body") send_all(fd, "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789");
+    // "/silent": the request is read, and nothing is ever answered.
+    wait_for_stop(stop_fd, std::chrono::seconds(30));
+  });
+  HttpClient client(quick());  // stall_timeout: 1 s
+  for (const char* path : {"/slow-body", "/silent"}) {
+    INFO(path);
+    StringWriter body;
+    auto took = timed([&] {
+      try {
+        client.get(req(server.url(path)), body);
+        FAIL("a stall must fail");
+      } catch (const HttpError& e) {
+        CHECK(std::string(e.what()) == "GET `" + server.url(path) + "`: stalled: nothing received for 1 s");
+        CHECK(e.temporary());
+      }
+    });
+    CHECK(took < std::chrono::seconds(20));
+  }
+}
+
+TEST_CASE("a refused connection and a refused scheme", "[http]") {
+  // A port that was just free: bound, then closed.
+  int port;
+  {
+    TestServer closed([](int, const std::string&, const std::string&, int) {});
+    port = closed.port();
+  }
+  HttpClient client(quick());
+  StringWriter body;
+  std::string url = fmt::format("http://127.0.0.1:{}/x", port);
+  try {
+    client.get(req(url), body);
+    FAIL("nothing listens there");
+  } catch (const HttpError& e) {
+    CHECK(std::string(e.what()) ==
+          fmt::format("GET `{}`: connect to 127.0.0.1 port {}: Connection refused", url, port));
+    CHECK(e.temporary());
+  }
+  // libcurl is linked without LDAP and RTMP (cmake/curl_unlinked.cpp): they must never be reached.
+  for (const char* other :
+       {"ldap://127.0.0.1/x", "rtmp://127.0.0.1/x", "ftp://127.0.0.1/x", "file:///etc/passwd"}) {
+    CHECK_THROWS_WITH(client.get(req(other), body),
+                      fmt::format("GET `{}`: only http and https URLs are supported", other));
+  }
+  CHECK(body.text.empty());
+}
+
+TEST_CASE("a conditional request: the fields sent, a 304 returned with no body", "[http]") {
+  TestServer server([](int fd, const std::string&, const std::string& head, int) {
+    if (head.find("If-None-Match: \"v1\"\r\n") != std::string::npos) {
+      send_all(fd, "HTTP/1.1 304 Not Modified\r\nETag: \"v1\"\r\nConnection: close\r\n\r\n");
+    } else {
+      send_all(fd, answer(200, "OK", {"ETag: \"v2\""}, "fresh"));
+    }
+  });
+  HttpOptions options = quick();
+  options.user_agent = "kiln-test";
+  HttpClient client(options);
+  StringWriter body;
+  HttpRequest request = req(server.url("/f"));
+  request.headers = {"If-None-Match: \"v1\""};
+  HttpResponse response = client.get(request, body);
+  CHECK(response.status == 304);
+  CHECK(response.etag == "\"v1\"");
+  CHECK(body.text.empty());
+  CHECK(server.heads().back().find("User-Agent: kiln-test\r\n") != std::string::npos);
+  response = client.get(req(server.url("/f")), body);
+  CHECK(response.status == 200);
+  CHECK(body.text == "fresh");
+}
+
+TEST_CASE("gzip is decoded only when asked for", "[http]") {
+  static const char kGzip[] =
+      "\x1f\x8b\x08\x00\x00\x00\x00\x00\x02\x03\xcb\x48\xcd\xc9\xc9\xd7\x51\x48\xaf\xca\x2c\xe0\x02\x00\x86"
+      "\x1f"
+      "\x82\xa4\x0c\x00\x00\x00";
+  const std::string gzipped(kGzip, sizeof kGzip - 1);
+  TestServer server([&](int fd, const std::string&, const std::string& head, int) {
+    if (head.find("Accept-Encoding: gzip\r\n") != std::string::npos) {
+      send_all(fd, answer(200, "OK", {"Content-Encoding: gzip"}, gzipped));
+    } else {
+      send_all(fd, answer(200, "OK", {}, gzipped));
+    }
+  });
+  HttpClient client(quick());
+  StringWriter decoded, raw;
+  HttpRequest request = req(server.url("/z"));
+  request.decode_gzip = true;
+  CHECK(client.get(request, decoded).size == 12);
+  CHECK(decoded.text == "hello, gzip\n");
+  client.get(req(server.url("/z")), raw);
+  CHECK(raw.text == gzipped);
+}
+
+TEST_CASE("what the body's writer throws comes out unchanged, and a transfer can be canceled", "[http]") {
+  TestServer server([](int fd, const std::string& target, const std::string&, int stop_fd) {
+    if (target == "/big") send_all(fd, answer(200, "OK", {}, std::string(1 << 20, 'b')));
+    if (target == "/hang") wait_for_stop(stop_fd, std::chrono::seconds(30));
+  });
+  struct Refusing : kiln::Writer {
+    void write(std::span<const std::byte>) override { throw kiln::InvalidInputError("too much"); }
+  } refusing;
+  HttpClient client(quick());
+  CHECK_THROWS_AS(client.get(req(server.url("/big")), refusing), kiln::InvalidInputError);
+
+  kiln::Fd cancel(::eventfd(0, EFD_CLOEXEC));
+  HttpOptions options;
+  options.stall_timeout = std::chrono::seconds(30);
+  options.cancel_fd = cancel.get();
+  HttpClient cancelable(options);
+  std::thread canceler([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    uint64_t one = 1;
+    (void)!::write(cancel.get(), &one, sizeof one);
+  });
+  StringWriter body;
+  auto took = timed([&] {
+    CHECK_THROWS_WITH(cancelable.get(req(server.url("/hang")), body),
+                      "GET `" + server.url("/hang") + "`: canceled");
+  });
+  canceler.join();
+  CHECK(took < std::chrono::seconds(20));
+}
+
+TEST_CASE("memory does not grow with the download", "[http]") {
+  static constexpr size_t kSize = 256 << 20;
+  TestServer server([](int fd, const std::string&, const std::string&, int) {
+    send_all(fd, fmt::format("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", kSize));
+    std::string chunk(1 << 20, 'm');
+    for (size_t sent = 0; sent < kSize; sent += chunk.size()) send_all(fd, chunk);
+  });
+  auto rss_kib = [] {
+    std::ifstream status("/proc/self/status");
+    std::string line;
+    while (std::getline(status, line)) {
+      if (line.starts_with("VmRSS:")) return std::stol(line.substr(6));
+    }
+    return 0L;
+  };
+  struct Sampling : kiln::Writer {
+    std::function<long()> rss;
+    long peak = 0;
+    uint64_t bytes = 0;
+    size_t largest = 0;
+    void write(std::span<const std::byte> data) override {
+      bytes += data.size();
+      largest = std::max(largest, data.size());
+      if ((bytes >> 20) != ((bytes - data.size()) >> 20)) peak = std::max(peak, rss());  // once a MiB
+    }
+  } sampling;
+  sampling.rss = rss_kib;
+  HttpClient client(quick());
+  long before = rss_kib();
+  HttpResponse response = client.get(req(server.url("/huge")), sampling);
+  CHECK(response.size == kSize);
+  CHECK(sampling.bytes == kSize);
+  CHECK(sampling.largest <= 128u << 10);  // libcurl's buffer, never more
+  // The server's 1 MiB chunk and libcurl's buffers; a body held in memory would be 256 MiB.
+  CHECK(sampling.peak - before < 16 << 10);
+}
+
+TEST_CASE("libcurl's libcrypto and kiln's never mix", "[http]") {
+  // registry/curl_api.h: libcurl.so.4 brings libcrypto.so.3 along; kiln's own copy is static (or,
+  // without KILN_STATIC_DEPS, that same shared library).
+  HttpClient client(quick());
+  void* shared = ::dlopen("libcrypto.so.3", RTLD_NOW | RTLD_NOLOAD);
+  REQUIRE(shared);
+  void* own = reinterpret_cast<void*>(&SHA256_Update);
+  if (own != ::dlsym(shared, "SHA256_Update")) {
+    // Two copies: kiln's must be out of reach of every dynamic lookup, so that libcurl, libssl and
+    // libssh2 bind to theirs only...
+    CHECK(::dlsym(RTLD_DEFAULT, "SHA256_Update") == nullptr);
+    CHECK(::dlsym(RTLD_DEFAULT, "OPENSSL_init_crypto") == nullptr);
+    // ...and libcurl's must stay out of the global scope, where kiln could bind to it.
+    CHECK(::dlsym(RTLD_DEFAULT, "OPENSSL_init_ssl") == nullptr);
+  }
+  ::dlclose(shared);  // the reference RTLD_NOLOAD took
+  int copies = 0;
+  ::dl_iterate_phdr(
+      [](dl_phdr_info* info, size_t, void* count) {
+        if (std::string_view(info->dlpi_name).find("/libcrypto.so") != std::string_view::npos)
+          ++*static_cast<int*>(count);
+        return 0;
+      },
+      &copies);
+  CHECK(copies == 1);
+}
