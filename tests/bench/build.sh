@@ -223,7 +223,7 @@ if has_tool buildkit; then
 fi
 
 # ------------------------------------------------------------------------------ measuring
-declare -A RESULT RSS
+declare -A RESULT CPU RSS  # median wall time, mean user + system time, peak RSS in KiB
 FAILURES=$WORK/out/failures
 
 # command_for TOOL KEY DOCKERFILE CONTEXT [EXTRA...]: the build command line.
@@ -263,6 +263,7 @@ hf() {
   echo "---- $tool.$key.$mode  (load $(cut -d' ' -f1-3 /proc/loadavg))"
   if hyperfine --style basic --runs "$RUNS" --export-json "$json" "$@" "$cmd"; then
     RESULT[$tool.$key.$mode]=$(jq -r '.results[0].median' "$json")
+    CPU[$tool.$key.$mode]=$(jq -r '.results[0].user + .results[0].system' "$json")
     jq -r --arg k "$tool.$key.$mode" '.results[0] |
       "RESULT \($k) median=\(.median * 10000 | round / 10000)s min=\(.min * 10000 | round / 10000)s max=\(.max * 10000 | round / 10000)s runs=\(.times | length)"' "$json"
     return 0
@@ -389,28 +390,42 @@ if has_case files; then
   if has_tool kiln; then
     # /usr/bin/time's %M is in KiB; the goal is in MB (10^6 bytes).
     mb() { if [[ -n ${1:-} ]]; then awk -v r="$1" 'BEGIN {printf "%.1f MB", r * 1024 / 1e6}'; else echo "-"; fi; }
-    per() { if [[ -n $1 && $1 != failed ]]; then awk -v t="$1" -v n="$2" 'BEGIN {printf "%.1f ms", t * 1e6 / n}'; else echo "-"; fi; }
+    per() { if [[ -n ${1:-} && $1 != failed ]]; then awk -v t="$1" -v n="$2" 'BEGIN {printf "%.1f ms", t * 1e6 / n}'; else echo "-"; fi; }
     echo
-    echo "kiln on contexts of 1 KiB files: time per 1,000 files, and peak RSS"
-    echo "| files | kiln cold | per 1,000 files | kiln warm | per 1,000 files | peak RSS cold | peak RSS warm |"
-    echo "| --- | --- | --- | --- | --- | --- | --- |"
+    echo "kiln on contexts of 1 KiB files: median wall time and mean CPU time (user + system) per 1,000 files; peak RSS"
+    echo "| files | kiln cold | wall per 1,000 | CPU per 1,000 | kiln warm | wall per 1,000 | CPU per 1,000 | peak RSS cold | peak RSS warm |"
+    echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"
     for n in $(printf '%s\n' $FILES | sort -n); do
       c=${RESULT[kiln.files-$n.cold]:-} w=${RESULT[kiln.files-$n.warm]:-}
-      printf '| %s | %s | %s | %s | %s | %s | %s |\n' "$n" "$(secs "$c")" "$(per "$c" "$n")" "$(secs "$w")" "$(per "$w" "$n")" \
+      printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$n" \
+        "$(secs "$c")" "$(per "$c" "$n")" "$(per "${CPU[kiln.files-$n.cold]:-}" "$n")" \
+        "$(secs "$w")" "$(per "$w" "$n")" "$(per "${CPU[kiln.files-$n.warm]:-}" "$n")" \
         "$(mb "${RSS[files-$n.cold]:-}")" "$(mb "${RSS[files-$n.warm]:-}")"
     done
-    # Linear: the time per file does not grow with the context (the smallest context against the largest).
+    # Linear: the time per file does not grow with the context, the smallest context against the largest.
+    # Wall time on a loaded machine also holds waiting for the cores; CPU time is the work done.
     FILES_MIN=$(printf '%s\n' $FILES | sort -n | head -1)
     for mode in cold warm; do
       a=${RESULT[kiln.files-$FILES_MIN.$mode]:-} b=${RESULT[kiln.files-$FILES_MAX.$mode]:-}
+      ca=${CPU[kiln.files-$FILES_MIN.$mode]:-} cb=${CPU[kiln.files-$FILES_MAX.$mode]:-}
       if [[ $FILES_MIN != "$FILES_MAX" && -n $a && -n $b && $a != failed && $b != failed ]]; then
-        awk -v a="$a" -v b="$b" -v na="$FILES_MIN" -v nb="$FILES_MAX" -v m="$mode" 'BEGIN {
-          printf "files, kiln %s: %d files take %.2fx the time of %d (%.2fx the files): per file %.2fx\n", m, nb, b / a, na, nb / na, (b / nb) / (a / na) }'
+        awk -v a="$a" -v b="$b" -v ca="$ca" -v cb="$cb" -v na="$FILES_MIN" -v nb="$FILES_MAX" -v m="$mode" 'BEGIN {
+          printf "files, kiln %s: %d files against %d (%.2fx the files): %.2fx the wall time, %.2fx the CPU time; per file %.2fx and %.2fx (linear: 1)\n",
+            m, nb, na, nb / na, b / a, cb / ca, (b / nb) / (a / na), (cb / nb) / (ca / na) }'
       fi
     done
     peak=$(for k in "${!RSS[@]}"; do echo "${RSS[$k]}"; done | sort -n | tail -1)
     if [[ -n $peak ]]; then
       awk -v r="$peak" 'BEGIN {printf "files, kiln peak RSS: %.1f MB; goal under 128 MB: %s\n", r * 1024 / 1e6, (r * 1024 < 128e6 ? "met" : "NOT met")}'
+    fi
+    # "Whatever the size of the context": RSS that grows with the number of files reaches 128 MB somewhere.
+    ra=${RSS[files-$FILES_MIN.cold]:-} rb=${RSS[files-$FILES_MAX.cold]:-}
+    if [[ $FILES_MIN != "$FILES_MAX" && -n $ra && -n $rb ]]; then
+      awk -v ra="$ra" -v rb="$rb" -v na="$FILES_MIN" -v nb="$FILES_MAX" 'BEGIN {
+        slope = (rb - ra) * 1024 / (nb - na)  # bytes per file
+        printf "files, kiln peak RSS (cold) grows by %.0f bytes a file from %d to %d files", slope, na, nb
+        if (slope > 64) printf ": 128 MB at about %.0f files\n", nb + (128e6 - rb * 1024) / slope
+        else printf "\n" }'
     fi
   fi
 fi
