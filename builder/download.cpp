@@ -183,6 +183,7 @@ void UrlSources::copy_into_layer(const CopyOptions& options, bool unpack, const 
     CopySelection selection;
     CopySelection::Item item;
     item.source = source->name;
+    item.match = source->name;
     std::optional<SourceTree::Entry> top = tree->lookup(source->name, false);
     if (!top)
       throw Error(
