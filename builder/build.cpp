@@ -261,7 +261,36 @@ void BuildSession::stop() {
     ssize_t written = ::write(cancel_event_.get(), &one, sizeof one);
     (void)written;  // an eventfd write of 1 cannot fail short of overflow
   }
+  {
+    // Waiters check the flag under the lock: taking it here means none misses the wake-up.
+    std::lock_guard lock(mutex_);
+  }
   changed_.notify_all();
+  step_finished_.notify_all();
+}
+
+bool BuildSession::claim_step(const std::string& key) {
+  std::unique_lock lock(mutex_);
+  if (!running_steps_.count(key)) {
+    running_steps_.insert(key);
+    return true;
+  }
+  step_finished_.wait(lock, [&] { return !running_steps_.count(key) || stop_.load(); });
+  return false;
+}
+
+void BuildSession::finish_step(const std::string& key, bool produced) {
+  {
+    std::lock_guard lock(mutex_);
+    running_steps_.erase(key);
+    if (produced) produced_steps_.insert(key);
+  }
+  step_finished_.notify_all();
+}
+
+bool BuildSession::produced_here(const std::string& key) {
+  std::lock_guard lock(mutex_);
+  return produced_steps_.count(key) != 0;
 }
 
 void BuildSession::check_canceled() const {
@@ -528,16 +557,10 @@ void Builder::execute() {
   for (size_t s : order) {
     threads.emplace_back([this, s] {
       try {
-        // The stages this one needs first, then a job slot.
-        for (const auto& dependency : session_.graph.stages[s].dependencies) {
-          if (dependency.stage) session_.stage_result(*dependency.stage);
-        }
+        // A stage starts as soon as its base is done; what it takes from other stages (COPY
+        // --from, RUN --mount from=) it waits for when it gets there. Job slots are taken by the
+        // steps that run (see fs_step), not by stages, so a waiting stage holds none.
         session_.check_canceled();
-        session_.jobs.acquire();
-        struct Release {
-          BuildSession& session;
-          ~Release() { session.jobs.release(); }
-        } release{session_};
         session_.set_stage_result(s, run_stage(session_, s));
       } catch (...) {
         session_.fail(std::current_exception());

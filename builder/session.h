@@ -111,12 +111,25 @@ class BuildSession {
   // The time a new history entry records: SOURCE_DATE_EPOCH when set, else now (RFC 3339).
   std::string now_created() const;
 
+  // ---- one run of each step per build
+  // Two stages that reach the same step (the same key) at once run it once: the second waits for
+  // the first's record. claim_step returns true when the caller is to run the step; false after
+  // waiting for another that ran it (or failed: then the caller runs it after all, on a second
+  // claim). finish_step ends the claim, whatever happened.
+  bool claim_step(const std::string& key);
+  void finish_step(const std::string& key, bool produced);
+  // Whether this build made the step's record (usable even under --no-cache).
+  bool produced_here(const std::string& key);
+
  private:
   std::mutex mutex_;
   std::condition_variable changed_;
   std::vector<std::optional<ImageState>> results_;
   std::vector<int> step_counters_;
   std::vector<int> step_totals_;
+  std::set<std::string> running_steps_;
+  std::set<std::string> produced_steps_;
+  std::condition_variable step_finished_;
   std::atomic<bool> stop_{false};
   std::exception_ptr error_;
   Fd cancel_event_;

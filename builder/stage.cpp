@@ -612,7 +612,28 @@ class StageRunner {
     ++step_ordinal_;
     bool allowed = s_.cache_allowed(index_);
     std::optional<json> record;
-    if (allowed) record = s_.store.get_cache_record(digest.hex());
+    if (allowed || s_.produced_here(digest.hex())) record = s_.store.get_cache_record(digest.hex());
+    if (record) {
+      s_.progress.cached(vertex);
+      return apply_record(*record);
+    }
+    // Another stage may be running this very step: wait for its record rather than run it twice.
+    while (!s_.claim_step(digest.hex())) {
+      s_.check_canceled();
+      if (s_.produced_here(digest.hex())) record = s_.store.get_cache_record(digest.hex());
+      if (record) {
+        s_.progress.cached(vertex);
+        return apply_record(*record);
+      }
+    }
+    struct Claim {
+      BuildSession& session;
+      std::string key;
+      bool produced = false;
+      ~Claim() { session.finish_step(key, produced); }
+    } claim{s_, digest.hex()};
+    // It may have finished between the look-up above and the claim.
+    if (s_.produced_here(digest.hex())) record = s_.store.get_cache_record(digest.hex());
     if (record) {
       s_.progress.cached(vertex);
       return apply_record(*record);
@@ -635,6 +656,13 @@ class StageRunner {
         // An unreadable record only costs the explanation.
       }
     }
+    s_.check_canceled();
+    // A job slot while the step runs and its layer is written (--jobs).
+    s_.jobs.acquire();
+    struct Slot {
+      BuildSession& session;
+      ~Slot() { session.jobs.release(); }
+    } slot{s_};
     s_.check_canceled();
     TempDir work(s_.store.tmp_dir(), "step-");
     std::string upper = work.path() + "/upper";
@@ -667,6 +695,7 @@ class StageRunner {
       chains.push_back(chain);
     }
     s_.store.put_cache_record(digest.hex(), data, blobs, chains);
+    claim.produced = true;
     make_dirs(s_.store.root() + "/cache/lineage", 0700);
     write_file_atomic(lineage, inputs.dump(), Durability::Volatile);
     s_.progress.done(vertex);
@@ -847,6 +876,12 @@ class StageRunner {
         std::vector<std::string> wrapped = shell();
         wrapped.push_back(args.empty() ? "" : args[0]);
         args = std::move(wrapped);
+      }
+    }
+    // The stages its mounts take files from first: the step shows as running only once it can.
+    for (const parser::MountSpec& mount : s_.graph.mounts[i]) {
+      if (!mount.from.empty()) {
+        if (auto stage = stage_for(mount.from)) s_.stage_result(*stage);
       }
     }
     int vertex = s_.progress.start(display(ins) + summary);
@@ -1253,6 +1288,10 @@ void StageRunner::dispatch_copy(size_t i, const Instruction& ins, const parser::
   if (arguments.size() < 2) throw UsageError(fmt::format("{} requires at least two arguments", instruction));
   std::string dest_written = arguments.back();
   arguments.pop_back();
+  // The stage it copies from first: the step shows as running only once it can.
+  if (!from.empty()) {
+    if (auto stage = stage_for(from)) s_.stage_result(*stage);
+  }
   int vertex = s_.progress.start(display(ins));
 
   json& config = state_.container_config();

@@ -1,6 +1,7 @@
 // kiln: the command line. Parses arguments, calls the libraries, prints, and maps errors to exit
 // codes. The only place that catches kiln::Error.
 #include <fmt/format.h>
+#include <unistd.h>
 
 #include <CLI/CLI.hpp>
 #include <cstdio>
@@ -16,9 +17,22 @@
 namespace kiln::cli {
 
 std::string Context::root() const {
-  if (!root_flag.empty()) return root_flag;
-  if (const char* env = std::getenv("KILN_ROOT"); env && *env) return env;
-  return Store::default_root();
+  std::string root;
+  if (!root_flag.empty()) {
+    root = root_flag;
+  } else if (const char* env = std::getenv("KILN_ROOT"); env && *env) {
+    root = env;
+  } else {
+    return Store::default_root();
+  }
+  // Absolute: paths under the store are handed to processes that run elsewhere (a step's bind
+  // mounts are resolved in its own directory).
+  if (!root.starts_with("/")) {
+    char cwd[4096];
+    if (::getcwd(cwd, sizeof cwd) == nullptr) throw_errno("read the working directory");
+    root = std::string(cwd) + "/" + root;
+  }
+  return root;
 }
 
 std::optional<int64_t> source_date_epoch() {
