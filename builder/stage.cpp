@@ -592,6 +592,22 @@ class StageRunner {
 
   // ---- steps that change files
 
+  // The stage's root as a tree, made when a step first asks for it: a RUN needs none (the sandbox
+  // mounts the layers), and making one opens every layer's directory.
+  class LazyLower {
+   public:
+    explicit LazyLower(StageRunner& runner) : runner_(runner) {}
+    const SourceTree& get() const {
+      if (!tree_) tree_ = runner_.lower_tree();
+      return *tree_;
+    }
+    operator const SourceTree&() const { return get(); }  // NOLINT: implicit, for the copy steps
+
+   private:
+    StageRunner& runner_;
+    mutable std::shared_ptr<SourceTree> tree_;
+  };
+
   // The stage's root as it is now, as a tree (its layers unpacked on demand).
   std::shared_ptr<SourceTree> lower_tree() {
     std::vector<std::string> dirs = s_.snapshots(state_);
@@ -667,7 +683,8 @@ class StageRunner {
     TempDir work(s_.store.tmp_dir(), "step-");
     std::string upper = work.path() + "/upper";
     make_dirs(upper, 0755);
-    make(upper, *lower_tree());
+    LazyLower lower(*this);
+    make(upper, lower);
     s_.check_canceled();
     json data = {{"created", s_.now_created()}};
     std::vector<Digest> blobs, chains;
@@ -932,7 +949,7 @@ class StageRunner {
     if (!s_.cache_allowed(index_)) key.add("no-cache", "1");
 
     std::string history = "RUN " + run_command_string(args, env) + " # buildkit";
-    bool layer = fs_step(vertex, key, [&](const std::string& upper, const SourceTree&) {
+    bool layer = fs_step(vertex, key, [&](const std::string& upper, const LazyLower&) {
       run_process(vertex, ins, upper, args, env, secret_env, mounts, user, workdir, network == "host",
                   insecure);
     });
