@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds kiln and shows it at work on a busybox root filesystem made from Debian's busybox-static:
-# import, images, history, save, load back, export; a container run, changed and committed; then
-# how it reads a multi-stage Dockerfile.
+# import, images, history, save, load back, export; a container run, changed and committed; an image
+# built from testdata/demo's Dockerfile and run, then built again from the cache; then how it reads a
+# multi-stage Dockerfile.
 # Installs missing Debian packages first.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -20,7 +21,9 @@ step() { printf '\n\033[1m$ %s\033[0m\n' "$*"; "$@"; }
 mkdir -p "$work/rootfs"/{bin,etc,tmp,root}
 cp /bin/busybox "$work/rootfs/bin/"
 for applet in $(/bin/busybox --list); do [[ $applet == busybox ]] || ln -s busybox "$work/rootfs/bin/$applet"; done
-echo 'root:x:0:0:root:/root:/bin/sh' >"$work/rootfs/etc/passwd"
+printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n' >"$work/rootfs/etc/passwd"
+printf 'root:x:0:\nnogroup:x:65534:\n' >"$work/rootfs/etc/group"
+chmod 1777 "$work/rootfs/tmp"
 tar -C "$work/rootfs" --numeric-owner -czf "$work/busybox.tar.gz" .
 
 step "$kiln" import --change 'CMD ["/bin/sh"]' --message "busybox from Debian" "$work/busybox.tar.gz" busybox:demo
@@ -42,6 +45,13 @@ if "$kiln" run --rm busybox:demo true 2>/dev/null; then
   step "$kiln" commit -m "a greeting" -c 'CMD ["cat", "/greeting"]' changed greeting:demo
   step "$kiln" run --rm greeting:demo
   step "$kiln" rm changed
+
+  # A build: testdata/demo's two stages (a cache mount, a heredoc, COPY --from), then the image run.
+  step "$kiln" build --progress plain -t site:demo testdata/demo
+  step "$kiln" run --rm site:demo
+  # Again: every step comes from the cache and the image is the same.
+  step "$kiln" build --progress plain -t site:demo testdata/demo
+  step "$kiln" history site:demo
 else
   echo "(kiln run skipped: this machine cannot create the namespaces it needs)"
 fi
