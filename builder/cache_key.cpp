@@ -1,9 +1,15 @@
 #include "builder/cache_key.h"
 
+#include <fcntl.h>
 #include <fmt/format.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <map>
+#include <unordered_map>
+
+#include "layerstore/files.h"
+#include "layerstore/io.h"
 
 namespace kiln::builder {
 
@@ -72,23 +78,83 @@ std::string some_of(const std::vector<std::string>& names, std::string_view verb
 
 }  // namespace
 
+void save_files(const std::string& path, const FileWalk& walk) {
+  AtomicFile out(path, 0600, Durability::Volatile);
+  std::string buffer;
+  walk([&](std::string_view file, std::string_view digest) {
+    if (file.find_first_of("\t\n") != std::string_view::npos) return;  // not representable; rare
+    buffer.append(file).append("\t").append(digest).append("\n");
+    if (buffer.size() > (1 << 16)) {
+      out.write(as_bytes(buffer));
+      buffer.clear();
+    }
+  });
+  out.write(as_bytes(buffer));
+  out.commit();
+}
+
+namespace {
+
+// Calls `line` for every "path\tdigest" line of the file.
+bool read_saved_files(const std::string& path,
+                      const std::function<void(std::string_view, std::string_view)>& line) {
+  Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd.valid()) return false;
+  FdReader reader(fd.get(), path);
+  std::string pending;
+  std::vector<std::byte> chunk(1 << 16);
+  for (;;) {
+    size_t n = reader.read(chunk);
+    if (n == 0) break;
+    pending.append(reinterpret_cast<const char*>(chunk.data()), n);
+    size_t start = 0;
+    for (size_t newline; (newline = pending.find('\n', start)) != std::string::npos; start = newline + 1) {
+      std::string_view text(pending.data() + start, newline - start);
+      size_t tab = text.find('\t');
+      if (tab != std::string_view::npos) line(text.substr(0, tab), text.substr(tab + 1));
+    }
+    pending.erase(0, start);
+  }
+  return true;
+}
+
+uint64_t hash_of(std::string_view text) {
+  return std::hash<std::string_view>{}(text);
+}
+
+}  // namespace
+
+std::optional<FileChanges> compare_files(const std::string& saved, const FileWalk& walk) {
+  std::unordered_map<uint64_t, uint64_t> before;  // path hash → digest hash
+  if (!read_saved_files(saved, [&](std::string_view path, std::string_view digest) {
+        before[hash_of(path)] = hash_of(digest);
+      })) {
+    return std::nullopt;
+  }
+  FileChanges changes;
+  walk([&](std::string_view path, std::string_view digest) {
+    auto it = before.find(hash_of(path));
+    if (it == before.end()) {
+      changes.added.emplace_back(path);
+      return;
+    }
+    if (it->second != hash_of(digest)) changes.changed.emplace_back(path);
+    before.erase(it);
+  });
+  if (!before.empty()) {
+    read_saved_files(saved, [&](std::string_view path, std::string_view) {
+      if (before.count(hash_of(path))) changes.removed.emplace_back(path);
+    });
+  }
+  return changes;
+}
+
 std::string explain_miss(const nlohmann::json& before, const nlohmann::json& now,
-                         const std::vector<std::string>& arg_names) {
+                         const std::vector<std::string>& arg_names, const FileChanges* files) {
   std::vector<std::string> reasons;
   // Files first: a COPY's most common reason.
-  if (now.contains("files") && before.contains("files") && now["files"].is_object() &&
-      before["files"].is_object()) {
-    std::vector<std::string> changed, added, removed;
-    for (const auto& [path, digest] : now["files"].items()) {
-      if (!before["files"].contains(path)) {
-        added.push_back(path);
-      } else if (before["files"][path] != digest) {
-        changed.push_back(path);
-      }
-    }
-    for (const auto& [path, digest] : before["files"].items()) {
-      if (!now["files"].contains(path)) removed.push_back(path);
-    }
+  if (files) {
+    std::vector<std::string> changed = files->changed, added = files->added, removed = files->removed;
     // A directory added or removed stands for what is under it.
     auto topmost = [](std::vector<std::string> paths) {
       std::sort(paths.begin(), paths.end());
@@ -106,7 +172,7 @@ std::string explain_miss(const nlohmann::json& before, const nlohmann::json& now
     if (!removed.empty()) reasons.push_back(some_of(removed, "removed"));
   }
   for (const auto& [name, value] : now.items()) {
-    if (name == "files" || name == "parent" || name == "sources") continue;
+    if (name == "parent" || name == "sources") continue;
     if (before.contains(name) && before[name] == value) continue;
     if (name == "env") {
       std::map<std::string, std::string> was = env_map(before.value(name, nlohmann::json::array()));

@@ -2,7 +2,9 @@
 // that a miss can be explained by naming the input that changed.
 #pragma once
 
+#include <functional>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -32,11 +34,24 @@ class CacheKey {
   nlohmann::json named_ = nlohmann::json::object();
 };
 
-// Why a step's key is not the one it had when it was last built, from the two inputs() records and
-// the names of the build args in scope: "src/main.c changed", "build arg VERSION changed", "the
-// command changed", "an earlier step changed". `files` are the COPY sources' per-file digests, now
-// and then (path to digest), when the step has them.
+// The files a COPY took, as its key saw them: each path with a digest of what the key took of it.
+// Given as a walk so that a context of any size is never held as a list.
+using FileVisitor = std::function<void(std::string_view path, std::string_view digest)>;
+using FileWalk = std::function<void(const FileVisitor&)>;
+
+struct FileChanges {
+  std::vector<std::string> changed, added, removed;
+};
+// Writes the walk's files to `path` ("path\tdigest" lines), atomically.
+void save_files(const std::string& path, const FileWalk& walk);
+// The files of `walk` against those `saved` holds (from save_files); nullopt when there is no such
+// file. Memory: a pair of 64-bit hashes per saved file, not the paths.
+std::optional<FileChanges> compare_files(const std::string& saved, const FileWalk& walk);
+
+// Why a step's key is not the one it had when it was last built, from the two inputs() records, the
+// names of the build args in scope and the file changes (when the step has files): "src/main.c
+// changed", "build arg VERSION changed", "the command changed", "an earlier step changed".
 std::string explain_miss(const nlohmann::json& before, const nlohmann::json& now,
-                         const std::vector<std::string>& arg_names);
+                         const std::vector<std::string>& arg_names, const FileChanges* files);
 
 }  // namespace kiln::builder

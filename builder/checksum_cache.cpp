@@ -27,47 +27,87 @@ int64_t nanos(const struct timespec& t) {
 ChecksumCache::ChecksumCache(std::string file, std::string root)
     : file_(std::move(file)), root_(std::move(root)) {}
 
+namespace {
+
+int hex_value(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  return -1;
+}
+
+bool parse_hex(std::string_view hex, std::array<unsigned char, 32>& out) {
+  if (hex.size() != 64) return false;
+  for (size_t i = 0; i < 32; ++i) {
+    int high = hex_value(hex[2 * i]), low = hex_value(hex[2 * i + 1]);
+    if (high < 0 || low < 0) return false;
+    out[i] = static_cast<unsigned char>(high * 16 + low);
+  }
+  return true;
+}
+
+std::string to_hex(const std::array<unsigned char, 32>& digest) {
+  static constexpr char kDigits[] = "0123456789abcdef";
+  std::string out(64, '0');
+  for (size_t i = 0; i < 32; ++i) {
+    out[2 * i] = kDigits[digest[i] >> 4];
+    out[2 * i + 1] = kDigits[digest[i] & 15];
+  }
+  return out;
+}
+
+}  // namespace
+
 void ChecksumCache::load() {
   loaded_ = true;
-  std::string text;
-  try {
-    text = read_file_capped(file_, uint64_t{1} << 30, "checksum cache");
-  } catch (const Error&) {
-    return;  // none yet, or unreadable: every file is hashed once more
-  }
-  size_t newline = text.find('\n');
-  if (newline == std::string::npos || text.compare(0, kMagic.size(), kMagic) != 0 ||
-      text.substr(kMagic.size(), newline - kMagic.size()) != root_) {
-    return;
-  }
-  size_t pos = newline + 1;
-  while (pos < text.size()) {
-    size_t end = text.find('\n', pos);
-    if (end == std::string::npos) break;
-    std::string_view line(text.data() + pos, end - pos);
-    pos = end + 1;
-    Entry entry;
-    size_t fields[5];
-    size_t at = 0;
-    bool ok = true;
-    for (size_t& field : fields) {
-      size_t space = line.find(' ', at);
-      if (space == std::string_view::npos) {
-        ok = false;
-        break;
-      }
-      field = at;
-      at = space + 1;
+  Fd fd(::open(file_.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd.valid()) return;  // none yet: every file is hashed once
+  // Read in pieces: the file is as long as the context is wide, and only the entries are kept.
+  FdReader reader(fd.get(), file_);
+  std::string pending;
+  std::vector<std::byte> chunk(1 << 16);
+  bool first = true;
+  for (;;) {
+    size_t n = 0;
+    try {
+      n = reader.read(chunk);
+    } catch (const Error&) {
+      entries_.clear();
+      return;  // unreadable: every file is hashed once more
     }
-    if (!ok) continue;
-    char* stop = nullptr;
-    entry.size = std::strtoull(line.data() + fields[0], &stop, 10);
-    entry.mtime_ns = std::strtoll(line.data() + fields[1], &stop, 10);
-    entry.ctime_ns = std::strtoll(line.data() + fields[2], &stop, 10);
-    entry.inode = std::strtoull(line.data() + fields[3], &stop, 10);
-    entry.digest_hex = std::string(line.substr(fields[4], 64));
-    if (entry.digest_hex.size() != 64 || at > line.size()) continue;
-    entries_.emplace(std::string(line.substr(at)), std::move(entry));
+    if (n == 0) break;
+    pending.append(reinterpret_cast<const char*>(chunk.data()), n);
+    size_t start = 0;
+    for (size_t newline; (newline = pending.find('\n', start)) != std::string::npos; start = newline + 1) {
+      std::string_view line(pending.data() + start, newline - start);
+      if (first) {
+        first = false;
+        // Another directory's cache (a hash collision of its name) or another format: ignored.
+        if (!line.starts_with(kMagic) || line.substr(kMagic.size()) != root_) return;
+        continue;
+      }
+      Entry entry;
+      size_t fields[5];
+      size_t at = 0;
+      bool ok = true;
+      for (size_t& field : fields) {
+        size_t space = line.find(' ', at);
+        if (space == std::string_view::npos) {
+          ok = false;
+          break;
+        }
+        field = at;
+        at = space + 1;
+      }
+      if (!ok || at > line.size()) continue;
+      char* stop = nullptr;
+      entry.size = std::strtoull(line.data() + fields[0], &stop, 10);
+      entry.mtime_ns = std::strtoll(line.data() + fields[1], &stop, 10);
+      entry.ctime_ns = std::strtoll(line.data() + fields[2], &stop, 10);
+      entry.inode = std::strtoull(line.data() + fields[3], &stop, 10);
+      if (!parse_hex(line.substr(fields[4], at - 1 - fields[4]), entry.digest)) continue;
+      entries_.emplace(std::string(line.substr(at)), entry);
+    }
+    pending.erase(0, start);
   }
 }
 
@@ -81,7 +121,7 @@ std::optional<Digest> ChecksumCache::lookup(const std::string& path, const struc
       e.ctime_ns != nanos(st.st_ctim) || e.inode != st.st_ino) {
     return std::nullopt;
   }
-  return Digest::from_sha256_hex(e.digest_hex);
+  return Digest::from_sha256_hex(to_hex(e.digest));
 }
 
 Digest ChecksumCache::file_digest(const std::string& path, const struct stat& st, int fd) {
@@ -104,8 +144,13 @@ Digest ChecksumCache::file_digest(const std::string& path, const struct stat& st
   // A file that changed while it was read is not remembered: its stat no longer describes it.
   struct stat after {};
   if (::fstat(fd, &after) == 0 && after.st_size == st.st_size && nanos(after.st_mtim) == nanos(st.st_mtim)) {
-    entries_[path] = Entry{static_cast<uint64_t>(st.st_size), nanos(st.st_mtim), nanos(st.st_ctim),
-                           static_cast<uint64_t>(st.st_ino), digest.hex()};
+    Entry entry{static_cast<uint64_t>(st.st_size),
+                nanos(st.st_mtim),
+                nanos(st.st_ctim),
+                static_cast<uint64_t>(st.st_ino),
+                {}};
+    parse_hex(digest.hex(), entry.digest);
+    entries_[path] = entry;
     dirty_ = true;
   }
   return digest;
@@ -114,17 +159,21 @@ Digest ChecksumCache::file_digest(const std::string& path, const struct stat& st
 void ChecksumCache::save() {
   std::lock_guard lock(mutex_);
   if (!dirty_) return;
-  std::string out;
-  out.reserve(entries_.size() * 120);
-  out += kMagic;
-  out += root_;
-  out += '\n';
+  make_dirs(file_.substr(0, file_.rfind('/')), 0700);
+  // Written in pieces, as it is read.
+  AtomicFile out(file_, 0600, Durability::Volatile);
+  std::string buffer = fmt::format("{}{}\n", kMagic, root_);
   for (const auto& [path, e] : entries_) {
     if (path.find('\n') != std::string::npos) continue;
-    out += fmt::format("{} {} {} {} {} {}\n", e.size, e.mtime_ns, e.ctime_ns, e.inode, e.digest_hex, path);
+    buffer +=
+        fmt::format("{} {} {} {} {} {}\n", e.size, e.mtime_ns, e.ctime_ns, e.inode, to_hex(e.digest), path);
+    if (buffer.size() > (1 << 16)) {
+      out.write(as_bytes(buffer));
+      buffer.clear();
+    }
   }
-  make_dirs(file_.substr(0, file_.rfind('/')), 0700);
-  write_file_atomic(file_, out, Durability::Volatile);
+  out.write(as_bytes(buffer));
+  out.commit();
   dirty_ = false;
 }
 

@@ -620,7 +620,7 @@ class StageRunner {
   // Returns whether a layer was added.
   template <typename Make>
   bool fs_step(int vertex, CacheKey& key, Make&& make, bool independent_of_parent = false,
-               const std::function<json()>& files = {}) {
+               const FileWalk& files = {}) {
     // What every step's result depends on besides its own inputs; COPY --link's layer does not
     // depend on what it lands on.
     if (!independent_of_parent) key.add("parent", state_.chain_id() ? state_.chain_id()->str() : "");
@@ -656,18 +656,21 @@ class StageRunner {
     }
     // Why it missed: against what this step of this Dockerfile had when it was last built.
     json inputs = key.inputs();
-    if (files) inputs["files"] = files();
     std::string lineage = lineage_path();
+    std::string lineage_files = lineage.substr(0, lineage.size() - 5) + ".files";
     if (!allowed) {
       s_.progress.note(vertex, fmt::format("cache miss: {} — {}", short_name(vertex),
                                            s_.request.no_cache ? "--no-cache" : "--no-cache-filter"));
     } else if (path_exists(lineage)) {
       try {
-        json before = json::parse(read_file_capped(lineage, 1 << 30, "build cache lineage"));
+        json before = json::parse(read_file_capped(lineage, 16 << 20, "build cache lineage"));
         std::vector<std::string> arg_names;
         for (const auto& [name, value] : state_.args) arg_names.push_back(name);
-        s_.progress.note(vertex, fmt::format("cache miss: {} — {}", short_name(vertex),
-                                             explain_miss(before, inputs, arg_names)));
+        std::optional<FileChanges> changes;
+        if (files) changes = compare_files(lineage_files, files);
+        s_.progress.note(vertex,
+                         fmt::format("cache miss: {} — {}", short_name(vertex),
+                                     explain_miss(before, inputs, arg_names, changes ? &*changes : nullptr)));
       } catch (const std::exception&) {
         // An unreadable record only costs the explanation.
       }
@@ -715,6 +718,11 @@ class StageRunner {
     claim.produced = true;
     make_dirs(s_.store.root() + "/cache/lineage", 0700);
     write_file_atomic(lineage, inputs.dump(), Durability::Volatile);
+    if (files) {
+      save_files(lineage_files, files);
+    } else {
+      ::unlink(lineage_files.c_str());
+    }
     s_.progress.done(vertex);
     return apply_record(data);
   }
@@ -1472,24 +1480,22 @@ void StageRunner::dispatch_copy(size_t i, const Instruction& ins, const parser::
         }
       },
       link,
-      [&]() {
+      [&](const FileVisitor& visit) {
         // Per file, for explaining a miss: the content digest the key was made from.
-        json files = json::object();
-        for (const auto& item : selection.items) {
-          auto describe = [&](const SourceTree::Entry& entry) -> std::string {
-            if (S_ISREG(entry.st.st_mode)) {
-              if (checksums) {
-                if (auto digest = checksums->lookup(entry.path, entry.st)) return digest->hex();
-              }
-              return fmt::format("file:{}:{}", entry.st.st_size, entry.st.st_mtim.tv_sec);
+        auto describe = [&](const SourceTree::Entry& entry) -> std::string {
+          if (S_ISREG(entry.st.st_mode)) {
+            if (checksums) {
+              if (auto digest = checksums->lookup(entry.path, entry.st)) return digest->hex();
             }
-            if (S_ISLNK(entry.st.st_mode)) return "link:" + tree->read_link(entry);
-            return fmt::format("mode:{:o}", entry.st.st_mode);
-          };
-          if (!item.directory) files[item.source] = describe(item.top);
-          for (const auto& entry : item.entries) files[entry.path] = describe(entry);
+            return fmt::format("file:{}:{}", entry.st.st_size, entry.st.st_mtim.tv_sec);
+          }
+          if (S_ISLNK(entry.st.st_mode)) return "link:" + tree->read_link(entry);
+          return fmt::format("mode:{:o}", entry.st.st_mode);
+        };
+        for (const auto& item : selection.items) {
+          if (!item.directory) visit(item.source, describe(item.top));
+          for (const auto& entry : item.entries) visit(entry.path, describe(entry));
         }
-        return files;
       });
   std::string message = instruction;
   if (parents) message += " --parents";
