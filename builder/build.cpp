@@ -5,6 +5,7 @@
 #include <poll.h>
 #include <sys/eventfd.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -15,11 +16,13 @@
 
 #include "builder/context.h"
 #include "builder/session.h"
+#include "layerstore/archive_io.h"
 #include "layerstore/errors.h"
 #include "layerstore/fsutil.h"
 #include "layerstore/image_ops.h"
 #include "layerstore/tar.h"
 #include "parser/instruction_rules.h"
+#include "runtime/cgroups.h"
 #include "runtime/chroot_step.h"
 #include "runtime/rootfs.h"
 #include "runtime/userns.h"
@@ -293,6 +296,27 @@ bool BuildSession::produced_here(const std::string& key) {
   return produced_steps_.count(key) != 0;
 }
 
+bool BuildSession::produced_any() {
+  std::lock_guard lock(mutex_);
+  return !produced_steps_.empty();
+}
+
+uint64_t default_build_cache_limit(const Store& store) {
+  if (const char* configured = std::getenv("KILN_BUILD_CACHE_MAX"); configured && *configured) {
+    try {
+      return static_cast<uint64_t>(runtime::parse_memory_size(configured));
+    } catch (const UsageError&) {
+      rethrow_with_context(fmt::format("KILN_BUILD_CACHE_MAX=`{}`", configured));
+    }
+  }
+  struct statvfs fs {};
+  uint64_t limit = uint64_t{1} << 30;
+  if (::statvfs(store.root().c_str(), &fs) == 0) {
+    limit = std::max(limit, static_cast<uint64_t>(fs.f_blocks) * fs.f_frsize / 10);
+  }
+  return limit;
+}
+
 void BuildSession::check_canceled() const {
   if (stop_.load()) throw BuildCanceled("build canceled");
 }
@@ -354,6 +378,8 @@ class Builder {
 };
 
 void Builder::prepare() {
+  // Process-wide, so now, while this is the only thread.
+  prepare_archive_locale();
   session_.epoch = request_.source_date_epoch;
   session_.target_platform = parser::host_platform();
   if (!request_.platform.empty()) {
@@ -611,7 +637,7 @@ BuildResult Builder::export_result() {
   if (outputs.empty()) outputs.push_back(OutputSpec{});
   nlohmann::json config = final_config(state);
   std::string config_bytes = config.dump();
-  BuildResult result{sha256_of(config_bytes), std::nullopt};
+  BuildResult result{sha256_of(config_bytes), std::nullopt, session_.produced_any()};
   bool needs_image = std::any_of(outputs.begin(), outputs.end(), [](const OutputSpec& o) {
     return o.type == OutputSpec::Type::kImage || o.type == OutputSpec::Type::kOci ||
            o.type == OutputSpec::Type::kDocker;

@@ -105,7 +105,13 @@ struct BuildRequest {
 struct BuildResult {
   Digest image_id;                        // the config digest
   std::optional<Digest> manifest_digest;  // when the image went to the store
+  bool cache_grew = false;                // a step ran and added a record to the build cache
 };
+
+// The build cache's size limit: $KILN_BUILD_CACHE_MAX when set ("5GB", "512m"), else 10% of the
+// file system the store is on, at least 1 GB (BuildKit keeps 10% of the disk). Records used least
+// recently go first once a build passes it.
+uint64_t default_build_cache_limit(const Store& store);
 
 // A RUN that exited non-zero. The message is BuildKit's: `process "/bin/sh -c make" did not complete
 // successfully: exit code: 2`; the Dockerfile's lines and the step's last output come before it.

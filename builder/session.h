@@ -120,6 +120,7 @@ class BuildSession {
   void finish_step(const std::string& key, bool produced);
   // Whether this build made the step's record (usable even under --no-cache).
   bool produced_here(const std::string& key);
+  bool produced_any();
 
  private:
   std::mutex mutex_;

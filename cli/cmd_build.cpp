@@ -152,7 +152,8 @@ void add_build_command(CLI::App& app, Context& ctx) {
     builder::IsolationChoice isolation = builder::choose_isolation(request.isolation);
     request.isolation = isolation.isolation;
     request.isolation_note = isolation.why;
-    Store store = ctx.open_store();
+    std::optional<Store> stores(ctx.open_store());
+    Store& store = *stores;
     // Ctrl-C and SIGTERM stop the build: steps are killed, nothing is published, exit 130.
     BlockedSignals signals;
     request.cancel_fd = signals.fd();
@@ -168,6 +169,18 @@ void add_build_command(CLI::App& app, Context& ctx) {
     progress.finish();
     if (!flags->iidfile.empty()) write_file_atomic(flags->iidfile, result.image_id.str());
     fmt::print("{}\n", result.image_id.str());
+    std::fflush(stdout);
+    if (result.cache_grew) {
+      // The build cache's size limit, checked when a build added to it: the records used least
+      // recently go, and their blobs with them when no other kiln has the store open.
+      Store::CachePruneReport trimmed =
+          store.prune_build_cache(std::nullopt, builder::default_build_cache_limit(store));
+      if (trimmed.removed_records > 0) {
+        std::string root = store.root();
+        stores.reset();  // our shared lock goes, so that the exclusive one can be had
+        if (auto exclusive = Store::try_open_exclusive(root)) exclusive->prune();
+      }
+    }
   });
 }
 

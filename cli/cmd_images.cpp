@@ -373,8 +373,11 @@ void add_image_commands(CLI::App& app, Context& ctx) {
       if (*build_cache) {
         std::optional<uint64_t> keep;
         if (!keep_storage->empty()) {
-          keep = runtime::parse_memory_limit(*keep_storage);
-          if (!keep) throw UsageError(fmt::format("--keep-storage `{}`: not a size", *keep_storage));
+          try {
+            keep = static_cast<uint64_t>(runtime::parse_memory_size(*keep_storage));
+          } catch (const UsageError&) {
+            rethrow_with_context(fmt::format("--keep-storage `{}`", *keep_storage));
+          }
         }
         std::optional<int64_t> max_age;
         for (const std::string& filter : *filters) {

@@ -21,8 +21,8 @@ constexpr size_t kReadBufferSize = 1 << 20;
 // marks every non-ASCII name hdrcharset=BINARY, which GNU tar warns about; the rest of the locale
 // (numbers, messages) stays C. Set the first time kiln touches a tar stream rather than at start:
 // loading the locale costs 0.2-0.5 ms, which commands without archives (run, ps, parse) need not
-// pay. setlocale is process-wide: a caller that reads or writes archives on several threads makes
-// one ArchiveReader or ArchiveWriter before it starts them.
+// pay. setlocale is process-wide: a caller that reads or writes archives on several threads calls
+// prepare_archive_locale() before it starts them.
 void use_utf8_names() {
   static std::once_flag once;
   std::call_once(once, [] {
@@ -36,6 +36,10 @@ struct EntryDeleter {
 using EntryPtr = std::unique_ptr<archive_entry, EntryDeleter>;
 
 }  // namespace
+
+void prepare_archive_locale() {
+  use_utf8_names();
+}
 
 ArchiveReader::ArchiveReader(Reader& in, std::string what)
     : in_(in), what_(std::move(what)), buffer_(new std::byte[kReadBufferSize]) {

@@ -14,6 +14,11 @@ struct archive_entry;
 
 namespace kiln {
 
+// Sets the UTF-8 character type archives' names need (a process-wide setlocale, done once). Every
+// reader and writer does it on first use; a process that will use them on several threads calls
+// this before it starts them, so that the locale never changes while another thread runs.
+void prepare_archive_locale();
+
 class ArchiveReader {
  public:
   // `what` names the stream in errors ("load `img.tar`").

@@ -88,4 +88,13 @@ kiln prune --build-cache >"$WORK/pruned"
 assert_contains "$(cat "$WORK/pruned")" "build cache records" "prune --build-cache reports"
 build --build-arg VERSION=2
 assert_eq "$(grep -c CACHED "$WORK/progress")" "1" "after prune --build-cache only FROM is cached"
+# The size limit: a build that adds to the cache trims it to KILN_BUILD_CACHE_MAX, least recently
+# used records first, and their blobs go with them.
+printf 'FROM busybox\nRUN head -c 300000 /dev/urandom > /big\n' >"$ctx/Dockerfile"
+KILN_BUILD_CACHE_MAX=100k kiln build --progress quiet -t limited:1 "$ctx" >/dev/null || fail "build under a limit"
+records=$(ls "$KILN_ROOT/cache/build" | wc -l)
+kiln build --progress plain -t limited:1 "$ctx" >/dev/null 2>"$WORK/progress" || fail "build again"
+assert_contains "$(cat "$WORK/progress")" "cache miss: RUN head -c 300000 /dev/urandom > /big — the cache has no record of it" \
+  "the record over the limit was trimmed: the step runs again, and says why"
+assert_eq "$(ls "$KILN_ROOT/cache/build" | wc -l)" "$((records + 1))" "without a limit the new record stays"
 echo ok
