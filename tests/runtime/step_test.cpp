@@ -94,7 +94,8 @@ TEST_CASE("steps run from several threads at once keep their own output, exit co
     CHECK(codes[i] == i);
     CHECK(outputs[i].out == "out-" + std::to_string(i) + "\n");
     CHECK(outputs[i].err == "err-" + std::to_string(i) + "\n");
-    std::string mine = kiln::read_file_capped(dir.path() + "/s" + std::to_string(i) + "/upper/tmp/mine", 100, "mine");
+    std::string mine =
+        kiln::read_file_capped(dir.path() + "/s" + std::to_string(i) + "/upper/tmp/mine", 100, "mine");
     CHECK(mine == std::to_string(i) + "\n");
   }
 }
