@@ -51,6 +51,14 @@ kiln build --progress quiet -o "$WORK/local" "$ctx" >/dev/null || fail "local ou
 assert_eq "$(cat "$WORK/local/file.txt") $(cat "$WORK/local/built.txt")" "context file built" "type=local"
 [[ -x $WORK/local/bin/busybox ]] || fail "type=local lacks the base image's files"
 
+# --platform: the image is made for it (no RUN here: kiln does not emulate other architectures),
+# and the platform ARGs follow it.
+printf 'FROM scratch\nARG TARGETARCH\nCOPY sub/file.txt /file-$TARGETARCH\n' >"$WORK/Platform.Dockerfile"
+kiln build --progress quiet --platform linux/arm64 -f "$WORK/Platform.Dockerfile" -t plat:arm64 "$ctx" >/dev/null || fail "--platform"
+assert_eq "$(kiln inspect --format '{{.Architecture}}' plat:arm64)" "arm64" "--platform sets the architecture"
+kiln export -o "$WORK/plat.tar" plat:arm64
+assert_contains "$(tar -tf "$WORK/plat.tar")" "file-arm64" "TARGETARCH follows --platform"
+
 # Reproducible: two stores, one digest.
 for store in one two; do
   SOURCE_DATE_EPOCH=1700000000 KILN_ROOT=$WORK/store-$store "$KILN" import "$WORK/busybox.tar" busybox:latest >/dev/null
