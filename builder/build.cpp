@@ -369,6 +369,7 @@ class Builder {
   void execute();
   BuildResult export_result();
   nlohmann::json final_config(const ImageState& state);
+  void write_output(const std::string& dest, const std::function<void(Writer&)>& write);
 
   BuildSession session_;
   const BuildRequest& request_;
@@ -631,6 +632,18 @@ nlohmann::json Builder::final_config(const ImageState& state) {
   return config;
 }
 
+// An archive output: to standard output for "-", else to a file that appears only once complete.
+void Builder::write_output(const std::string& dest, const std::function<void(Writer&)>& write) {
+  if (dest == "-") {
+    FdWriter out(request_.stdout_fd, "standard output");
+    write(out);
+    return;
+  }
+  AtomicFile file(dest);
+  write(file);
+  file.commit();
+}
+
 BuildResult Builder::export_result() {
   const ImageState& state = session_.stage_result(session_.graph.target);
   std::vector<OutputSpec> outputs = request_.outputs;
@@ -684,14 +697,7 @@ BuildResult Builder::export_result() {
         std::vector<std::string> names;
         for (const Reference& tag : request_.tags) names.push_back(tag.str());
         if (names.empty()) names.push_back(result.image_id.str());
-        if (output.dest == "-") {
-          FdWriter out(request_.stdout_fd, "standard output");
-          save_images(store_, names, out);
-        } else {
-          AtomicFile file(output.dest);
-          save_images(store_, names, file);
-          file.commit();
-        }
+        write_output(output.dest, [&](Writer& out) { save_images(store_, names, out); });
         progress_.note(vertex, fmt::format("sending tarball to {} done", output.dest));
         progress_.done(vertex);
         break;
@@ -713,14 +719,7 @@ BuildResult Builder::export_result() {
           }
           TarWriteOptions tar_options;
           tar_options.source_date_epoch = session_.epoch;
-          if (output.dest == "-") {
-            FdWriter out(request_.stdout_fd, "standard output");
-            write_flattened_tar(raw, out, tar_options);
-          } else {
-            AtomicFile file(output.dest);
-            write_flattened_tar(raw, file, tar_options);
-            file.commit();
-          }
+          write_output(output.dest, [&](Writer& out) { write_flattened_tar(raw, out, tar_options); });
         }
         progress_.note(vertex, fmt::format("copying files to {} done", output.dest));
         progress_.done(vertex);

@@ -157,16 +157,7 @@ LoadedContext load_context(const BuildRequest& request, const std::string& tmp_p
     const std::string& data = read_stdin();
     if (looks_like_archive(data)) {
       loaded.owned = std::make_unique<TempDir>(tmp_parent, "context-");
-      struct StringReader : Reader {
-        std::string_view rest;
-        size_t read(std::span<std::byte> buf) override {
-          size_t n = std::min(buf.size(), rest.size());
-          std::memcpy(buf.data(), rest.data(), n);
-          rest.remove_prefix(n);
-          return n;
-        }
-      } reader;
-      reader.rest = data;
+      StringReader reader(data);
       auto tar = open_decompressed(reader, nullptr);
       Fd root = open_or_throw(loaded.owned->path(), O_RDONLY | O_DIRECTORY);
       try {

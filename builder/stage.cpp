@@ -765,6 +765,20 @@ class StageRunner {
     return key.digest();
   }
 
+  // The variables in scope for Docker's word processing: the stage's ENV, then its ARGs with a
+  // value (ENV wins over an ARG of the same name).
+  parser::VariableLookup variables() const {
+    json env = state_.config.contains("config") ? state_.config["config"].value("Env", json::array())
+                                                : json::array();
+    return [this, env = std::move(env)](std::string_view name) -> std::optional<std::string> {
+      if (auto v = env_get(env, name)) return v;
+      for (const auto& [key, value] : state_.args) {
+        if (key == name && value) return value;
+      }
+      return std::nullopt;
+    };
+  }
+
   // The instruction as BuildKit names its vertex: the keyword in capitals, variables of the stage's
   // environment substituted (unset ones left as written, quotes kept).
   std::string display(const Instruction& ins) {
@@ -778,16 +792,8 @@ class StageRunner {
     options.escape = s_.file.escape;
     options.raw_quotes = true;
     options.skip_unset = true;
-    const json env = state_.container_config().value("Env", json::array());
-    auto lookup = [&](std::string_view name) -> std::optional<std::string> {
-      if (auto v = env_get(env, name)) return v;
-      for (const auto& [key, value] : state_.args) {
-        if (key == name && value) return value;
-      }
-      return std::nullopt;
-    };
     try {
-      text = parser::expand_word(text, lookup, options);
+      text = parser::expand_word(text, variables(), options);
     } catch (const parser::WordError&) {
       // Shown as written.
     }
@@ -1415,7 +1421,6 @@ void StageRunner::dispatch_copy(size_t i, const Instruction& ins, const parser::
   CopySelection heredoc_selection;
   if (!heredocs.empty()) {
     heredoc_dir = std::make_unique<TempDir>(s_.store.tmp_dir(), "heredoc-");
-    const json env = config.value("Env", json::array());
     for (const parser::Heredoc* heredoc : heredocs) {
       std::string body = heredoc->chomp ? chomp_heredoc(heredoc->body) : heredoc->body;
       if (heredoc->expand) {
@@ -1423,15 +1428,8 @@ void StageRunner::dispatch_copy(size_t i, const Instruction& ins, const parser::
         expand.escape = s_.file.escape;
         expand.raw_quotes = true;
         expand.raw_escapes = true;
-        auto lookup = [&](std::string_view name) -> std::optional<std::string> {
-          if (auto v = env_get(env, name)) return v;
-          for (const auto& [k, v] : state_.args) {
-            if (k == name && v) return v;
-          }
-          return std::nullopt;
-        };
         try {
-          body = parser::expand_word(body, lookup, expand);
+          body = parser::expand_word(body, variables(), expand);
         } catch (const parser::WordError& error) {
           throw UsageError(fmt::format("{} heredoc {}: {}", instruction, heredoc->name, error.what()));
         }

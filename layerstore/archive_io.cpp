@@ -149,16 +149,7 @@ void ArchiveWriter::write_data(std::span<const std::byte> data) {
 }
 
 void ArchiveWriter::add_file(const std::string& name, std::string_view content, int64_t mtime) {
-  struct StringReader : Reader {
-    std::string_view s;
-    size_t read(std::span<std::byte> buf) override {
-      size_t n = std::min(buf.size(), s.size());
-      std::memcpy(buf.data(), s.data(), n);
-      s.remove_prefix(n);
-      return n;
-    }
-  } r;
-  r.s = content;
+  StringReader r(content);
   add_file_from(name, r, content.size(), mtime);
 }
 

@@ -115,4 +115,17 @@ size_t PeekReader::read(std::span<std::byte> buf) {
   return in_.read(buf);
 }
 
+size_t StringReader::read(std::span<std::byte> buf) {
+  size_t n = std::min(buf.size(), rest_.size());
+  std::memcpy(buf.data(), rest_.data(), n);
+  rest_.remove_prefix(n);
+  return n;
+}
+
+Pipe make_pipe() {
+  int fds[2];
+  if (::pipe2(fds, O_CLOEXEC) != 0) throw_errno("create a pipe");
+  return {Fd(fds[0]), Fd(fds[1])};
+}
+
 }  // namespace kiln

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <span>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -46,6 +47,12 @@ class Fd {
  private:
   int fd_ = -1;
 };
+
+// A pipe's two ends, both close-on-exec. Throws SystemError.
+struct Pipe {
+  Fd read, write;
+};
+Pipe make_pipe();
 
 // Opens with O_CLOEXEC added; throws SystemError naming the path on failure.
 Fd open_or_throw(const std::string& path, int flags, unsigned mode = 0644);
@@ -134,6 +141,17 @@ class CountingWriter : public Writer {
 class NullWriter : public Writer {
  public:
   void write(std::span<const std::byte>) override {}
+};
+
+// Reads a string the caller keeps alive (an archive member written from memory, a context that
+// came on stdin).
+class StringReader : public Reader {
+ public:
+  explicit StringReader(std::string_view text) : rest_(text) {}
+  size_t read(std::span<std::byte> buf) override;
+
+ private:
+  std::string_view rest_;
 };
 
 // Copies a reader to a writer until end of stream; returns the byte count.

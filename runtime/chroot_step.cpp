@@ -207,15 +207,6 @@ class ChangeWriter {
   std::map<std::string, bool> gone_cache_;
 };
 
-std::string env_value(const std::vector<std::string>& env, std::string_view key) {
-  for (const std::string& entry : env) {
-    if (entry.size() > key.size() && entry.compare(0, key.size(), key) == 0 && entry[key.size()] == '=') {
-      return entry.substr(key.size() + 1);
-    }
-  }
-  return {};
-}
-
 }  // namespace
 
 bool namespaces_available(std::string& why) {
@@ -274,22 +265,7 @@ StepExit run_step_chroot(const StepSpec& step) {
   std::vector<std::string> env = step.env;
   apply_home_rule(env, user.home);
   if (step.args.empty()) throw SandboxError("no command specified");
-  std::vector<std::string> candidates;
-  const std::string& command = step.args.front();
-  if (command.find('/') != std::string::npos) {
-    candidates.push_back(command);
-  } else {
-    std::string path = env_value(env, "PATH");
-    if (path.empty()) path = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-    size_t start = 0;
-    while (start <= path.size()) {
-      size_t end = path.find(':', start);
-      if (end == std::string::npos) end = path.size();
-      std::string dir = path.substr(start, end - start);
-      candidates.push_back((dir.empty() ? "." : dir) + "/" + command);
-      start = end + 1;
-    }
-  }
+  std::vector<std::string> candidates = exec_candidates(step.args.front(), env);
   std::vector<std::string> args = step.args;
   std::vector<char*> argv, envp;
   for (std::string& a : args) argv.push_back(a.data());
@@ -298,10 +274,15 @@ StepExit run_step_chroot(const StepSpec& step) {
   envp.push_back(nullptr);
   std::vector<gid_t> groups(user.additional_gids.begin(), user.additional_gids.end());
 
-  int out_pipe[2] = {-1, -1}, err_pipe[2] = {-1, -1};
-  if (step.output && (::pipe2(out_pipe, O_CLOEXEC) != 0 || ::pipe2(err_pipe, O_CLOEXEC) != 0))
-    throw_errno("create a pipe");
-  Fd out_read(out_pipe[0]), out_write(out_pipe[1]), err_read(err_pipe[0]), err_write(err_pipe[1]);
+  Pipe out, err;
+  if (step.output) {
+    out = make_pipe();
+    err = make_pipe();
+  }
+  Fd& out_read = out.read;
+  Fd& out_write = out.write;
+  Fd& err_read = err.read;
+  Fd& err_write = err.write;
   int stdout_fd = step.output ? out_write.get() : step.stdout_fd;
   int stderr_fd = step.output ? err_write.get() : step.stderr_fd;
   Fd null(::open("/dev/null", O_RDONLY | O_CLOEXEC));

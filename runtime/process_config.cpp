@@ -292,6 +292,25 @@ std::vector<std::string> combine_command(const nlohmann::json& image_config,
   return entrypoint;
 }
 
+std::vector<std::string> exec_candidates(const std::string& command, const std::vector<std::string>& env) {
+  if (command.find('/') != std::string::npos) return {command};
+  std::string path;
+  for (const std::string& entry : env) {
+    if (entry.starts_with("PATH=")) path = entry.substr(5);
+  }
+  if (path.empty()) path = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+  std::vector<std::string> candidates;
+  size_t start = 0;
+  while (start <= path.size()) {
+    size_t end = path.find(':', start);
+    if (end == std::string::npos) end = path.size();
+    std::string dir = path.substr(start, end - start);
+    candidates.push_back((dir.empty() ? "." : dir) + "/" + command);
+    start = end + 1;
+  }
+  return candidates;
+}
+
 // ---- User ---------------------------------------------------------------------------------------
 
 ExecUser resolve_user(int rootfs_dirfd, std::string_view user, const std::vector<std::string>& group_add) {

@@ -27,6 +27,10 @@ std::vector<std::string> combine_command(const nlohmann::json& image_config,
                                          const std::optional<std::string>& entrypoint_flag,
                                          const std::vector<std::string>& args);
 
+// The paths execve tries for `command`, as execvpe would but with the container's PATH (from
+// `env`, else Docker's default), not kiln's: the command itself when it holds a `/`.
+std::vector<std::string> exec_candidates(const std::string& command, const std::vector<std::string>& env);
+
 // ---- User ---------------------------------------------------------------------------------------
 
 // Who the process runs as.

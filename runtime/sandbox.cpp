@@ -34,6 +34,7 @@
 #include "layerstore/io.h"
 #include "runtime/capabilities.h"
 #include "runtime/cgroups.h"
+#include "runtime/process_config.h"
 #include "runtime/rootfs.h"
 #include "runtime/seccomp.h"
 #include "runtime/spec.h"
@@ -82,16 +83,6 @@ void check(int result, const std::string& what) {
 }
 
 // ---- parent and child: the pipes between them, waiting, the child's report
-
-struct Pipe {
-  Fd read, write;
-};
-
-Pipe make_pipe() {
-  int fds[2];
-  if (::pipe2(fds, O_CLOEXEC) != 0) throw_errno("create a pipe");
-  return {Fd(fds[0]), Fd(fds[1])};
-}
 
 // waitpid, through EINTR; returns the wait status.
 int wait_for(pid_t pid) {
@@ -526,15 +517,6 @@ std::vector<char*> pointers_to(std::vector<std::string>& strings) {
   return out;
 }
 
-std::string env_value(const std::vector<std::string>& env, std::string_view key) {
-  for (const std::string& entry : env) {
-    if (entry.size() > key.size() && entry.compare(0, key.size(), key) == 0 && entry[key.size()] == '=') {
-      return entry.substr(key.size() + 1);
-    }
-  }
-  return {};
-}
-
 // What the process execs: the command's candidate paths (the container's PATH, not kiln's, which
 // execvpe would use), its arguments and environment. It lives in the parent's memory, made before
 // the exec: a child that shares that memory (CLONE_VM) frees everything it allocated itself before
@@ -552,20 +534,7 @@ void plan_exec(ExecPlan& plan, std::vector<std::string> args, std::vector<std::s
   plan.env = std::move(env);
   plan.argv = pointers_to(plan.args);
   plan.envp = pointers_to(plan.env);
-  if (plan.command.find('/') != std::string::npos) {
-    plan.candidates.push_back(plan.command);
-    return;
-  }
-  std::string path = env_value(plan.env, "PATH");
-  if (path.empty()) path = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-  size_t start = 0;
-  while (start <= path.size()) {
-    size_t end = path.find(':', start);
-    if (end == std::string::npos) end = path.size();
-    std::string dir = path.substr(start, end - start);
-    plan.candidates.push_back((dir.empty() ? "." : dir) + "/" + plan.command);
-    start = end + 1;
-  }
+  plan.candidates = exec_candidates(plan.command, plan.env);
 }
 
 // Returns only on failure, with the exit code and message Docker gives. Allocates nothing until

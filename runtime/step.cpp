@@ -204,16 +204,6 @@ class Supervisor {
   pid_t pid_;
 };
 
-struct Pipe {
-  Fd read, write;
-};
-
-Pipe make_pipe() {
-  int fds[2];
-  if (::pipe2(fds, O_CLOEXEC) != 0) throw_errno("create a pipe");
-  return {Fd(fds[0]), Fd(fds[1])};
-}
-
 StepExit run_supervised(const nlohmann::json& spec, SandboxOptions options, const StepSpec& step) {
   Pipe report = make_pipe();
   std::optional<Pipe> out, err;

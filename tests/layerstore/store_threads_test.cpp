@@ -43,16 +43,7 @@ kiln::Image one_layer_image(kiln::Store& store) {
       archive.add_file("etc/file" + std::to_string(i), std::string(1000, 'a' + i % 26));
     archive.finish();
   }
-  struct StringReader : kiln::Reader {
-    std::string_view rest;
-    size_t read(std::span<std::byte> buf) override {
-      size_t n = std::min(buf.size(), rest.size());
-      std::memcpy(buf.data(), rest.data(), n);
-      rest.remove_prefix(n);
-      return n;
-    }
-  } reader;
-  reader.rest = tar;
+  kiln::StringReader reader(tar);
   kiln::ImportOptions options;
   options.name = kiln::Reference::parse("threads:1");
   kiln::import_image(store, reader, options);
