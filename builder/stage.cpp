@@ -275,13 +275,7 @@ class StageRunner {
       // ONBUILD triggers do not carry over from a stage (BuildKit), only from images.
       state_.container_config().erase("OnBuild");
     } else if (text_equal_fold(stage_.base, "scratch")) {
-      state_.config = {
-          {"architecture", s_.target_platform.architecture},
-          {"os", s_.target_platform.os},
-          {"config", {{"Env", json::array({std::string("PATH=") + kDefaultPath})}, {"WorkingDir", "/"}}},
-          {"rootfs", {{"type", "layers"}, {"diff_ids", json::array()}}},
-          {"history", json::array()}};
-      if (!s_.target_platform.variant.empty()) state_.config["variant"] = s_.target_platform.variant;
+      state_.config = empty_image_config();
     } else if (const ContextSource* named = named_context_for(s_, stage_.base)) {
       start_from_directory(*named);
     } else {
@@ -322,14 +316,21 @@ class StageRunner {
     if (!stage_.base_stage) state_.args.clear();
   }
 
-  // FROM a --build-context directory: its files as the stage's one layer.
-  void start_from_directory(const ContextSource& source) {
-    state_.config = {
+  // BuildKit's image for FROM scratch: the platform, the default PATH, WorkingDir "/".
+  json empty_image_config() const {
+    json config = {
         {"architecture", s_.target_platform.architecture},
         {"os", s_.target_platform.os},
         {"config", {{"Env", json::array({std::string("PATH=") + kDefaultPath})}, {"WorkingDir", "/"}}},
         {"rootfs", {{"type", "layers"}, {"diff_ids", json::array()}}},
         {"history", json::array()}};
+    if (!s_.target_platform.variant.empty()) config["variant"] = s_.target_platform.variant;
+    return config;
+  }
+
+  // FROM a --build-context directory: its files as the stage's one layer.
+  void start_from_directory(const ContextSource& source) {
+    state_.config = empty_image_config();
     CopyOptions options;
     options.sources = {"."};
     options.dest = "/";

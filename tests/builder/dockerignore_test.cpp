@@ -13,35 +13,15 @@
 
 #include "layerstore/errors.h"
 #include "layerstore/files.h"
+#include "tests/builder/corpus.h"
 
 using kiln::builder::find_ignore_file;
 using kiln::builder::IgnoreRules;
 
+using kiln::test::percent_decode;
+using kiln::test::split;
+
 namespace {
-
-// The corpus files write bytes outside 0x21-0x7e, and `%`, `|` and `#`, as %XX.
-std::string percent_decode(std::string_view text) {
-  std::string out;
-  for (std::size_t i = 0; i < text.size(); ++i) {
-    if (text[i] == '%' && i + 2 < text.size()) {
-      out += static_cast<char>(std::stoi(std::string(text.substr(i + 1, 2)), nullptr, 16));
-      i += 2;
-    } else {
-      out += text[i];
-    }
-  }
-  return out;
-}
-
-std::vector<std::string> split(const std::string& line, char separator) {
-  std::vector<std::string> fields;
-  std::size_t start = 0;
-  for (std::size_t bar; (bar = line.find(separator, start)) != std::string::npos; start = bar + 1) {
-    fields.push_back(line.substr(start, bar - start));
-  }
-  fields.push_back(line.substr(start));
-  return fields;
-}
 
 std::string parent_of(const std::string& path) {
   std::size_t slash = path.rfind('/');

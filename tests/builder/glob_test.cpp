@@ -5,8 +5,13 @@
 #include <string>
 #include <vector>
 
+#include "tests/builder/corpus.h"
+
 using kiln::builder::contains_wildcards;
 using kiln::builder::GlobPattern;
+
+using kiln::test::percent_decode;
+using kiln::test::split;
 
 namespace {
 
@@ -16,30 +21,6 @@ bool glob_matches(std::string_view pattern, std::string_view name) {
 
 std::string malformed_reason(std::string_view pattern) {
   return GlobPattern(pattern).malformed_reason();
-}
-
-// The corpus files write bytes outside 0x21-0x7e, and `%`, `|` and `#`, as %XX.
-std::string percent_decode(std::string_view text) {
-  std::string out;
-  for (std::size_t i = 0; i < text.size(); ++i) {
-    if (text[i] == '%' && i + 2 < text.size()) {
-      out += static_cast<char>(std::stoi(std::string(text.substr(i + 1, 2)), nullptr, 16));
-      i += 2;
-    } else {
-      out += text[i];
-    }
-  }
-  return out;
-}
-
-std::vector<std::string> split(const std::string& line, char separator) {
-  std::vector<std::string> fields;
-  std::size_t start = 0;
-  for (std::size_t bar; (bar = line.find(separator, start)) != std::string::npos; start = bar + 1) {
-    fields.push_back(line.substr(start, bar - start));
-  }
-  fields.push_back(line.substr(start));
-  return fields;
 }
 
 }  // namespace

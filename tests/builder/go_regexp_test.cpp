@@ -5,7 +5,12 @@
 #include <string>
 #include <vector>
 
+#include "tests/builder/corpus.h"
+
 using kiln::builder::GoRegexp;
+
+using kiln::test::percent_decode;
+using kiln::test::split;
 
 namespace {
 
@@ -20,20 +25,6 @@ bool re_matches(std::string_view expression, std::string_view text) {
 std::string compile_error(std::string_view expression) {
   std::string why;
   return GoRegexp::compile(expression, &why) ? "(compiled)" : why;
-}
-
-// The corpus files write bytes outside 0x21-0x7e, and `%`, `|` and `#`, as %XX.
-std::string percent_decode(std::string_view text) {
-  std::string out;
-  for (std::size_t i = 0; i < text.size(); ++i) {
-    if (text[i] == '%' && i + 2 < text.size()) {
-      out += static_cast<char>(std::stoi(std::string(text.substr(i + 1, 2)), nullptr, 16));
-      i += 2;
-    } else {
-      out += text[i];
-    }
-  }
-  return out;
 }
 
 }  // namespace
