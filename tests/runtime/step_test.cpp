@@ -41,6 +41,11 @@ class Collect : public kiln::runtime::StepOutput {
     std::lock_guard lock(mutex_);
     (stream == 1 ? out : err).append(data);
   }
+  // While the step still writes: under the lock.
+  bool out_contains(std::string_view text) {
+    std::lock_guard lock(mutex_);
+    return out.find(text) != std::string::npos;
+  }
   std::string out, err;
 
  private:
@@ -118,7 +123,7 @@ TEST_CASE("a cancelled step is killed at once, with what it started", "[step]") 
     done = true;
   });
   // Cancel once the step runs; bounded wait.
-  for (int i = 0; i < 100 && output.out.find("started") == std::string::npos; ++i) {
+  for (int i = 0; i < 100 && !output.out_contains("started"); ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
   uint64_t one = 1;
