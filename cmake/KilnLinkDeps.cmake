@@ -62,6 +62,11 @@ kiln_link_dep(zlib ZLIB::ZLIB ARCHIVES z)
 kiln_link_dep(zstd zstd::libzstd_shared ARCHIVES zstd)
 kiln_link_dep(seccomp PkgConfig::SECCOMP ARCHIVES seccomp)
 
+# Debian ships ISA-L (libisal-dev) as a shared library only. It costs the loader little: hand-written
+# assembly with a few dozen relocations, and no further libraries of its own.
+add_library(kiln::isal INTERFACE IMPORTED GLOBAL)
+target_link_libraries(kiln::isal INTERFACE PkgConfig::ISAL)
+
 # Debian ships fmt as a shared library only, and loading it made the dynamic loader map libstdc++
 # and libgcc_s too. Statically, fmt's compiled part is built here from the package's own headers,
 # once (cmake/fmt_library.cpp); the header-only form would compile it into every file instead.

@@ -21,8 +21,14 @@ std::optional<Compression> parse_compression(std::string_view name);
 Compression detect_compression(std::span<const std::byte> head);
 
 struct CompressOptions {
-  int level = -1;   // -1: the format's default (gzip 4, zstd 3)
+  // -1: the format's default. gzip: 1 to 3 are ISA-L's levels (the default is 1), 4 to 9 zlib's, 0
+  // stores; zstd: its own levels (default 3).
+  int level = -1;
   int threads = 0;  // 0: one per online core
+  // The same bytes from any kiln on any CPU, for SOURCE_DATE_EPOCH builds whose digests must match
+  // across machines: gzip's default becomes zlib's level 4, whose output depends on the input
+  // alone. ISA-L picks its SIMD code by CPU at run time, and its output is not promised to match.
+  bool reproducible = false;
 };
 
 // Returns a writer that compresses what it is given and writes the result to `out`. finish() writes

@@ -48,7 +48,8 @@ Digest import_image(Store& store, Reader& input, const ImportOptions& options) {
     } else {
       auto tar = make_decompressor(found, peek);
       HashingReader hashed(*tar);
-      auto compressor = make_compressor(stored, *blob);
+      auto compressor =
+          make_compressor(stored, *blob, {.reproducible = options.source_date_epoch.has_value()});
       TeeReader tar_to_blob(hashed, *compressor);
       scan_tar(tar_to_blob);
       compressor->finish();
@@ -79,7 +80,8 @@ Digest import_image(Store& store, Reader& input, const ImportOptions& options) {
 NewLayer write_layer_from_dir(Store& store, int dirfd, Compression compression,
                               const TarWriteOptions& tar_options) {
   auto blob = store.new_blob();
-  auto compressor = make_compressor(compression, *blob);
+  auto compressor =
+      make_compressor(compression, *blob, {.reproducible = tar_options.source_date_epoch.has_value()});
   HashingWriter hashed(*compressor);
   write_tar_from_dir(dirfd, hashed, tar_options);
   compressor->finish();

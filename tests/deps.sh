@@ -7,7 +7,7 @@ set -euo pipefail
 # (KILN_STATIC_DEPS); Debian's libarchive-dev does not depend on them.
 KILN_BUILD_PACKAGES=(cmake ninja-build g++ pkg-config libarchive-dev libssl-dev libcurl4-openssl-dev
   nlohmann-json3-dev tao-pegtl-dev libzstd-dev zlib1g-dev libseccomp-dev catch2 libcli11-dev libfmt-dev
-  nettle-dev liblzma-dev libbz2-dev)
+  nettle-dev liblzma-dev libbz2-dev libisal-dev)
 KILN_DEMO_PACKAGES=(busybox-static)
 # The peers that judge kiln's output, and the tools the tests and benchmarks drive.
 KILN_TEST_PACKAGES=(busybox-static skopeo umoci podman runc uidmap buildah docker-registry docker.io jq zstd xz-utils bzip2 pigz

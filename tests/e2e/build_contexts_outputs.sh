@@ -71,4 +71,14 @@ m1=$(KILN_ROOT=$WORK/store-one "$KILN" images --digests --no-trunc --format '{{.
 m2=$(KILN_ROOT=$WORK/store-two "$KILN" images --digests --no-trunc --format '{{.Digest}}' repro:1)
 assert_eq "$m1" "$m2" "the same manifest digest from two stores"
 assert_eq "$(KILN_ROOT=$WORK/store-one "$KILN" inspect --format '{{.Created}}' repro:1)" "2023-11-14T22:13:20Z" "created is SOURCE_DATE_EPOCH"
+# Reproducible layers come from zlib (level 4: gzip's XFL byte 0), whose bytes do not depend on the
+# CPU; other builds from ISA-L (level 1: XFL 4). The XFL byte is the ninth of a gzip blob.
+gzip_levels() {
+  local blob
+  for blob in "$1"/oci/blobs/sha256/*; do
+    [[ $(od -An -tx1 -N2 "$blob" | tr -d ' ') == 1f8b ]] && od -An -tu1 -j8 -N1 "$blob" | tr -d ' '
+  done | sort -u | tr '\n' ' '
+}
+assert_eq "$(gzip_levels "$WORK/store-one")" "0 " "reproducible layers deflated by zlib"
+assert_contains "$(gzip_levels "$KILN_ROOT")" "4" "other layers deflated by ISA-L"
 echo ok

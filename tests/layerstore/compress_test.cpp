@@ -259,8 +259,8 @@ TEST_CASE("gzip output has a fixed header and a correct trailer", "[compress][gz
   const std::string data = compressible_bytes(700000);
   std::string packed = compress(Compression::Gzip, data);
   REQUIRE(packed.size() > 18);
-  // magic, deflate, no flags, mtime 0, no extra flags at the default level, OS unknown (as Go writes it)
-  CHECK(packed.substr(0, 10) == std::string("\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff", 10));
+  // magic, deflate, no flags, mtime 0, "fastest" at the default level (1), OS unknown (as Go writes it)
+  CHECK(packed.substr(0, 10) == std::string("\x1f\x8b\x08\x00\x00\x00\x00\x00\x04\xff", 10));
   auto le32 = [&](size_t at) {
     uint32_t v = 0;
     for (int i = 3; i >= 0; --i)
@@ -271,6 +271,59 @@ TEST_CASE("gzip output has a fixed header and a correct trailer", "[compress][gz
   CHECK(le32(packed.size() - 8) == crc32_z(0, reinterpret_cast<const Bytef*>(data.data()), data.size()));
   CHECK(compress(Compression::Gzip, "", {.level = 9}).substr(8, 2) == "\x02\xff");
   CHECK(compress(Compression::Gzip, "", {.level = 1}).substr(8, 2) == "\x04\xff");
+  CHECK(compress(Compression::Gzip, "", {.level = 6}).substr(8, 2) == std::string("\x00\xff", 2));
+}
+
+// zlib's own inflate, not kiln's reader (ISA-L's): every level's output must be standard gzip.
+std::string zlib_gunzip(const std::string& packed) {
+  z_stream stream{};
+  REQUIRE(inflateInit2(&stream, 15 + 16) == Z_OK);
+  stream.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(packed.data()));
+  stream.avail_in = static_cast<uInt>(packed.size());
+  std::string out;
+  char buf[1 << 16];
+  int rc = Z_OK;
+  while (rc == Z_OK) {
+    stream.next_out = reinterpret_cast<Bytef*>(buf);
+    stream.avail_out = sizeof buf;
+    rc = inflate(&stream, Z_NO_FLUSH);
+    out.append(buf, sizeof buf - stream.avail_out);
+  }
+  inflateEnd(&stream);
+  CHECK(rc == Z_STREAM_END);
+  CHECK(stream.avail_in == 0);
+  return out;
+}
+
+TEST_CASE("every gzip level writes standard gzip, ISA-L's (1-3) and zlib's (0, 4-9)", "[compress][gzip]") {
+  const std::string data =
+      compressible_bytes(700000) + random_bytes(300000, 5) + compressible_bytes(kBlock + 1, 6);
+  std::vector<size_t> sizes;
+  for (int level = 0; level <= 9; ++level) {
+    INFO("level " << level);
+    for (int threads : {1, 2}) {
+      const std::string packed = compress(Compression::Gzip, data, {.level = level, .threads = threads});
+      CHECK(zlib_gunzip(packed) == data);
+      CHECK(decompress(Compression::Gzip, packed) == data);
+      if (threads == 1) sizes.push_back(packed.size());
+    }
+  }
+  // Level 0 stores; every other level compresses the text and stores the noise (within 1%).
+  CHECK(sizes[0] > data.size());
+  for (int level = 1; level <= 9; ++level) {
+    INFO("level " << level);
+    CHECK(sizes[static_cast<size_t>(level)] < 300000 * 101 / 100 + (data.size() - 300000) / 2);
+  }
+}
+
+TEST_CASE("reproducible gzip is zlib's level 4, the same bytes on any CPU", "[compress][gzip]") {
+  const std::string data = compressible_bytes(1 << 20, 8) + random_bytes(200000, 9);
+  const std::string reproducible = compress(Compression::Gzip, data, {.reproducible = true});
+  CHECK(reproducible == compress(Compression::Gzip, data, {.level = 4, .threads = 1}));
+  CHECK(reproducible != compress(Compression::Gzip, data));
+  // An explicit level wins over the reproducible default.
+  CHECK(compress(Compression::Gzip, data, {.level = 1, .reproducible = true}) ==
+        compress(Compression::Gzip, data, {.level = 1}));
 }
 
 TEST_CASE("gzip output is identical whatever the thread count and write sizes", "[compress][gzip]") {
