@@ -609,7 +609,8 @@ nlohmann::json Builder::final_config(const ImageState& state) {
   nlohmann::json config = state.config;
   nlohmann::json& inner = config["config"];
   for (const auto& [key, value] : request_.labels) inner["Labels"][key] = value;
-  const parser::Platform& platform = session_.target_platform;
+  // The final stage's platform: the build's unless its FROM (or its base stage's) named another.
+  const parser::Platform& platform = state.platform;
   config["architecture"] = platform.architecture;
   config["os"] = platform.os;
   if (!platform.variant.empty()) {

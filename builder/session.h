@@ -40,6 +40,8 @@ struct ImageState {
   // The ARGs declared so far, in order, with their values: what RUN's history line lists, and what
   // a stage built on this one inherits.
   std::vector<std::pair<std::string, std::optional<std::string>>> args;
+  // The stage's platform: FROM --platform, else the stage it is built on, else the build's.
+  parser::Platform platform;
 
   std::optional<Digest> chain_id() const;
   std::vector<Descriptor> blobs() const;

@@ -272,13 +272,18 @@ class StageRunner {
   void start() {
     if (stage_.base_stage) {
       state_ = s_.stage_result(*stage_.base_stage);
+      // A stage inherits its base stage's platform unless its FROM names one (BuildKit).
+      if (!stage_.platform.empty()) state_.platform = stage_platform();
       // ONBUILD triggers do not carry over from a stage (BuildKit), only from images.
       state_.container_config().erase("OnBuild");
     } else if (text_equal_fold(stage_.base, "scratch")) {
+      state_.platform = stage_platform();
       state_.config = empty_image_config();
     } else if (const ContextSource* named = named_context_for(s_, stage_.base)) {
+      state_.platform = stage_platform();
       start_from_directory(*named);
     } else {
+      state_.platform = stage_platform();
       const Image* image = find_base_image(s_.store, s_, s_.request, stage_.base);
       if (!image) throw NotFoundError(fmt::format("FROM {}: no such image in the store", stage_.base));
       std::string ref = stage_.base;
@@ -296,11 +301,14 @@ class StageRunner {
       for (size_t l = 0; l < image->manifest.layers.size() && l < diff_ids.size(); ++l) {
         state_.layers.push_back(Layer{image->manifest.layers[l], diff_ids[l]});
       }
+      // The store keeps one platform per name, so FROM --platform cannot pick another: say so.
       std::string arch = image->config.architecture();
-      if (!arch.empty() && arch != s_.target_platform.architecture) {
+      if (!arch.empty() && arch != state_.platform.architecture) {
         s_.progress.note(vertex,
-                         fmt::format("WARNING: the image's platform ({}/{}) does not match the build's ({})",
-                                     image->config.os(), arch, s_.target_platform.to_string()));
+                         fmt::format("WARNING: the image's platform ({}/{}) does not match the {} ({})",
+                                     image->config.os(), arch,
+                                     stage_.platform.empty() ? "build's" : "one FROM --platform asks for",
+                                     state_.platform.to_string()));
       }
       if (s_.request.pull) {
         s_.progress.note(vertex, "--pull: kiln has no registry client yet; the store's image is used");
@@ -316,15 +324,20 @@ class StageRunner {
     if (!stage_.base_stage) state_.args.clear();
   }
 
+  // FROM --platform after expansion (the parser has checked its form), or the build's platform.
+  parser::Platform stage_platform() const {
+    return stage_.platform.empty() ? s_.target_platform : parser::parse_platform(stage_.platform);
+  }
+
   // BuildKit's image for FROM scratch: the platform, the default PATH, WorkingDir "/".
   json empty_image_config() const {
     json config = {
-        {"architecture", s_.target_platform.architecture},
-        {"os", s_.target_platform.os},
+        {"architecture", state_.platform.architecture},
+        {"os", state_.platform.os},
         {"config", {{"Env", json::array({std::string("PATH=") + kDefaultPath})}, {"WorkingDir", "/"}}},
         {"rootfs", {{"type", "layers"}, {"diff_ids", json::array()}}},
         {"history", json::array()}};
-    if (!s_.target_platform.variant.empty()) config["variant"] = s_.target_platform.variant;
+    if (!state_.platform.variant.empty()) config["variant"] = state_.platform.variant;
     return config;
   }
 
@@ -760,7 +773,7 @@ class StageRunner {
   }
 
   Digest finish_key(CacheKey& key) {
-    key.add("platform", s_.target_platform.to_string());
+    key.add("platform", state_.platform.to_string());
     key.add("compression", std::string(compression_name(s_.request.compression)));
     key.add("epoch", s_.epoch ? std::to_string(*s_.epoch) : "");
     return key.digest();

@@ -58,6 +58,18 @@ kiln build --progress quiet --platform linux/arm64 -f "$WORK/Platform.Dockerfile
 assert_eq "$(kiln inspect --format '{{.Architecture}}' plat:arm64)" "arm64" "--platform sets the architecture"
 kiln export -o "$WORK/plat.tar" plat:arm64
 assert_contains "$(tar -tf "$WORK/plat.tar")" "file-arm64" "TARGETARCH follows --platform"
+# FROM --platform sets the stage's platform, and a stage built on it inherits it (BuildKit); the
+# final stage's decides the image's.
+printf 'FROM --platform=linux/arm64 scratch AS a\nCOPY sub/file.txt /f\nFROM a\n' >"$WORK/FromPlatform.Dockerfile"
+kiln build --progress quiet -f "$WORK/FromPlatform.Dockerfile" -t plat:from "$ctx" >/dev/null || fail "FROM --platform"
+assert_eq "$(kiln inspect --format '{{.Os}}/{{.Architecture}}' plat:from)" "linux/arm64" "FROM --platform sets the platform"
+printf 'FROM --platform=$BUILDPLATFORM scratch\nCOPY sub/file.txt /f\n' >"$WORK/BuildPlatform.Dockerfile"
+kiln build --progress quiet --platform linux/arm64 -f "$WORK/BuildPlatform.Dockerfile" -t plat:build "$ctx" >/dev/null ||
+  fail "FROM --platform=\$BUILDPLATFORM"
+assert_eq "$(kiln inspect --format '{{.Architecture}}' plat:build)" "$(kiln inspect --format '{{.Architecture}}' busybox)" \
+  "FROM --platform=\$BUILDPLATFORM is the host's platform whatever --platform says"
+printf 'FROM scratch\nFROM --platform=linux/arm64/v8/x scratch\n' >"$WORK/BadPlatform.Dockerfile"
+expect_fail 1 "BadPlatform.Dockerfile:2:6: FROM: invalid platform \"linux/arm64/v8/x\"" kiln build -f "$WORK/BadPlatform.Dockerfile" "$ctx"
 
 # Reproducible: two stores, one digest.
 for store in one two; do
