@@ -129,58 +129,65 @@ std::vector<std::vector<std::string>> split_patterns(const std::vector<std::stri
   return out;
 }
 
+using EntryVisitor = std::function<void(const SourceTree::Entry&)>;
+
+// Visits the directories left out that were passed on the way down, once something under them is
+// visited: they are there only as the way to it.
+void visit_pending(std::vector<SourceTree::Entry>& pending, const EntryVisitor& visit) {
+  for (const SourceTree::Entry& entry : pending) visit(entry);
+  pending.clear();
+}
+
 // Walks the directory `dir` of `tree`, each directory before what it holds, names in byte order;
 // what the filter or --exclude leaves out is skipped. A directory left out that a later `!` rule
-// may reach into is walked, and kept when something under it is.
+// may reach into is walked, and visited when something under it is (`pending`: such directories on
+// the way down, not yet visited).
 void walk(const SourceTree& tree, const std::string& root, const std::string& dir,
-          const std::vector<std::vector<std::string>>& excludes, std::vector<SourceTree::Entry>& out) {
+          const std::vector<std::vector<std::string>>& excludes, std::vector<SourceTree::Entry>& pending,
+          const EntryVisitor& visit) {
   for (SourceTree::Entry& entry : tree.entries(dir)) {
     if (!excludes.empty() && excluded_by(excludes, relative_to(root, entry.path))) continue;
-    bool directory = S_ISDIR(entry.st.st_mode);
-    if (entry.excluded) {
-      std::vector<SourceTree::Entry> below;
-      walk(tree, root, entry.path, excludes, below);
-      if (below.empty()) continue;
-      out.push_back(std::move(entry));
-      out.insert(out.end(), std::make_move_iterator(below.begin()), std::make_move_iterator(below.end()));
+    std::string path = entry.path;
+    if (entry.excluded) {  // only directories are kept as excluded
+      pending.push_back(std::move(entry));
+      size_t depth = pending.size();
+      walk(tree, root, path, excludes, pending, visit);
+      if (pending.size() == depth) pending.pop_back();
       continue;
     }
-    std::string path = entry.path;
-    out.push_back(std::move(entry));
-    if (directory) walk(tree, root, path, excludes, out);
+    visit_pending(pending, visit);
+    bool directory = S_ISDIR(entry.st.st_mode);
+    visit(entry);
+    if (directory) walk(tree, root, path, excludes, pending, visit);
   }
 }
 
-// --parents: walks `dir` as walk() does, keeping what `pattern` takes in (a match and everything
-// below it) and the directories above what is kept, which BuildKit makes only once something under
-// them is copied (`pending`: the directories on the way down not yet kept).
+// --parents: walks `dir` as walk() does, visiting what `pattern` takes in (a match and everything
+// below it) and the directories above what is visited, which BuildKit makes only once something
+// under them is copied (`pending`: the directories on the way down not yet visited).
 void walk_parents(const SourceTree& tree, const std::string& root, const std::string& dir,
                   const std::vector<std::string>& pattern, bool taken_above,
                   const std::vector<std::vector<std::string>>& excludes,
-                  std::vector<SourceTree::Entry>& pending, std::vector<SourceTree::Entry>& out) {
+                  std::vector<SourceTree::Entry>& pending, const EntryVisitor& visit) {
   for (SourceTree::Entry& entry : tree.entries(dir)) {
     std::string relative = relative_to(root, entry.path);
     if (!excludes.empty() && excluded_by(excludes, relative)) continue;
     bool taken = taken_above || parts_match(pattern, 0, split_path(relative), 0);
-    auto keep_pending = [&] {
-      out.insert(out.end(), pending.begin(), pending.end());
-      pending.clear();
-    };
     if (!S_ISDIR(entry.st.st_mode)) {
       if (!taken) continue;
-      keep_pending();
-      out.push_back(std::move(entry));
+      visit_pending(pending, visit);
+      visit(entry);
       continue;
     }
     std::string path = entry.path;
     if (taken && !entry.excluded) {
-      keep_pending();
-      out.push_back(std::move(entry));
+      visit_pending(pending, visit);
+      visit(entry);
     } else {
       pending.push_back(std::move(entry));
     }
     size_t depth = pending.size();
-    walk_parents(tree, root, path, pattern, taken, excludes, pending, out);
+    walk_parents(tree, root, path, pattern, taken, excludes, pending, visit);
     if (pending.size() == depth && depth > 0 && pending.back().path == path) pending.pop_back();
   }
 }
@@ -189,7 +196,8 @@ void walk_parents(const SourceTree& tree, const std::string& root, const std::st
 // without `/./` keeps its whole path (BuildKit copies the tree's root with the source as an
 // include pattern). A source without wildcards must exist.
 void select_parents(const SourceTree& tree, const std::string& written, const CopyOptions& options,
-                    const std::vector<std::vector<std::string>>& excludes, CopySelection& selection) {
+                    const std::shared_ptr<const std::vector<std::vector<std::string>>>& excludes,
+                    CopySelection& selection) {
   std::string base_written;
   std::string pattern_written = written;
   if (size_t pivot = written.find("/./"); pivot != std::string::npos) {
@@ -214,11 +222,8 @@ void select_parents(const SourceTree& tree, const std::string& written, const Co
     item.source = *resolved;
     item.top = *top;
     item.directory = true;
-    if (S_ISDIR(top->st.st_mode)) {
-      std::vector<SourceTree::Entry> pending;
-      walk_parents(tree, item.source, item.source, split_path(pattern), pattern.empty(), excludes, pending,
-                   item.entries);
-    }
+    item.excludes = excludes;
+    item.parents_pattern = split_path(pattern);
     selection.items.push_back(std::move(item));
   }
 }
@@ -394,7 +399,8 @@ ChmodSpec parse_chmod(const std::string& text) {
 
 CopySelection select_sources(const SourceTree& tree, const CopyOptions& options) {
   CopySelection selection;
-  std::vector<std::vector<std::string>> excludes = split_patterns(options.excludes);
+  auto excludes =
+      std::make_shared<const std::vector<std::vector<std::string>>>(split_patterns(options.excludes));
   for (const std::string& written : options.sources) {
     if (options.parents) {
       select_parents(tree, written, options, excludes, selection);
@@ -420,11 +426,24 @@ CopySelection select_sources(const SourceTree& tree, const CopyOptions& options)
       item.source = *resolved;
       item.top = *top;
       item.directory = S_ISDIR(top->st.st_mode);
-      if (item.directory) walk(tree, item.source, item.source, excludes, item.entries);
+      item.excludes = excludes;
       selection.items.push_back(std::move(item));
     }
   }
   return selection;
+}
+
+void for_each_entry(const SourceTree& tree, const CopySelection::Item& item, const EntryVisitor& visit) {
+  if (!item.directory || !S_ISDIR(item.top.st.st_mode)) return;
+  static const std::vector<std::vector<std::string>> kNoExcludes;
+  const auto& excludes = item.excludes ? *item.excludes : kNoExcludes;
+  std::vector<SourceTree::Entry> pending;
+  if (item.parents_pattern) {
+    walk_parents(tree, item.source, item.source, *item.parents_pattern, item.parents_pattern->empty(),
+                 excludes, pending, visit);
+  } else {
+    walk(tree, item.source, item.source, excludes, pending, visit);
+  }
 }
 
 Digest selection_digest(const SourceTree& tree, const CopySelection& selection, ChecksumCache* checksums) {
@@ -458,7 +477,8 @@ Digest selection_digest(const SourceTree& tree, const CopySelection& selection, 
     add(item.match);  // a file copied into a directory takes the name it was matched by
     add(item.source);
     add_entry(item.top, base_of(item.source));
-    for (const auto& entry : item.entries) add_entry(entry, relative_to(item.source, entry.path));
+    for_each_entry(tree, item,
+                   [&](const auto& entry) { add_entry(entry, relative_to(item.source, entry.path)); });
   }
   return hash.finish();
 }
@@ -848,9 +868,9 @@ void copy_into(const SourceTree& tree, const CopySelection& selection, const Cop
       // The directory's contents, into the destination made as a parent would be (BuildKit does
       // not give it the source directory's mode or owner).
       writer.ensure_dir(dest);
-      for (const auto& entry : item.entries) {
+      for_each_entry(tree, item, [&](const auto& entry) {
         writer.copy_entry(tree, entry, join_path(dest, relative_to(item.source, entry.path)));
-      }
+      });
       continue;
     }
     if (options.unpack_archives && is_archive(tree, item.top)) {

@@ -11,6 +11,8 @@
 #include <sys/types.h>
 
 #include <cstdint>
+#include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -70,13 +72,20 @@ struct CopySelection {
                          // component names a file copied into a directory
     std::string source;  // the path in the source tree, symlinks followed
     bool directory = false;
-    // Under a directory, walked (ignored and --exclude'd paths left out), each directory before
-    // what it holds; with --parents only what the pattern takes in and the directories above it.
-    std::vector<SourceTree::Entry> entries;
     SourceTree::Entry top;
+    // How to walk what lies under a directory (for_each_entry): the walk is kept, not its result,
+    // so that a source of any size costs the memory of one directory per level, never a list.
+    std::shared_ptr<const std::vector<std::vector<std::string>>> excludes;  // --exclude, split
+    std::optional<std::vector<std::string>> parents_pattern;                // --parents, split
   };
   std::vector<Item> items;
 };
+
+// Visits what lies under a directory item, walking the tree afresh: ignored and --exclude'd paths
+// left out, each directory before what it holds, names in byte order; with --parents only what the
+// pattern takes in and the directories above it. Nothing for an item that is not a directory.
+void for_each_entry(const SourceTree& tree, const CopySelection::Item& item,
+                    const std::function<void(const SourceTree::Entry&)>& visit);
 
 // Resolves the sources in `tree`. Throws NotFoundError (`COPY failed: "/x": not found`, naming
 // where a symlink led) for a source that names nothing or a wildcard below a directory that does

@@ -1506,7 +1506,7 @@ void StageRunner::dispatch_copy(size_t i, const Instruction& ins, const parser::
         };
         for (const auto& item : selection.items) {
           if (!item.directory) visit(item.source, describe(item.top));
-          for (const auto& entry : item.entries) visit(entry.path, describe(entry));
+          for_each_entry(*tree, item, [&](const auto& entry) { visit(entry.path, describe(entry)); });
         }
       });
   std::string message = instruction;

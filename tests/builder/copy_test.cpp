@@ -83,11 +83,11 @@ CopyOptions copy_of(std::vector<std::string> sources, std::string dest) {
 }
 
 // The items as "match -> source (dir|file)" and every entry's path, to compare in one go.
-std::vector<std::string> describe(const CopySelection& selection) {
+std::vector<std::string> describe(const kiln::builder::SourceTree& tree, const CopySelection& selection) {
   std::vector<std::string> out;
   for (const auto& item : selection.items) {
     out.push_back(item.match + " -> " + item.source + (item.directory ? " (dir)" : " (file)"));
-    for (const auto& entry : item.entries) out.push_back("  " + entry.path);
+    kiln::builder::for_each_entry(tree, item, [&](const auto& entry) { out.push_back("  " + entry.path); });
   }
   return out;
 }
@@ -213,16 +213,20 @@ TEST_CASE("select_sources: files, directories, '.', symlinks named as sources") 
   auto tree = ctx.tree();
   auto selection =
       kiln::builder::select_sources(*tree, copy_of({"a.txt", "dir", "link-to-a", "link-to-dir"}, "/d/"));
-  CHECK(describe(selection) == Lines{"a.txt -> a.txt (file)", "dir -> dir (dir)", "  dir/sub", "  dir/sub/x",
-                                     "  dir/y", "link-to-a -> a.txt (file)", "link-to-dir -> dir (dir)",
-                                     "  dir/sub", "  dir/sub/x", "  dir/y"});
+  CHECK(describe(*tree, selection) == Lines{"a.txt -> a.txt (file)", "dir -> dir (dir)", "  dir/sub",
+                                            "  dir/sub/x", "  dir/y", "link-to-a -> a.txt (file)",
+                                            "link-to-dir -> dir (dir)", "  dir/sub", "  dir/sub/x",
+                                            "  dir/y"});
   auto all = kiln::builder::select_sources(*tree, copy_of({"."}, "/ctx/"));
   REQUIRE(all.items.size() == 1);
   CHECK(all.items[0].source.empty());
   CHECK(all.items[0].directory);
   // Symlinks under a copied directory are entries of their own, not followed.
-  CHECK(std::count_if(all.items[0].entries.begin(), all.items[0].entries.end(),
-                      [](const auto& e) { return e.path == "link-to-dir" && S_ISLNK(e.st.st_mode); }) == 1);
+  int links = 0;
+  kiln::builder::for_each_entry(*tree, all.items[0], [&](const auto& e) {
+    if (e.path == "link-to-dir" && S_ISLNK(e.st.st_mode)) ++links;
+  });
+  CHECK(links == 1);
 }
 
 TEST_CASE("select_sources: wildcards as BuildKit's ResolveWildcards matches them") {
@@ -267,14 +271,14 @@ TEST_CASE("select_sources: --exclude patterns, ** and directories") {
   auto tree = ctx.tree();
   auto options = copy_of({"."}, "/x/");
   options.excludes = {"dir/sub", "*.txt", "**/x"};
-  CHECK(describe(kiln::builder::select_sources(*tree, options)) ==
+  CHECK(describe(*tree, kiln::builder::select_sources(*tree, options)) ==
         Lines{" ->  (dir)", "  dangling", "  dir", "  dir/y", "  dir2", "  dir2/a", "  dir2/b", "  dir2/c",
               "  dir2/c/y", "  link-to-a", "  link-to-dir"});
   // Patterns are relative to the source copied, and a named file is copied whatever they say (BuildKit
   // matches them only below the source).
   options.sources = {"dir", "a.txt"};
   options.excludes = {"sub/*", "a.txt"};
-  CHECK(describe(kiln::builder::select_sources(*tree, options)) ==
+  CHECK(describe(*tree, kiln::builder::select_sources(*tree, options)) ==
         Lines{"dir -> dir (dir)", "  dir/sub", "  dir/y", "a.txt -> a.txt (file)"});
 }
 
@@ -283,16 +287,16 @@ TEST_CASE("select_sources: --parents keeps the matched paths below the tree's ro
   auto tree = ctx.tree();
   auto options = copy_of({"dir/sub/x", "dir2/*/x"}, "/p/");
   options.parents = true;
-  CHECK(describe(kiln::builder::select_sources(*tree, options)) ==
+  CHECK(describe(*tree, kiln::builder::select_sources(*tree, options)) ==
         Lines{" ->  (dir)", "  dir", "  dir/sub", "  dir/sub/x", " ->  (dir)", "  dir2", "  dir2/a",
               "  dir2/a/x", "  dir2/b", "  dir2/b/x"});
   options.sources = {"dir/./sub"};  // a matched directory takes everything below it
-  CHECK(describe(kiln::builder::select_sources(*tree, options)) ==
+  CHECK(describe(*tree, kiln::builder::select_sources(*tree, options)) ==
         Lines{"dir -> dir (dir)", "  dir/sub", "  dir/sub/x"});
   options.sources = {"dir/./nope"};  // without wildcards the path must exist
   CHECK(select_error(*tree, options) == "COPY failed: \"/dir/nope\": not found");
   options.sources = {"dir2/./*/y"};
-  CHECK(describe(kiln::builder::select_sources(*tree, options)) ==
+  CHECK(describe(*tree, kiln::builder::select_sources(*tree, options)) ==
         Lines{"dir2 -> dir2 (dir)", "  dir2/c", "  dir2/c/y"});
 }
 
@@ -437,11 +441,11 @@ TEST_CASE(
   filter.may_include_below = [](std::string_view dir) { return dir == "dir"; };
   auto tree = SourceTree::directory(ctx.root, filter);
   CHECK(select_error(*tree, copy_of({"b.txt"}, "/x")) == "COPY failed: \"/b.txt\": not found");
-  CHECK(describe(kiln::builder::select_sources(*tree, copy_of({"*.txt"}, "/x/"))) ==
+  CHECK(describe(*tree, kiln::builder::select_sources(*tree, copy_of({"*.txt"}, "/x/"))) ==
         Lines{"a.txt -> a.txt (file)"});
-  CHECK(describe(kiln::builder::select_sources(*tree, copy_of({"dir"}, "/x/"))) ==
+  CHECK(describe(*tree, kiln::builder::select_sources(*tree, copy_of({"dir"}, "/x/"))) ==
         Lines{"dir -> dir (dir)", "  dir/sub", "  dir/sub/x"});
-  Lines all = describe(kiln::builder::select_sources(*tree, copy_of({"."}, "/x/")));
+  Lines all = describe(*tree, kiln::builder::select_sources(*tree, copy_of({"."}, "/x/")));
   CHECK(std::find(all.begin(), all.end(), "  dir/sub/x") != all.end());
   CHECK(std::find(all.begin(), all.end(), "  dir/y") == all.end());
   CHECK(std::find(all.begin(), all.end(), "  b.txt") == all.end());
