@@ -356,7 +356,12 @@ TEST_CASE("forks past --pids-limit fail with EAGAIN, and removal kills what is l
   REQUIRE(::write(go.fds[1], "g", 1) == 1);
   int result[2] = {-1, -1};
   REQUIRE(::read(report.fds[0], result, sizeof(result)) == sizeof(result));
-  CHECK(result[0] == 4);  // the child itself is the fifth
+  // The child itself is the fifth task; under a sanitizer its runtime's own threads count too.
+#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
+  CHECK((result[0] >= 1 && result[0] <= 4));
+#else
+  CHECK(result[0] == 4);
+#endif
   CHECK(result[1] == EAGAIN);
   if (exists(cgroup.directory("pids") + "/pids.current")) {
     CHECK(read_text(cgroup.directory("pids") + "/pids.current") == "5\n");
