@@ -5,7 +5,8 @@
 // Memory does not grow with the context: the file is sorted in the order a COPY walks a tree, and
 // only every 256th path is held (an index); a look-up reads the block of records it falls in,
 // and a walk's look-ups fall in the same few blocks one after the other. Digests found during a
-// build are held until there are 50,000 of them, then merged into the file.
+// build are held until there are 200,000 of them (about 30 MB), then merged into the file: each
+// merge rewrites the whole file, so fewer of them keep a cold build of a wide context near linear.
 #pragma once
 
 #include <sys/stat.h>
@@ -72,13 +73,14 @@ class ChecksumCache {
   void load();
   std::optional<Entry> find_on_disk(const std::string& path);
   const Block& block(size_t index);
-  void merge_pending();  // writes the file afresh: what it held and what is pending, in walk order
+  // Writes the file afresh: what it held and what is pending, in walk order.
+  void merge_pending(bool read_back);
 
   std::string file_;
   std::string root_;
   std::mutex mutex_;
   bool loaded_ = false;
-  size_t max_pending_ = 50000;
+  size_t max_pending_ = 200000;
   size_t block_records_ = 256;
 
   Fd data_;  // the file as loaded: another build replacing it does not change this one

@@ -462,8 +462,10 @@ Digest selection_digest(const SourceTree& tree, const CopySelection& selection, 
         Fd fd = tree.open_file(entry);
         Sha256 content;
         FdReader reader(fd.get(), entry.path);
-        std::vector<std::byte> buffer(1 << 16);
-        for (size_t n; (n = reader.read(buffer)) > 0;) content.update(std::span(buffer.data(), n));
+        constexpr size_t kBufferSize = 1 << 16;
+        auto buffer = std::make_unique_for_overwrite<std::byte[]>(kBufferSize);
+        for (size_t n; (n = reader.read(std::span(buffer.get(), kBufferSize))) > 0;)
+          content.update(std::span(buffer.get(), n));
         add(content.finish().hex());
       }
     } else if (S_ISLNK(entry.st.st_mode)) {
