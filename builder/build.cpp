@@ -393,6 +393,7 @@ void Builder::prepare() {
   int jobs =
       request_.jobs > 0 ? request_.jobs : static_cast<int>(std::max(1U, std::thread::hardware_concurrency()));
   session_.jobs.release(std::min(jobs, 64) - 1);
+  session_.job_count = static_cast<unsigned>(std::min(jobs, 64));
 
   int vertex = progress_.start("[internal] load build definition from " +
                                (request_.dockerfile.empty() || request_.dockerfile == "-"

@@ -9,7 +9,11 @@
 #include <algorithm>
 #include <array>
 #include <cerrno>
+#include <condition_variable>
+#include <exception>
 #include <map>
+#include <mutex>
+#include <thread>
 #include <unordered_set>
 
 #include "builder/checksum_cache.h"
@@ -446,35 +450,204 @@ void for_each_entry(const SourceTree& tree, const CopySelection::Item& item, con
   }
 }
 
-Digest selection_digest(const SourceTree& tree, const CopySelection& selection, ChecksumCache* checksums) {
+namespace {
+
+// The sha256 (hex) of a regular file of `tree`, through the checksum cache when there is one.
+std::string file_digest_hex(const SourceTree& tree, const SourceTree::Entry& entry,
+                            ChecksumCache* checksums) {
+  if (checksums)
+    return checksums->file_digest_lazy(entry.path, entry.st, [&] { return tree.open_file(entry); }).hex();
+  Fd fd = tree.open_file(entry);
+  Sha256 content;
+  FdReader reader(fd.get(), entry.path);
+  constexpr size_t kBufferSize = 1 << 16;
+  auto buffer = std::make_unique_for_overwrite<std::byte[]>(kBufferSize);
+  for (size_t n; (n = reader.read(std::span(buffer.get(), kBufferSize))) > 0;)
+    content.update(std::span(buffer.get(), n));
+  return content.finish().hex();
+}
+
+// Hashes the files of a batch on several threads: the caller's and up to `threads - 1` workers,
+// started on the first batch with two large files the checksum cache does not know (a warm
+// build's key starts none). Each batch is finished before the next is taken, so memory holds one.
+class ParallelHasher {
+ public:
+  struct Item {
+    const SourceTree::Entry* entry;
+    std::string digest_hex;
+  };
+
+  ParallelHasher(const SourceTree& tree, ChecksumCache* checksums, unsigned threads)
+      : tree_(tree), checksums_(checksums), threads_(std::max(threads, 1U)) {}
+  ParallelHasher(const ParallelHasher&) = delete;
+  ParallelHasher& operator=(const ParallelHasher&) = delete;
+  ~ParallelHasher() {
+    {
+      std::lock_guard lock(mutex_);
+      stopping_ = true;
+    }
+    work_ready_.notify_all();
+    for (auto& worker : workers_) worker.join();
+  }
+
+  // Fills in every item's digest. Throws what hashing one of them threw.
+  void hash(std::vector<Item>& items) {
+    // Small files are read by the caller alone: opening files of one directory from several threads
+    // contends on the directory's entry in the kernel, which cost more than it saved (1 KiB files:
+    // 2.4-3.0 s against 2.2-2.3 s for 100,000 of them). Large ones are worth a thread each.
+    constexpr off_t kLargeFile = 1 << 20;
+    std::vector<size_t> small, large;
+    for (size_t i = 0; i < items.size(); ++i) {
+      Item& item = items[i];
+      std::optional<Digest> known =
+          checksums_ ? checksums_->lookup(item.entry->path, item.entry->st) : std::nullopt;
+      if (known) {
+        item.digest_hex = known->hex();
+      } else {
+        (item.entry->st.st_size >= kLargeFile ? large : small).push_back(i);
+      }
+    }
+    if (threads_ == 1 || large.size() < 2) {
+      small.insert(small.end(), large.begin(), large.end());
+      large.clear();
+    }
+    if (!large.empty()) {
+      if (workers_.empty()) {
+        for (unsigned i = 1; i < threads_; ++i) workers_.emplace_back([this] { work(); });
+      }
+      {
+        std::lock_guard lock(mutex_);
+        batch_ = &items;
+        todo_ = &large;
+        next_ = 0;
+        done_ = 0;
+        error_ = nullptr;
+        ++generation_;
+      }
+      work_ready_.notify_all();
+    }
+    std::exception_ptr error;
+    for (size_t i : small) {
+      try {
+        items[i].digest_hex = file_digest_hex(tree_, *items[i].entry, checksums_);
+      } catch (...) {
+        if (!error) error = std::current_exception();
+      }
+    }
+    if (!large.empty()) {
+      run_batch();  // the caller takes large files too once its small ones are done
+      std::unique_lock lock(mutex_);
+      batch_done_.wait(lock, [&] { return done_ == large.size(); });
+      batch_ = nullptr;
+      todo_ = nullptr;
+      if (!error) error = error_;
+    }
+    if (error) std::rethrow_exception(error);
+  }
+
+ private:
+  // Takes files of the current batch until none is left.
+  void run_batch() {
+    for (;;) {
+      size_t index;
+      {
+        std::lock_guard lock(mutex_);
+        if (!todo_ || next_ == todo_->size()) return;
+        index = (*todo_)[next_++];
+      }
+      Item& item = (*batch_)[index];
+      std::string digest;
+      std::exception_ptr error;
+      try {
+        digest = file_digest_hex(tree_, *item.entry, checksums_);
+      } catch (...) {
+        error = std::current_exception();
+      }
+      bool last;
+      {
+        std::lock_guard lock(mutex_);
+        item.digest_hex = std::move(digest);
+        if (error && !error_) error_ = error;
+        last = ++done_ == todo_->size();
+      }
+      if (last) batch_done_.notify_all();
+    }
+  }
+
+  void work() {
+    uint64_t seen = 0;
+    for (;;) {
+      {
+        std::unique_lock lock(mutex_);
+        work_ready_.wait(lock, [&] { return stopping_ || generation_ != seen; });
+        if (stopping_) return;
+        seen = generation_;
+      }
+      run_batch();
+    }
+  }
+
+  const SourceTree& tree_;
+  ChecksumCache* checksums_;
+  const unsigned threads_;
+  std::vector<std::thread> workers_;
+  std::mutex mutex_;
+  std::condition_variable work_ready_;
+  std::condition_variable batch_done_;
+  std::vector<Item>* batch_ = nullptr;         // guarded by mutex_, as the three below
+  const std::vector<size_t>* todo_ = nullptr;  // indices into batch_ of the files to hash
+  size_t next_ = 0;
+  size_t done_ = 0;
+  uint64_t generation_ = 0;
+  std::exception_ptr error_;
+  bool stopping_ = false;
+};
+
+}  // namespace
+
+Digest selection_digest(const SourceTree& tree, const CopySelection& selection, ChecksumCache* checksums,
+                        unsigned threads) {
   Sha256 hash;
   auto add = [&](std::string_view text) {
     hash.update(as_bytes(text));
     hash.update(as_bytes(std::string_view("\0", 1)));
   };
-  auto add_entry = [&](const SourceTree::Entry& entry, const std::string& relative) {
-    add(relative);
-    add(fmt::format("{:o}", entry.st.st_mode));
-    if (S_ISREG(entry.st.st_mode)) {
-      if (checksums) {
-        add(checksums->file_digest_lazy(entry.path, entry.st, [&] { return tree.open_file(entry); }).hex());
-      } else {
-        Fd fd = tree.open_file(entry);
-        Sha256 content;
-        FdReader reader(fd.get(), entry.path);
-        constexpr size_t kBufferSize = 1 << 16;
-        auto buffer = std::make_unique_for_overwrite<std::byte[]>(kBufferSize);
-        for (size_t n; (n = reader.read(std::span(buffer.get(), kBufferSize))) > 0;)
-          content.update(std::span(buffer.get(), n));
-        add(content.finish().hex());
-      }
-    } else if (S_ISLNK(entry.st.st_mode)) {
-      add(tree.read_link(entry));
-    } else if (S_ISCHR(entry.st.st_mode) || S_ISBLK(entry.st.st_mode)) {
-      add(fmt::format("{}:{}", major(entry.st.st_rdev), minor(entry.st.st_rdev)));
+  // Entries wait in walk order until a batch's files are hashed, then go into the digest in order.
+  constexpr size_t kBatch = 512;
+  struct Waiting {
+    SourceTree::Entry entry;
+    std::string relative;
+  };
+  std::vector<Waiting> waiting;
+  std::vector<ParallelHasher::Item> files;
+  ParallelHasher hasher(tree, checksums, threads);
+  auto flush = [&] {
+    files.clear();
+    for (const Waiting& w : waiting) {
+      if (S_ISREG(w.entry.st.st_mode)) files.push_back({&w.entry, {}});
     }
+    hasher.hash(files);
+    size_t next_file = 0;
+    for (const Waiting& w : waiting) {
+      const SourceTree::Entry& entry = w.entry;
+      add(w.relative);
+      add(fmt::format("{:o}", entry.st.st_mode));
+      if (S_ISREG(entry.st.st_mode)) {
+        add(files[next_file++].digest_hex);
+      } else if (S_ISLNK(entry.st.st_mode)) {
+        add(tree.read_link(entry));
+      } else if (S_ISCHR(entry.st.st_mode) || S_ISBLK(entry.st.st_mode)) {
+        add(fmt::format("{}:{}", major(entry.st.st_rdev), minor(entry.st.st_rdev)));
+      }
+    }
+    waiting.clear();
+  };
+  auto add_entry = [&](const SourceTree::Entry& entry, std::string relative) {
+    waiting.push_back({entry, std::move(relative)});
+    if (waiting.size() == kBatch) flush();
   };
   for (const auto& item : selection.items) {
+    flush();  // the item's own fields follow what came before it
     add(item.directory ? "dir" : "file");
     add(item.match);  // a file copied into a directory takes the name it was matched by
     add(item.source);
@@ -482,6 +655,7 @@ Digest selection_digest(const SourceTree& tree, const CopySelection& selection, 
     for_each_entry(tree, item,
                    [&](const auto& entry) { add_entry(entry, relative_to(item.source, entry.path)); });
   }
+  flush();
   return hash.finish();
 }
 

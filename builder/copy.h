@@ -96,8 +96,10 @@ CopySelection select_sources(const SourceTree& tree, const CopyOptions& options)
 
 // A digest of everything the selection would copy: paths, types, modes, link targets and the content
 // of every file (through `checksums` when given: the context's files are hashed once and then known
-// by their stat). Owners are not in it (the context's are not copied).
-Digest selection_digest(const SourceTree& tree, const CopySelection& selection, ChecksumCache* checksums);
+// by their stat). Owners are not in it (the context's are not copied). Files the cache does not
+// know are hashed on up to `threads` threads (the caller's among them).
+Digest selection_digest(const SourceTree& tree, const CopySelection& selection, ChecksumCache* checksums,
+                        unsigned threads = 1);
 
 // Copies the selection into `upper_dir` (an empty directory, or one an earlier selection of the
 // same instruction wrote to), `lower` being the root the layer goes on. Throws kiln::Error naming

@@ -104,6 +104,7 @@ class BuildSession {
 
   // ---- limits
   std::counting_semaphore<64> jobs{1};
+  unsigned job_count = 1;  // --jobs: the slots above, and the threads a step may hash files on
 
   // ---- naming steps as BuildKit does: "[stage-name 2/7] RUN make"
   std::string step_name(size_t stage, const std::string& text);

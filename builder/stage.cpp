@@ -351,7 +351,8 @@ class StageRunner {
     options.source_date_epoch = s_.epoch;
     CopySelection selection = select_sources(*source.tree, options);
     CacheKey key("context-dir");
-    key.add("selection", selection_digest(*source.tree, selection, source.checksums.get()).str());
+    key.add("selection",
+            selection_digest(*source.tree, selection, source.checksums.get(), s_.job_count).str());
     int vertex = s_.progress.start(fmt::format("[context {}] load from client", stage_.base));
     fs_step(vertex, key, [&](const std::string& upper, const SourceTree& lower) {
       copy_into(*source.tree, selection, options, lower, upper);
@@ -1228,9 +1229,11 @@ void StageRunner::add_mount(const parser::MountSpec& spec, const TempDir& scratc
     options.dest = "/";
     options.dest_is_dir = true;
     CopySelection selection = select_sources(*s_.context.tree, options);
-    key.add("mount",
-            fmt::format("bind:context:{}:{}:{}", *resolved, target,
-                        selection_digest(*s_.context.tree, selection, s_.context.checksums.get()).str()));
+    key.add(
+        "mount",
+        fmt::format(
+            "bind:context:{}:{}:{}", *resolved, target,
+            selection_digest(*s_.context.tree, selection, s_.context.checksums.get(), s_.job_count).str()));
     host_path = s_.context.tree->host_dir() + (resolved->empty() ? "" : "/" + *resolved);
   } else {
     std::vector<Layer> layers;
@@ -1425,8 +1428,9 @@ void StageRunner::dispatch_copy(size_t i, const Instruction& ins, const parser::
     // Several sources onto a destination without a trailing `/` are no error in BuildKit: they
     // are copied one after the other onto that path (copy_into does the same).
     selection = select_sources(*tree, options);
-    key.add("sources",
-            source_identity.empty() ? selection_digest(*tree, selection, checksums).str() : source_identity);
+    key.add("sources", source_identity.empty()
+                           ? selection_digest(*tree, selection, checksums, s_.job_count).str()
+                           : source_identity);
     key.add_list("paths", paths);
   }
   // Heredoc sources: files made for the step.

@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <map>
 
+#include "builder/checksum_cache.h"
 #include "layerstore/compress.h"
 #include "layerstore/errors.h"
 #include "layerstore/files.h"
@@ -449,4 +450,37 @@ TEST_CASE(
   CHECK(std::find(all.begin(), all.end(), "  dir/sub/x") != all.end());
   CHECK(std::find(all.begin(), all.end(), "  dir/y") == all.end());
   CHECK(std::find(all.begin(), all.end(), "  b.txt") == all.end());
+}
+
+TEST_CASE("selection_digest: the same key on any number of hashing threads, and every byte counts") {
+  Context ctx;
+  // Enough files for several batches, a few of them large enough to take a while.
+  for (int d = 0; d < 4; ++d) {
+    make_dir(fmt::format("{}/many/d{}", ctx.root, d));
+    for (int f = 0; f < 400; ++f) {
+      write(fmt::format("{}/many/d{}/f{}", ctx.root, d, f), fmt::format("file {} of {}", f, d));
+    }
+  }
+  // Large files are hashed on several threads: six of them, in two batches.
+  for (int b = 0; b < 6; ++b)
+    write(fmt::format("{}/many/d{}/big{}", ctx.root, b % 4, b), std::string(2 << 20, char('a' + b)));
+  auto tree = ctx.tree();
+  auto selection = kiln::builder::select_sources(*tree, copy_of({"."}, "/x/"));
+  const kiln::Digest one = kiln::builder::selection_digest(*tree, selection, nullptr, 1);
+  CHECK(kiln::builder::selection_digest(*tree, selection, nullptr, 2) == one);
+  CHECK(kiln::builder::selection_digest(*tree, selection, nullptr, 8) == one);
+  // Through a checksum cache: first every file is hashed, then every one is known.
+  kiln::builder::ChecksumCache cache(ctx.dir.path() + "/checksums", ctx.root);
+  CHECK(kiln::builder::selection_digest(*tree, selection, &cache, 4) == one);
+  CHECK(kiln::builder::selection_digest(*tree, selection, &cache, 4) == one);
+  // One byte of one file among 1,600 changes the key, on one thread or several; so does one byte
+  // of a large file.
+  write(ctx.root + "/many/d2/f399", "file 399 of 3");
+  std::string big(2 << 20, 'e');
+  big[12345] = 'x';
+  write(ctx.root + "/many/d0/big4", big);
+  auto changed = kiln::builder::select_sources(*tree, copy_of({"."}, "/x/"));
+  const kiln::Digest after = kiln::builder::selection_digest(*tree, changed, nullptr, 1);
+  CHECK(after != one);
+  CHECK(kiln::builder::selection_digest(*tree, changed, &cache, 4) == after);
 }
