@@ -13,6 +13,7 @@
 #include "layerstore/errors.h"
 #include "parser/text.h"
 #include "parser/word_expansion.h"
+#include "runtime/step.h"
 
 namespace kiln::cli {
 
@@ -151,6 +152,8 @@ int run(int argc, char** argv) {
 }  // namespace kiln::cli
 
 int main(int argc, char** argv) {
+  // A build step's supervisor is kiln started again (runtime/step.h): it never returns from here.
+  kiln::runtime::run_step_supervisor_if_asked(argc, argv);
   kiln::cli::back_heap_with_huge_pages();
   try {
     return kiln::cli::run(argc, argv);

@@ -3,7 +3,9 @@
 #include <fcntl.h>
 #include <fmt/format.h>
 #include <poll.h>
+#include <spawn.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -14,6 +16,7 @@
 #include <cerrno>
 #include <csignal>
 #include <cstring>
+#include <functional>
 
 #include "layerstore/errors.h"
 #include "layerstore/files.h"
@@ -154,33 +157,7 @@ std::vector<InitStub> mount_stubs(const StepSpec& step) {
   return stubs;
 }
 
-// Moves the descriptors a supervisor keeps to 3, 4, ... and closes every other one it inherited:
-// a pipe another thread of kiln made a moment ago must not stay open in this process, where its
-// reader would wait for it to close until this step ends. Returns the new numbers, in order. (The
-// copies go above 16, above every slot they are moved to, and below the 1024 a user's descriptor
-// limit may be.)
-std::vector<int> keep_only(const std::vector<int>& fds) {
-  std::vector<int> moved;
-  for (int fd : fds) {
-    int high = fd < 0 ? -1 : ::fcntl(fd, F_DUPFD_CLOEXEC, 16);
-    if (fd >= 0 && high < 0) ::_exit(kExitRunFailed);
-    moved.push_back(high);
-  }
-  std::vector<int> out;
-  int next = 3;
-  for (int high : moved) {
-    if (high < 0) {
-      out.push_back(-1);
-      continue;
-    }
-    if (::dup3(high, next, O_CLOEXEC) < 0) ::_exit(kExitRunFailed);
-    out.push_back(next++);
-  }
-  ::syscall(SYS_close_range, static_cast<unsigned>(next), ~0U, 0U);
-  return out;
-}
-
-// A forked supervisor, killed and reaped unless it was waited for.
+// A supervisor process, killed and reaped unless it was waited for.
 class Supervisor {
  public:
   explicit Supervisor(pid_t pid) : pid_(pid) {}
@@ -204,8 +181,119 @@ class Supervisor {
   pid_t pid_;
 };
 
+// Finishes the spec's process from the container's own files: the user as its /etc/passwd and
+// /etc/group name it, and HOME by runc's rule.
+std::function<void(int, nlohmann::json&)> process_finisher(std::string user,
+                                                           std::vector<std::string> group_add,
+                                                           std::vector<std::string> env) {
+  return [user = std::move(user), group_add = std::move(group_add), env = std::move(env)](
+             int root_fd, nlohmann::json& process) {
+    ExecUser resolved = resolve_user(root_fd, user, group_add);
+    process["user"] = {
+        {"uid", resolved.uid}, {"gid", resolved.gid}, {"additionalGids", resolved.additional_gids}};
+    std::vector<std::string> full_env = env;
+    apply_home_rule(full_env, resolved.home);
+    process["env"] = std::move(full_env);
+  };
+}
+
+// The supervisor's argument, and the descriptors it finds its work on.
+constexpr const char* kSupervisorArg = "--kiln-step-supervisor";
+constexpr int kReportFd = 3;   // SupervisorReport, written once
+constexpr int kRequestFd = 4;  // the request (JSON), read to its end
+constexpr int kStdoutFd = 5;   // the process's output, when the caller gave descriptors for it
+constexpr int kStderrFd = 6;
+constexpr int kCancelFd = 7;
+
+// What the supervisor needs to run the sandbox, as JSON: the spec and the SandboxOptions that are
+// data (the process's user is resolved in the supervisor, from the request's user and env).
+nlohmann::json supervisor_request(const nlohmann::json& spec, const SandboxOptions& options,
+                                  const StepSpec& step) {
+  nlohmann::json request = {{"spec", spec},
+                            {"bundle_dir", options.bundle_dir},
+                            {"container_id", options.container_id},
+                            {"seccomp_cache_dir", options.seccomp_cache_dir},
+                            {"init", options.init},
+                            {"attach_stdin", options.attach_stdin},
+                            {"user", step.user},
+                            {"group_add", step.group_add},
+                            {"env", step.env},
+                            {"stdout", options.stdout_fd >= 0},
+                            {"stderr", options.stderr_fd >= 0},
+                            {"cancel", options.cancel_fd >= 0}};
+  if (options.overlay) {
+    request["overlay"] = {{"lowers", options.overlay->lower_dirs},
+                          {"upper", options.overlay->upper_dir},
+                          {"work", options.overlay->work_dir}};
+  }
+  return request;
+}
+
+// posix_spawn's attributes and file actions, destroyed however the spawn ends.
+struct SpawnSetup {
+  posix_spawnattr_t attr;
+  posix_spawn_file_actions_t actions;
+  SpawnSetup() {
+    posix_spawnattr_init(&attr);
+    posix_spawn_file_actions_init(&actions);
+  }
+  ~SpawnSetup() {
+    posix_spawn_file_actions_destroy(&actions);
+    posix_spawnattr_destroy(&attr);
+  }
+  SpawnSetup(const SpawnSetup&) = delete;
+  SpawnSetup& operator=(const SpawnSetup&) = delete;
+};
+
+// Starts kiln again as the step's supervisor (run_step_supervisor_if_asked): a new process with one
+// thread, never a fork of this one. A fork of a process with threads inherits whatever locks the
+// other threads held at that instant — glibc's malloc is made safe for it, but not every runtime
+// is (GCC 12's ThreadSanitizer allocator deadlocked the forked child) — and posix_spawn execs at
+// once from a child that shares this memory and allocates nothing.
+pid_t spawn_supervisor(int report_fd, int request_fd, const SandboxOptions& options) {
+  SpawnSetup setup;
+  // The descriptors go to 3..7 in the child: copied above every one of those first, so that no
+  // dup2 overwrites a source another still needs.
+  std::vector<Fd> copies;
+  auto pass = [&](int fd, int target) {
+    if (fd < 0) return;
+    int copy = ::fcntl(fd, F_DUPFD_CLOEXEC, 64);
+    if (copy < 0) throw_errno("pass a descriptor to the step's supervisor");
+    copies.emplace_back(copy);
+    posix_spawn_file_actions_adddup2(&setup.actions, copy, target);
+  };
+  pass(report_fd, kReportFd);
+  pass(request_fd, kRequestFd);
+  pass(options.stdout_fd, kStdoutFd);
+  pass(options.stderr_fd, kStderrFd);
+  pass(options.cancel_fd, kCancelFd);
+  // Nothing else of kiln's: a pipe another thread made a moment ago, not yet close-on-exec or
+  // meant for another step, must not stay open here, where its reader would wait on it.
+  posix_spawn_file_actions_addclosefrom_np(&setup.actions, kCancelFd + 1);
+  // Its own process group: terminal signals (Ctrl-C) are kiln's to act on, through cancel_fd.
+  posix_spawnattr_setpgroup(&setup.attr, 0);
+  posix_spawnattr_setflags(&setup.attr, POSIX_SPAWN_SETPGROUP);
+  std::string parent = std::to_string(::getpid());
+  char exe[] = "/proc/self/exe";
+  char* argv[] = {exe, const_cast<char*>(kSupervisorArg), parent.data(), nullptr};
+  pid_t pid = -1;
+  int rc = ::posix_spawn(&pid, exe, &setup.actions, &setup.attr, argv, environ);
+  if (rc != 0) {
+    errno = rc;
+    throw_errno("start the step's supervisor");
+  }
+  return pid;
+}
+
 StepExit run_supervised(const nlohmann::json& spec, SandboxOptions options, const StepSpec& step) {
   Pipe report = make_pipe();
+  // A socket rather than a pipe: sent with MSG_NOSIGNAL, a request to a supervisor that died is an
+  // error, not a SIGPIPE for all of kiln.
+  int request_pair[2];
+  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, request_pair) != 0) {
+    throw_errno("make the step supervisor's socket");
+  }
+  Fd request_ours(request_pair[0]), request_theirs(request_pair[1]);
   std::optional<Pipe> out, err;
   if (step.output) {
     out = make_pipe();
@@ -213,40 +301,22 @@ StepExit run_supervised(const nlohmann::json& spec, SandboxOptions options, cons
     options.stdout_fd = out->write.get();
     options.stderr_fd = err->write.get();
   }
-  pid_t pid = ::fork();
-  if (pid < 0) throw_errno("fork the step's supervisor");
-  if (pid == 0) {
-    // The supervisor: a copy of kiln with this thread alone, which may therefore run the sandbox
-    // in its own process. It dies with the thread that forked it.
-    ::prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
-    // Terminal signals (Ctrl-C) are kiln's to act on, through cancel_fd, not the supervisor's.
-    ::setpgid(0, 0);
-    std::vector<int> kept =
-        keep_only({report.write.get(), options.stdout_fd, options.stderr_fd, options.cancel_fd});
-    int report_fd = kept[0];
-    options.stdout_fd = kept[1];
-    options.stderr_fd = kept[2];
-    options.cancel_fd = kept[3];
-    options.signal_fd = -1;
-    SupervisorReport result;
-    try {
-      SandboxExit exit = run_sandbox(spec, options);
-      result.kind = SupervisorReport::kExited;
-      result.code = exit.code;
-      result.canceled = exit.canceled;
-      std::snprintf(result.message, sizeof result.message, "%s", exit.failure.c_str());
-    } catch (const SandboxError& error) {
-      result.kind = SupervisorReport::kSandboxError;
-      std::snprintf(result.message, sizeof result.message, "%s", error.what());
-    } catch (const std::exception& error) {
-      result.kind = SupervisorReport::kError;
-      std::snprintf(result.message, sizeof result.message, "%s", error.what());
-    }
-    ssize_t written = ::write(report_fd, &result, sizeof result);
-    ::_exit(written == sizeof result ? 0 : kExitRunFailed);
-  }
+  pid_t pid = spawn_supervisor(report.write.get(), request_theirs.get(), options);
   Supervisor supervisor(pid);
   report.write.reset();
+  request_theirs.reset();
+  {
+    // The supervisor reads the request to its end before anything else. If it died first, the
+    // send fails, and its exit status below says why.
+    std::string text = supervisor_request(spec, options, step).dump();
+    for (size_t sent = 0; sent < text.size();) {
+      ssize_t n = ::send(request_ours.get(), text.data() + sent, text.size() - sent, MSG_NOSIGNAL);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) break;
+      sent += static_cast<size_t>(n);
+    }
+    request_ours.reset();
+  }
   if (out) {
     out->write.reset();
     err->write.reset();
@@ -296,6 +366,50 @@ StepExit run_supervised(const nlohmann::json& spec, SandboxOptions options, cons
 
 }  // namespace
 
+void run_step_supervisor_if_asked(int argc, char** argv) {
+  if (argc != 3 || std::strcmp(argv[1], kSupervisorArg) != 0) return;
+  // It dies with the kiln that started it: a supervisor left behind would keep its container.
+  ::prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+  if (std::to_string(::getppid()) != argv[2]) ::_exit(kExitRunFailed);
+  SupervisorReport result;
+  try {
+    nlohmann::json request =
+        nlohmann::json::parse(read_fd_capped(kRequestFd, 64 << 20, "the step supervisor's request"));
+    ::close(kRequestFd);
+    SandboxOptions options;
+    options.bundle_dir = request.at("bundle_dir").get<std::string>();
+    if (request.contains("overlay")) {
+      const nlohmann::json& overlay = request["overlay"];
+      options.overlay =
+          OverlayRoot{overlay.at("lowers").get<std::vector<std::string>>(),
+                      overlay.at("upper").get<std::string>(), overlay.at("work").get<std::string>()};
+    }
+    options.container_id = request.at("container_id").get<std::string>();
+    options.seccomp_cache_dir = request.at("seccomp_cache_dir").get<std::string>();
+    options.init = request.at("init").get<bool>();
+    options.attach_stdin = request.at("attach_stdin").get<bool>();
+    options.finish_process = process_finisher(request.at("user").get<std::string>(),
+                                              request.at("group_add").get<std::vector<std::string>>(),
+                                              request.at("env").get<std::vector<std::string>>());
+    options.stdout_fd = request.at("stdout").get<bool>() ? kStdoutFd : -1;
+    options.stderr_fd = request.at("stderr").get<bool>() ? kStderrFd : -1;
+    options.cancel_fd = request.at("cancel").get<bool>() ? kCancelFd : -1;
+    SandboxExit exit = run_sandbox(request.at("spec"), options);
+    result.kind = SupervisorReport::kExited;
+    result.code = exit.code;
+    result.canceled = exit.canceled;
+    std::snprintf(result.message, sizeof result.message, "%s", exit.failure.c_str());
+  } catch (const SandboxError& error) {
+    result.kind = SupervisorReport::kSandboxError;
+    std::snprintf(result.message, sizeof result.message, "%s", error.what());
+  } catch (const std::exception& error) {
+    result.kind = SupervisorReport::kError;
+    std::snprintf(result.message, sizeof result.message, "%s", error.what());
+  }
+  ssize_t written = ::write(kReportFd, &result, sizeof result);
+  ::_exit(written == sizeof result ? 0 : kExitRunFailed);
+}
+
 StepExit run_step(const StepSpec& step) {
   if (step.output && step.alone) throw Error("run_step: output to a StepOutput needs a supervisor");
   // The mount points of the root's mounts live in a layer of their own under the upper directory,
@@ -317,13 +431,7 @@ StepExit run_step(const StepSpec& step) {
   options.seccomp_cache_dir = step.seccomp_cache_dir;
   options.init = step.init;
   options.attach_stdin = step.attach_stdin;
-  options.finish_process = [&step](int root_fd, nlohmann::json& process) {
-    ExecUser user = resolve_user(root_fd, step.user, step.group_add);
-    process["user"] = {{"uid", user.uid}, {"gid", user.gid}, {"additionalGids", user.additional_gids}};
-    std::vector<std::string> env = step.env;
-    apply_home_rule(env, user.home);
-    process["env"] = std::move(env);
-  };
+  options.finish_process = process_finisher(step.user, step.group_add, step.env);
   options.stdout_fd = step.stdout_fd;
   options.stderr_fd = step.stderr_fd;
   options.signal_fd = step.signal_fd;

@@ -6,9 +6,11 @@
 //
 // Threads: the sandbox's first process runs in its parent's memory until it execs, which is safe
 // only in a process with one thread. A caller that is not alone (the builder, whose stages run on
-// threads) has run_step fork a supervisor first, a single-threaded copy of kiln that changes
-// signals, dumpability and the like only for itself; a caller that is alone (`kiln run`) runs the
-// sandbox in its own process, a fork less per container.
+// threads) has run_step start a supervisor first: the same executable started again
+// (/proc/self/exe, by posix_spawn), a process with one thread that changes signals, dumpability
+// and the like only for itself. Every executable whose threads call run_step must therefore call
+// run_step_supervisor_if_asked first thing in main(). A caller that is alone (`kiln run`) runs the
+// sandbox in its own process, a process less per container.
 #pragma once
 
 #include <cstdint>
@@ -102,8 +104,7 @@ struct StepSpec {
   int cancel_fd = -1;
   // The caller is the process's only thread: the sandbox runs in this process.
   bool alone = false;
-  // Called with the process's PID once it runs (alone only: a supervisor's callback would run in
-  // the supervisor's copy of kiln).
+  // Called with the process's PID once it runs (alone only: a supervisor is another process).
   std::function<void(int pid)> on_started;
 };
 
@@ -120,6 +121,10 @@ nlohmann::json step_oci_spec(const StepSpec& step, const std::string& root_path)
 // Runs the step to completion. Throws SandboxError when the container cannot be set up (nothing of
 // it is left running), kiln::Error for a bad spec. The upper directory holds the changes after.
 StepExit run_step(const StepSpec& step);
+
+// The supervisor's side: when argv is what run_step starts a supervisor with, runs that step's
+// sandbox and exits; otherwise returns at once, having done nothing.
+void run_step_supervisor_if_asked(int argc, char** argv);
 
 // Docker's default /etc/hosts for a container that has no network of its own to announce, with
 // `hostname` on the loopback line when given (BuildKit's RUN sandbox names itself there).

@@ -2,6 +2,7 @@
 #define CATCH_CONFIG_RUNNER
 #include <catch2/catch.hpp>
 
+#include "runtime/step.h"
 #include "tests/skip.h"
 
 namespace kiln::test {
@@ -39,6 +40,8 @@ void mark_skipped() {
 }  // namespace kiln::test
 
 int main(int argc, char** argv) {
+  // The step runner's tests start this binary again as a step's supervisor (runtime/step.h).
+  kiln::runtime::run_step_supervisor_if_asked(argc, argv);
   // Catch's code is the number of failed assertions (or, for --list-test-names-only, which
   // catch_discover_tests reads, the number of tests listed), and is passed on unchanged...
   int code = Catch::Session().run(argc, argv);
