@@ -391,6 +391,9 @@ void add_image_commands(CLI::App& app, Context& ctx) {
         if (!keep && !max_age) keep = 0;
         Store::CachePruneReport cache = store.prune_build_cache(max_age, keep);
         fmt::print("Deleted build cache records: {}\n", cache.removed_records);
+        fmt::print(
+            "Deleted build cache side files (step inputs, context checksums, download validators): {}\n",
+            cache.removed_side_files);
       }
       PruneReport r = store.prune();
       for (const auto& d : r.deleted_blobs) fmt::print("Deleted blob: {}\n", d.str());

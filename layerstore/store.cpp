@@ -634,6 +634,21 @@ Store::CachePruneReport Store::prune_build_cache(std::optional<int64_t> max_age_
     report.kept_bytes += added;
     counted.insert(entry.blobs.begin(), entry.blobs.end());
   }
+  // Small files, but one for every Dockerfile step, context and URL ever built: without this they
+  // would only grow.
+  const bool everything = keep_bytes && *keep_bytes == 0 && !max_age_seconds;
+  if (everything || max_age_seconds) {
+    for (const char* side : {"lineage", "checksums", "http"}) {
+      std::string side_dir = root_ + "/cache/" + side;
+      for (const auto& name : list_dir(side_dir)) {
+        std::string path = side_dir + "/" + name;
+        struct stat st {};
+        if (::lstat(path.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) continue;
+        if (!everything && now - st.st_mtim.tv_sec <= *max_age_seconds) continue;
+        if (::unlink(path.c_str()) == 0) ++report.removed_side_files;
+      }
+    }
+  }
   return report;
 }
 

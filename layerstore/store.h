@@ -179,11 +179,15 @@ class Store {
   std::optional<nlohmann::json> get_cache_record(std::string_view key) const;
   struct CachePruneReport {
     size_t removed_records = 0;
-    uint64_t kept_bytes = 0;  // the blobs the remaining records need
+    size_t removed_side_files = 0;  // cache/lineage, cache/checksums, cache/http
+    uint64_t kept_bytes = 0;        // the blobs the remaining records need
   };
   // Removes records not used for `max_age_seconds` (when given), then the least recently used until
   // the blobs the rest need add up to at most `keep_bytes` (when given). The blobs go with the next
-  // prune(); run one after this (needs Access::Exclusive).
+  // prune(); run one after this (needs Access::Exclusive). What builds keep beside the records (a
+  // step's inputs, to explain its next miss; a context's checksums; a download's validators) goes
+  // by the same age, or all of it when everything goes (`keep_bytes` 0, no age); a size limit
+  // alone leaves it.
   CachePruneReport prune_build_cache(std::optional<int64_t> max_age_seconds,
                                      std::optional<uint64_t> keep_bytes);
 

@@ -84,8 +84,19 @@ kiln rmi cached:1 >/dev/null
 kiln prune >/dev/null
 build --build-arg VERSION=2
 assert_eq "$(ran)" "2" "after prune only the definition and the export ran"
+side_files() { find "$KILN_ROOT/cache/lineage" "$KILN_ROOT/cache/checksums" -type f 2>/dev/null | wc -l; }
+[[ $(side_files) -gt 0 ]] || fail "builds keep step inputs and context checksums"
+kiln prune --build-cache --filter until=1h >"$WORK/pruned"
+assert_contains "$(cat "$WORK/pruned")" "side files (step inputs, context checksums, download validators): 0" \
+  "prune --filter until= leaves what was used within the hour"
+before=$(side_files)
+touch -d '3 hours ago' "$(find "$KILN_ROOT/cache/lineage" -type f | head -1)"
+kiln prune --build-cache --filter until=1h >"$WORK/pruned"
+assert_contains "$(cat "$WORK/pruned")" "download validators): 1" "prune --filter until= takes what is older"
+assert_eq "$(side_files)" "$((before - 1))" "the older side file is gone, the rest stays"
 kiln prune --build-cache >"$WORK/pruned"
 assert_contains "$(cat "$WORK/pruned")" "build cache records" "prune --build-cache reports"
+assert_eq "$(side_files)" "0" "prune --build-cache takes the step inputs and context checksums too"
 build --build-arg VERSION=2
 assert_eq "$(grep -c CACHED "$WORK/progress")" "1" "after prune --build-cache only FROM is cached"
 # The size limit: a build that adds to the cache trims it to KILN_BUILD_CACHE_MAX, least recently
