@@ -50,15 +50,22 @@ void run_git(const std::vector<std::string>& args, const std::string& dir, const
   std::vector<char*> argv;
   for (std::string& a : full) argv.push_back(a.data());
   argv.push_back(nullptr);
+  // No prompt for credentials: a build must not hang on a terminal. The environment is made here:
+  // the child of a fork only makes system calls, whatever other threads held when it was made.
+  std::vector<std::string> env_strings = {"GIT_TERMINAL_PROMPT=0"};
+  for (char** e = environ; *e; ++e) {
+    if (!std::string_view(*e).starts_with("GIT_TERMINAL_PROMPT=")) env_strings.emplace_back(*e);
+  }
+  std::vector<char*> envp;
+  for (std::string& e : env_strings) envp.push_back(e.data());
+  envp.push_back(nullptr);
   pid_t pid = ::fork();
   if (pid < 0) throw_errno("run git");
   if (pid == 0) {
     ::dup2(write_end.get(), 1);
     ::dup2(write_end.get(), 2);
     if (::chdir(dir.c_str()) != 0) ::_exit(126);
-    // No prompt for credentials: a build must not hang on a terminal.
-    ::setenv("GIT_TERMINAL_PROMPT", "0", 1);
-    ::execvp("git", argv.data());
+    ::execvpe("git", argv.data(), envp.data());
     ::_exit(127);
   }
   write_end.reset();
