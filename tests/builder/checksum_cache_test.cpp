@@ -140,7 +140,8 @@ TEST_CASE("a checksum file of another root, another format or out of order is no
     for (const auto& path : ctx.paths) CHECK_FALSE(ctx.lookup(cache, path));
   }
   // The first format (unsorted records): hashed once more, then written in the new one.
-  kiln::write_file_atomic(ctx.cache_file, "kiln-checksums-1 " + ctx.root + "\n" + text.substr(text.find('\n') + 1),
+  kiln::write_file_atomic(ctx.cache_file,
+                          "kiln-checksums-1 " + ctx.root + "\n" + text.substr(text.find('\n') + 1),
                           kiln::Durability::Volatile);
   ChecksumCache cache(ctx.cache_file, ctx.root);
   CHECK_FALSE(ctx.lookup(cache, ctx.paths[0]));
