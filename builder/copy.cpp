@@ -196,6 +196,30 @@ void walk_parents(const SourceTree& tree, const std::string& root, const std::st
   }
 }
 
+// `pattern`'s matches when it has wildcards, else `pattern` itself (which must then exist).
+std::vector<std::string> expand_wildcards(const SourceTree& tree, const std::string& pattern,
+                                          const CopyOptions& options) {
+  return has_wildcards(pattern) ? glob(tree, pattern, options) : std::vector{pattern};
+}
+
+// The item for one matched source. The source is followed when it is a symlink (BuildKit's
+// FollowSymlinks); what lies under a directory is copied as it is. BuildKit names where the links
+// led: `"/missing": not found` for a dangling link.
+CopySelection::Item matched_item(
+    const SourceTree& tree, const std::string& match, const CopyOptions& options,
+    const std::shared_ptr<const std::vector<std::vector<std::string>>>& excludes) {
+  std::optional<std::string> resolved = tree.resolve(match, true);
+  std::optional<SourceTree::Entry> top;
+  if (resolved) top = tree.lookup(*resolved);
+  if (!top) throw not_found(options, tree.resolve_for_write(match));
+  CopySelection::Item item;
+  item.match = match;
+  item.source = *resolved;
+  item.top = *top;
+  item.excludes = excludes;
+  return item;
+}
+
 // One source of COPY --parents: `base/./pattern` keeps the pattern's paths below `base`, a source
 // without `/./` keeps its whole path (BuildKit copies the tree's root with the source as an
 // include pattern). A source without wildcards must exist.
@@ -215,18 +239,9 @@ void select_parents(const SourceTree& tree, const std::string& written, const Co
     std::optional<std::string> resolved = tree.resolve(required, false);
     if (!resolved || !tree.lookup(*resolved)) throw not_found(options, required);
   }
-  std::vector<std::string> bases = has_wildcards(base) ? glob(tree, base, options) : std::vector{base};
-  for (const std::string& match : bases) {
-    std::optional<std::string> resolved = tree.resolve(match, true);
-    std::optional<SourceTree::Entry> top;
-    if (resolved) top = tree.lookup(*resolved);
-    if (!top) throw not_found(options, tree.resolve_for_write(match));
-    CopySelection::Item item;
-    item.match = match;
-    item.source = *resolved;
-    item.top = *top;
+  for (const std::string& match : expand_wildcards(tree, base, options)) {
+    CopySelection::Item item = matched_item(tree, match, options, excludes);
     item.directory = true;
-    item.excludes = excludes;
     item.parents_pattern = split_path(pattern);
     selection.items.push_back(std::move(item));
   }
@@ -410,27 +425,9 @@ CopySelection select_sources(const SourceTree& tree, const CopyOptions& options)
       select_parents(tree, written, options, excludes, selection);
       continue;
     }
-    std::string pattern = clean_relative(written);
-    std::vector<std::string> matches;
-    if (has_wildcards(pattern)) {
-      matches = glob(tree, pattern, options);
-    } else {
-      matches.push_back(pattern);
-    }
-    for (const std::string& match : matches) {
-      // The named source is followed when it is a symlink (BuildKit's FollowSymlinks); what lies
-      // under a directory is copied as it is.
-      std::optional<std::string> resolved = tree.resolve(match, true);
-      std::optional<SourceTree::Entry> top;
-      if (resolved) top = tree.lookup(*resolved);
-      // BuildKit names where the links led: `"/missing": not found` for a dangling link.
-      if (!top) throw not_found(options, tree.resolve_for_write(match));
-      CopySelection::Item item;
-      item.match = match;
-      item.source = *resolved;
-      item.top = *top;
-      item.directory = S_ISDIR(top->st.st_mode);
-      item.excludes = excludes;
+    for (const std::string& match : expand_wildcards(tree, clean_relative(written), options)) {
+      CopySelection::Item item = matched_item(tree, match, options, excludes);
+      item.directory = S_ISDIR(item.top.st.st_mode);
       selection.items.push_back(std::move(item));
     }
   }
