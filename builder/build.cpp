@@ -33,15 +33,16 @@ namespace kiln::builder {
 
 namespace {
 
-// "k=v,k2=v2" into pairs; a field without "=" has an empty value.
-std::vector<std::pair<std::string, std::string>> csv_fields(const std::string& text) {
+// "k=v,k2=v2" (CSV, as Docker reads the flag) into pairs; a field without "=" has an empty value.
+std::vector<std::pair<std::string, std::string>> key_values(const std::string& text, std::string_view flag) {
+  std::vector<std::string> fields;
+  try {
+    fields = parser::csv_fields(text);
+  } catch (const std::invalid_argument& error) {
+    throw UsageError(fmt::format("{} `{}`: {}", flag, text, error.what()));
+  }
   std::vector<std::pair<std::string, std::string>> out;
-  size_t start = 0;
-  while (start <= text.size()) {
-    size_t comma = text.find(',', start);
-    if (comma == std::string::npos) comma = text.size();
-    std::string field = text.substr(start, comma - start);
-    start = comma + 1;
+  for (const std::string& field : fields) {
     if (field.empty()) continue;
     size_t eq = field.find('=');
     if (eq == std::string::npos) {
@@ -64,7 +65,7 @@ OutputSpec parse_output(const std::string& text) {
     return spec;
   }
   std::string type;
-  for (auto& [key, value] : csv_fields(text)) {
+  for (auto& [key, value] : key_values(text, "--output")) {
     if (key == "type") {
       type = value;
     } else if (key == "dest") {
@@ -98,7 +99,7 @@ OutputSpec parse_output(const std::string& text) {
 SecretSpec parse_secret(const std::string& text) {
   SecretSpec spec;
   std::string type;
-  for (auto& [key, value] : csv_fields(text)) {
+  for (auto& [key, value] : key_values(text, "--secret")) {
     if (key == "id") {
       spec.id = value;
     } else if (key == "src" || key == "source") {

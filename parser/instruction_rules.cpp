@@ -335,10 +335,6 @@ std::optional<std::chrono::nanoseconds> parse_duration(std::string_view text) {
   return std::chrono::nanoseconds(negative ? -nanos : nanos);
 }
 
-namespace {
-
-// encoding/csv's reading of one record: fields separated by commas, a field may be quoted with
-// "…" and a doubled quote inside stands for one.
 std::vector<std::string> csv_fields(std::string_view line) {
   std::vector<std::string> fields;
   std::size_t pos = 0;
@@ -373,6 +369,8 @@ std::vector<std::string> csv_fields(std::string_view line) {
   }
   return fields;
 }
+
+namespace {
 
 bool parse_bool_value(std::string_view key, std::string_view value) {
   if (text::equals_ignoring_case(value, "true") || value == "1") return true;

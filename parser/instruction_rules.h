@@ -36,6 +36,11 @@ struct MountSpec {
   std::string env;                   // secret: also expose as this environment variable
 };
 
+// Go's encoding/csv reading of one record, as Docker reads --mount, --secret and --output: fields
+// separated by commas, a field may be quoted with "…" and a doubled quote inside stands for one.
+// Throws std::invalid_argument on a stray quote.
+std::vector<std::string> csv_fields(std::string_view line);
+
 // Parses a mount spec the way BuildKit does (comma-separated CSV fields, `key=value` or a bare
 // boolean key); `expand`, when given, is applied to each field's value after the CSV split, so
 // quoting for CSV and for variables do not interfere. Throws std::invalid_argument with a message

@@ -51,6 +51,10 @@ tar -tf "$WORK/files.tar" | grep -x built.txt >/dev/null || fail "type=tar lacks
 kiln build --progress quiet -o "$WORK/local" "$ctx" >/dev/null || fail "local output"
 assert_eq "$(cat "$WORK/local/file.txt") $(cat "$WORK/local/built.txt")" "context file built" "type=local"
 [[ -x $WORK/local/bin/busybox ]] || fail "type=local lacks the base image's files"
+# --output is CSV, as Docker reads it: a quoted field may hold a comma; a stray quote is an error.
+kiln build --progress quiet -o "type=local,\"dest=$WORK/lo,cal\"" "$ctx" >/dev/null || fail "quoted --output field"
+[[ -f "$WORK/lo,cal/built.txt" ]] || fail "the quoted dest with a comma"
+expect_fail 125 'bare " in non-quoted field' kiln build -o "type=local,dest=\"x\"" "$ctx"
 
 # --platform: the image is made for it (no RUN here: kiln does not emulate other architectures),
 # and the platform ARGs follow it.
