@@ -122,6 +122,10 @@ size_t StringReader::read(std::span<std::byte> buf) {
   return n;
 }
 
+void StringWriter::write(std::span<const std::byte> data) {
+  text.append(reinterpret_cast<const char*>(data.data()), data.size());
+}
+
 Pipe make_pipe() {
   int fds[2];
   if (::pipe2(fds, O_CLOEXEC) != 0) throw_errno("create a pipe");

@@ -154,6 +154,13 @@ class StringReader : public Reader {
   std::string_view rest_;
 };
 
+// Collects what is written, in memory (tests, and small documents built as streams).
+class StringWriter : public Writer {
+ public:
+  void write(std::span<const std::byte> data) override;
+  std::string text;
+};
+
 // Copies a reader to a writer until end of stream; returns the byte count.
 uint64_t copy_stream(Reader& in, Writer& out);
 

@@ -406,16 +406,11 @@ TEST_CASE("copy_into: ADD unpacks what decompresses to a tar header, and copies 
   v7 += std::string("hi") + std::string(510, '\0') + std::string(1024, '\0');
   write(copy.ctx.root + "/v7.tar", v7);
   // A gzip of text, a .tar.gz that is text, an all-zero "tar", an empty file.
-  struct StringWriter : kiln::Writer {
-    std::string data;
-    void write(std::span<const std::byte> bytes) override {
-      data.append(reinterpret_cast<const char*>(bytes.data()), bytes.size());
-    }
-  } gz;
+  kiln::StringWriter gz;
   auto compressor = kiln::make_compressor(kiln::Compression::Gzip, gz);
   compressor->write(kiln::as_bytes(std::string_view("not an archive\n")));
   compressor->finish();
-  write(copy.ctx.root + "/fake.gz", gz.data);
+  write(copy.ctx.root + "/fake.gz", gz.text);
   write(copy.ctx.root + "/text.tar.gz", "plain text\n");
   write(copy.ctx.root + "/zeros.tar", std::string(1024, '\0'));
   write(copy.ctx.root + "/empty.tar", "");
@@ -427,7 +422,7 @@ TEST_CASE("copy_into: ADD unpacks what decompresses to a tar header, and copies 
   CHECK(slurp(copy.upper + "/x/v7file") == "hi");
   CHECK(copy.mode("/x/v7file") == 0644);
   CHECK(copy.mode("/x") == 0755);  // the destination of an archive is made without --chmod's mode
-  CHECK(slurp(copy.upper + "/x/fake.gz") == gz.data);
+  CHECK(slurp(copy.upper + "/x/fake.gz") == gz.text);
   CHECK(slurp(copy.upper + "/x/text.tar.gz") == "plain text\n");
   CHECK(copy.mode("/x/zeros.tar") == 0600);
   CHECK(slurp(copy.upper + "/x/empty.tar").empty());

@@ -40,13 +40,7 @@ class StringReader : public kiln::Reader {
   size_t pos_ = 0;
 };
 
-class StringWriter : public kiln::Writer {
- public:
-  void write(std::span<const std::byte> data) override {
-    text.append(reinterpret_cast<const char*>(data.data()), data.size());
-  }
-  std::string text;
-};
+using kiln::StringWriter;
 
 // Yields `size` zero bytes without holding them.
 class ZeroReader : public kiln::Reader {

@@ -25,12 +25,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-struct StringWriter : kiln::Writer {
-  std::string data;
-  void write(std::span<const std::byte> bytes) override {
-    data.append(reinterpret_cast<const char*>(bytes.data()), bytes.size());
-  }
-};
+using kiln::StringWriter;
 
 // Hands out at most `chunk` bytes per read, so that streaming paths see several reads.
 struct StringReader : kiln::Reader {
@@ -88,7 +83,7 @@ class TarBuilder {
   }
   std::string done() {
     tar_.finish();
-    return out_.data;
+    return out_.text;
   }
 
  private:
@@ -210,7 +205,7 @@ std::string invalid_input_message(F&& f) {
 std::string write_dir(int dirfd, const kiln::TarWriteOptions& options = {}) {
   StringWriter out;
   kiln::write_tar_from_dir(dirfd, out, options);
-  return out.data;
+  return out.text;
 }
 
 kiln::ExtractStats extract(const std::string& tar, int root,
@@ -362,7 +357,7 @@ TEST_CASE("with an ID map, owners are written as the user namespace shows them",
   const int layers[] = {src.get(), below.get()};
   StringWriter flat;
   kiln::write_flattened_tar(layers, flat, {.id_map = map});
-  auto flat_owners = owners_in(flat.data);
+  auto flat_owners = owners_in(flat.text);
   CHECK(flat_owners.at("flat-only-below") == "2:2");
   CHECK(flat_owners.at("chowned") == "1000:1000");
 }
@@ -583,7 +578,7 @@ TEST_CASE("a flattened tar merges layers: upper wins, whiteouts and opaque direc
   const int layers[] = {top.get(), middle.get(), bottom.get()};
   StringWriter out;
   kiln::write_flattened_tar(layers, out);
-  auto entries = read_tar(out.data);
+  auto entries = read_tar(out.text);
   std::map<std::string, std::string> content;
   for (const auto& e : entries) content[e.name] = e.content;
   // Without the whiteouts the layers merge differently, and none of the checks below hold.
@@ -598,7 +593,7 @@ TEST_CASE("a flattened tar merges layers: upper wins, whiteouts and opaque direc
 
   StringWriter again;
   kiln::write_flattened_tar(layers, again);
-  CHECK(again.data == out.data);
+  CHECK(again.text == out.text);
 }
 
 TEST_CASE("device nodes the process may not create are left out and counted", "[tar]") {

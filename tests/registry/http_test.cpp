@@ -127,13 +127,7 @@ std::string answer(int status, std::string_view reason, const std::vector<std::s
   return out + "\r\n" + std::string(body);
 }
 
-class StringWriter : public kiln::Writer {
- public:
-  void write(std::span<const std::byte> data) override {
-    text.append(reinterpret_cast<const char*>(data.data()), data.size());
-  }
-  std::string text;
-};
+using kiln::StringWriter;
 
 // A test's wait on a failure is bounded: nothing here may hang the suite.
 template <typename F>
