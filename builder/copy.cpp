@@ -40,15 +40,7 @@ bool component_matches(const std::string& pattern, const std::string& name) {
 }
 
 std::vector<std::string> split_path(const std::string& path) {
-  std::vector<std::string> parts;
-  size_t start = 0;
-  while (start <= path.size() && !path.empty()) {
-    size_t slash = path.find('/', start);
-    if (slash == std::string::npos) slash = path.size();
-    parts.push_back(path.substr(start, slash - start));
-    start = slash + 1;
-  }
-  return parts;
+  return path.empty() ? std::vector<std::string>{} : split_on(path, '/');
 }
 
 // A path relative to `base` (which is a prefix of it, or "").

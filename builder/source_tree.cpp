@@ -193,16 +193,10 @@ std::optional<std::string> SourceTree::resolve_walk(std::string_view path, bool 
     std::string target = read_link(*entry);
     done.pop_back();
     if (target.starts_with("/")) done.clear();
-    std::vector<std::string> parts;
-    size_t start = 0;
-    while (start <= target.size()) {
-      size_t slash = target.find('/', start);
-      if (slash == std::string::npos) slash = target.size();
-      std::string piece = target.substr(start, slash - start);
-      if (!piece.empty() && piece != ".") parts.push_back(piece);
-      start = slash + 1;
+    std::vector<std::string> parts = split_on(target, '/');
+    for (auto it = parts.rbegin(); it != parts.rend(); ++it) {
+      if (!it->empty() && *it != ".") todo.push_back(std::move(*it));
     }
-    for (auto it = parts.rbegin(); it != parts.rend(); ++it) todo.push_back(*it);
   }
   return join_components(done);
 }

@@ -47,6 +47,20 @@ std::vector<std::string> normalize_clamped(std::string_view path) {
   return *normalize(path, /*clamp_at_root=*/true);
 }
 
+std::vector<std::string> split_on(std::string_view text, char separator) {
+  std::vector<std::string> pieces;
+  size_t start = 0;
+  for (;;) {
+    size_t end = text.find(separator, start);
+    if (end == std::string_view::npos) {
+      pieces.emplace_back(text.substr(start));
+      return pieces;
+    }
+    pieces.emplace_back(text.substr(start, end - start));
+    start = end + 1;
+  }
+}
+
 std::string join_components(const std::vector<std::string>& parts, size_t count) {
   std::string out;
   for (size_t i = 0; i < count && i < parts.size(); ++i) {

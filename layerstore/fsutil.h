@@ -22,6 +22,9 @@ std::optional<std::vector<std::string>> normalize_in_root(std::string_view path)
 // (Docker's filepath.Clean for WORKDIR and the like).
 std::vector<std::string> normalize_clamped(std::string_view path);
 
+// Go's strings.Split(text, sep): every piece, empty ones too ("" gives one empty piece).
+std::vector<std::string> split_on(std::string_view text, char separator);
+
 // Components joined with `/` (a path relative to the root; "" for the root itself).
 std::string join_components(const std::vector<std::string>& parts, size_t count);
 inline std::string join_components(const std::vector<std::string>& parts) {

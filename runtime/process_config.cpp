@@ -300,14 +300,8 @@ std::vector<std::string> exec_candidates(const std::string& command, const std::
   }
   if (path.empty()) path = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
   std::vector<std::string> candidates;
-  size_t start = 0;
-  while (start <= path.size()) {
-    size_t end = path.find(':', start);
-    if (end == std::string::npos) end = path.size();
-    std::string dir = path.substr(start, end - start);
+  for (const std::string& dir : split_on(path, ':'))
     candidates.push_back((dir.empty() ? "." : dir) + "/" + command);
-    start = end + 1;
-  }
   return candidates;
 }
 
