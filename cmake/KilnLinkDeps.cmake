@@ -1,4 +1,4 @@
-# How kiln links its C and C++ dependencies. Every target of ours links kiln::archive, kiln::crypto,
+# How kiln links its C and C++ dependencies. Every target of ours links kiln::archive, kiln::nettle,
 # kiln::zlib, kiln::zstd, kiln::seccomp and kiln::fmt, never the packages' own targets, so that one
 # binary never mixes a static and a shared copy of the same library.
 #
@@ -14,7 +14,7 @@ if(KILN_SANITIZERS OR KILN_FUZZ)
 else()
   set(KILN_STATIC_DEPS_DEFAULT ON)
 endif()
-option(KILN_STATIC_DEPS "Link libarchive, OpenSSL's libcrypto, zlib, zstd, libseccomp and libstdc++ statically"
+option(KILN_STATIC_DEPS "Link libarchive, nettle, zlib, zstd, libseccomp and libstdc++ statically"
        ${KILN_STATIC_DEPS_DEFAULT})
 
 # kiln_link_dep(NAME SHARED_TARGET ARCHIVES a... [LIBS l...] [LINK_OPTIONS o...]): kiln::NAME links
@@ -57,7 +57,7 @@ endfunction()
 # --gc-sections every executable linking the archive fails on libxml2's symbols.
 kiln_link_dep(archive LibArchive::LibArchive ARCHIVES archive nettle lzma bz2 zstd z
               LINK_OPTIONS LINKER:--gc-sections)
-kiln_link_dep(crypto OpenSSL::Crypto ARCHIVES crypto LIBS Threads::Threads)
+kiln_link_dep(nettle PkgConfig::NETTLE ARCHIVES nettle)
 kiln_link_dep(zlib ZLIB::ZLIB ARCHIVES z)
 kiln_link_dep(zstd zstd::libzstd_shared ARCHIVES zstd)
 kiln_link_dep(seccomp PkgConfig::SECCOMP ARCHIVES seccomp)

@@ -39,7 +39,7 @@ class Digest {
   std::string hex_;
 };
 
-// Incremental SHA-256 (OpenSSL EVP).
+// Incremental SHA-256 (nettle's, on SHA-NI where the CPU has it).
 class Sha256 {
  public:
   Sha256();
