@@ -47,6 +47,10 @@ CurlApi load() {
   bind(library, api.url_get, "curl_url_get");
   bind(library, api.url_cleanup, "curl_url_cleanup");
   bind(library, api.free, "curl_free");
+  bind(library, api.easy_escape, "curl_easy_escape");
+  bind(library, api.share_init, "curl_share_init");
+  bind(library, api.share_setopt, "curl_share_setopt");
+  bind(library, api.share_cleanup, "curl_share_cleanup");
   const curl_version_info_data* version = api.version_info(CURLVERSION_NOW);
   if (!version || version->version_num < kOldest) {
     throw HttpError(

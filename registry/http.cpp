@@ -3,12 +3,16 @@
 #include <curl/curl.h>
 #include <fmt/format.h>
 #include <poll.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <cctype>
 #include <cstring>
 #include <exception>
+#include <mutex>
 
+#include "layerstore/files.h"
 #include "registry/curl_api.h"
 #include "registry/http_headers.h"
 
@@ -18,6 +22,7 @@ namespace {
 // libcurl's receive buffer: the store's block size. libcurl hands the body over in pieces of at
 // most this size and keeps none of it, so a download holds this much however large it is.
 constexpr long kBufferSize = 128 << 10;
+constexpr long kUploadBufferSize = 1 << 20;
 // One response's header fields, at most: a hostile server could otherwise fill memory with them.
 constexpr size_t kMaxHeaderBytes = 256 << 10;
 
@@ -49,7 +54,9 @@ std::string_view trim(std::string_view text) {
 struct Transfer {
   const CurlApi* api = nullptr;
   CURL* curl = nullptr;
-  Writer* body = nullptr;
+  Writer* body = nullptr;  // null: the body is discarded
+  Reader* upload = nullptr;
+  uint64_t upload_left = 0;
   HttpResponse* response = nullptr;
   int cancel_fd = -1;
 
@@ -57,6 +64,8 @@ struct Transfer {
   size_t header_bytes = 0;
   int checked_response = 0;  // the response whose status the body was last checked against
   bool error_status = false;
+  uint64_t skip = 0;  // body bytes still to drop: a Range request answered with the whole body
+  uint64_t range_start = 0;
   std::string error_body;
   std::exception_ptr body_error;
   std::string abort_reason;
@@ -94,6 +103,7 @@ size_t on_body(char* data, size_t size, size_t count, void* user) {
     long status = 0;
     t->api->easy_getinfo(t->curl, CURLINFO_RESPONSE_CODE, &status);
     t->error_status = status < 200 || status >= 300;
+    t->skip = status == 200 ? t->range_start : 0;
     t->checked_response = t->responses;
   }
   if (t->error_status) {
@@ -103,14 +113,36 @@ size_t on_body(char* data, size_t size, size_t count, void* user) {
     t->error_body.append(data, std::min(n, room));
     return n <= room ? n : 0;
   }
+  size_t dropped = static_cast<size_t>(std::min<uint64_t>(t->skip, n));
+  t->skip -= dropped;
   try {
-    t->body->write(std::span<const std::byte>(reinterpret_cast<const std::byte*>(data), n));
+    if (t->body && n > dropped)
+      t->body->write(
+          std::span<const std::byte>(reinterpret_cast<const std::byte*>(data) + dropped, n - dropped));
   } catch (...) {
     t->body_error = std::current_exception();
     return 0;
   }
-  t->response->size += n;
+  t->response->size += n - dropped;
   return n;
+}
+
+size_t on_upload(char* data, size_t size, size_t count, void* user) {
+  auto* t = static_cast<Transfer*>(user);
+  size_t room = std::min<uint64_t>(size * count, t->upload_left);
+  if (room == 0) return 0;
+  try {
+    size_t n = t->upload->read(std::span<std::byte>(reinterpret_cast<std::byte*>(data), room));
+    if (n == 0) {
+      t->abort_reason = fmt::format("the request body ended {} bytes early", t->upload_left);
+      return CURL_READFUNC_ABORT;
+    }
+    t->upload_left -= n;
+    return n;
+  } catch (...) {
+    t->body_error = std::current_exception();
+    return CURL_READFUNC_ABORT;
+  }
 }
 
 int on_progress(void* user, curl_off_t, curl_off_t, curl_off_t, curl_off_t) {
@@ -145,7 +177,9 @@ bool temporary(CURLcode rc) {
 
 // libcurl's sentences start with a capital; kiln's voice does not, unless it is an acronym ("SSL").
 std::string first_lower(std::string text) {
-  if (text.size() > 1 && std::isupper(static_cast<unsigned char>(text[1]))) return text;
+  // A name ("OpenSSL/3.0", "SSL") keeps its capitals: only a plain capitalised word is lowered.
+  for (size_t i = 1; i < text.size() && text[i] != ' '; ++i)
+    if (!std::islower(static_cast<unsigned char>(text[i]))) return text;
   if (!text.empty()) text[0] = static_cast<char>(std::tolower(static_cast<unsigned char>(text[0])));
   return text;
 }
@@ -176,6 +210,7 @@ std::string describe(CURLcode rc, const char* detail, const Transfer& t, const H
     case CURLE_ABORTED_BY_CALLBACK:
       return t.canceled ? "canceled" : first_lower(curl_text);
     case CURLE_WRITE_ERROR:
+    case CURLE_READ_ERROR:
       return t.abort_reason.empty() ? first_lower(curl_text) : t.abort_reason;
     case CURLE_OPERATION_TIMEDOUT: {
       curl_off_t connected = 0;
@@ -226,6 +261,42 @@ std::optional<std::string> HttpResponse::header(std::string_view name) const {
   return std::nullopt;
 }
 
+// libcurl's share interface, its locks std::mutexes: one per kind of data shared.
+struct ConnectionPool::State {
+  const CurlApi* api = nullptr;
+  CURLSH* share = nullptr;
+  std::array<std::mutex, CURL_LOCK_DATA_LAST> locks;
+
+  static void lock(CURL*, curl_lock_data data, curl_lock_access, void* user) {
+    static_cast<State*>(user)->locks.at(static_cast<size_t>(data)).lock();
+  }
+  static void unlock(CURL*, curl_lock_data data, void* user) {
+    static_cast<State*>(user)->locks.at(static_cast<size_t>(data)).unlock();
+  }
+};
+
+ConnectionPool::ConnectionPool() : state_(std::make_unique<State>()) {
+  const CurlApi& api = curl_api();
+  state_->api = &api;
+  state_->share = api.share_init();
+  if (!state_->share) throw HttpError("set up libcurl: curl_share_init failed", false);
+  auto setopt = [&](CURLSHoption option, auto value) {
+    if (api.share_setopt(state_->share, option, value) != CURLSHE_OK)
+      throw HttpError(
+          fmt::format("set up libcurl's connection sharing (option {})", static_cast<int>(option)), false);
+  };
+  setopt(CURLSHOPT_LOCKFUNC, &State::lock);
+  setopt(CURLSHOPT_UNLOCKFUNC, &State::unlock);
+  setopt(CURLSHOPT_USERDATA, static_cast<void*>(state_.get()));
+  setopt(CURLSHOPT_SHARE, CURL_LOCK_DATA_CONNECT);
+  setopt(CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS);
+  setopt(CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION);
+}
+
+ConnectionPool::~ConnectionPool() {
+  if (state_->share) state_->api->share_cleanup(state_->share);
+}
+
 struct HttpClient::Handle {
   const CurlApi* api = nullptr;
   CURL* curl = nullptr;
@@ -261,32 +332,71 @@ HttpClient::HttpClient(HttpOptions options)
   set_option(api, curl, CURLOPT_LOW_SPEED_LIMIT, 1L);
   set_option(api, curl, CURLOPT_LOW_SPEED_TIME, static_cast<long>(options_.stall_timeout.count()));
   set_option(api, curl, CURLOPT_BUFFERSIZE, kBufferSize);
+  // Uploads are read from the blob file in pieces of this size: libcurl's 64 KiB default made a
+  // 512 MiB push 8,000 read and send calls more than it needs.
+  set_option(api, curl, CURLOPT_UPLOAD_BUFFERSIZE, kUploadBufferSize);
   set_option(api, curl, CURLOPT_USERAGENT, options_.user_agent.c_str());
   set_option(api, curl, CURLOPT_HEADERFUNCTION, &on_header);
   set_option(api, curl, CURLOPT_WRITEFUNCTION, &on_body);
+  set_option(api, curl, CURLOPT_READFUNCTION, &on_upload);
   if (options_.cancel_fd >= 0) {
     set_option(api, curl, CURLOPT_XFERINFOFUNCTION, &on_progress);
     set_option(api, curl, CURLOPT_NOPROGRESS, 0L);
+  }
+  // HTTP/2 where a TLS server offers it (ALPN); HTTP/1.1 with keep-alive otherwise.
+  set_option(api, curl, CURLOPT_HTTP_VERSION, static_cast<long>(CURL_HTTP_VERSION_2TLS));
+  if (options_.pool) set_option(api, curl, CURLOPT_SHARE, options_.pool->state().share);
+  const TlsOptions& tls = options_.tls;
+  if (!tls.verify) {
+    set_option(api, curl, CURLOPT_SSL_VERIFYPEER, 0L);
+    set_option(api, curl, CURLOPT_SSL_VERIFYHOST, 0L);
+  } else if (!tls.extra_ca_pem.empty()) {
+    // The system's CAs and certs.d's together, as Docker trusts them: libcurl takes one bundle, so
+    // the system's is read and the extra ones appended.
+    constexpr const char* kSystemBundle = "/etc/ssl/certs/ca-certificates.crt";  // Debian's
+    std::string bundle;
+    if (::access(kSystemBundle, R_OK) == 0) bundle = read_file_capped(kSystemBundle, 16 << 20, kSystemBundle);
+    bundle += "\n";
+    bundle += tls.extra_ca_pem;
+    curl_blob blob{bundle.data(), bundle.size(), CURL_BLOB_COPY};
+    set_option(api, curl, CURLOPT_CAINFO_BLOB, &blob);
+  }
+  if (!tls.client_cert_file.empty()) {
+    set_option(api, curl, CURLOPT_SSLCERT, tls.client_cert_file.c_str());
+    set_option(api, curl, CURLOPT_SSLKEY, tls.client_key_file.c_str());
   }
 }
 
 HttpClient::~HttpClient() = default;
 
 HttpResponse HttpClient::get(const HttpRequest& request, Writer& body) {
+  return perform(request, &body);
+}
+
+HttpResponse HttpClient::perform(const HttpRequest& request, Writer* body) {
   const CurlApi& api = *handle_->api;
   CURL* curl = handle_->curl;
-  std::string what = request.what.empty() ? fmt::format("GET `{}`", request.url) : request.what;
+  std::string what =
+      request.what.empty() ? fmt::format("{} `{}`", request.method, request.url) : request.what;
   HttpResponse response;
   Transfer t;
   t.api = &api;
   t.curl = curl;
-  t.body = &body;
+  t.body = body;
+  t.upload = request.upload;
+  t.upload_left = request.upload ? request.upload_size : 0;
+  t.range_start = request.range_start;
   t.response = &response;
   t.cancel_fd = options_.cancel_fd;
   char detail[CURL_ERROR_SIZE] = "";
 
   std::unique_ptr<curl_slist, decltype(api.slist_free_all)> headers(nullptr, api.slist_free_all);
-  for (const std::string& line : request.headers) {
+  std::vector<std::string> lines = request.headers;
+  if (request.range_start > 0) lines.push_back(fmt::format("Range: bytes={}-", request.range_start));
+  bool sends_body = request.method == "PUT" || request.method == "POST" || request.method == "PATCH";
+  // No "Expect: 100-continue" wait before a body: registries answer a bad upload after reading it.
+  if (sends_body) lines.emplace_back("Expect:");
+  for (const std::string& line : lines) {
     curl_slist* more = api.slist_append(headers.get(), line.c_str());
     if (!more) throw std::bad_alloc();
     headers.release();
@@ -294,7 +404,19 @@ HttpResponse HttpClient::get(const HttpRequest& request, Writer& body) {
   }
   // Every option a request sets, each time, so that nothing of the last request carries over.
   set_option(api, curl, CURLOPT_URL, request.url.c_str());
-  set_option(api, curl, CURLOPT_HTTPGET, 1L);
+  set_option(api, curl, CURLOPT_HTTPGET, 1L);  // also clears NOBODY, UPLOAD and POST
+  set_option(api, curl, CURLOPT_CUSTOMREQUEST, static_cast<const char*>(nullptr));
+  if (request.method == "HEAD") {
+    set_option(api, curl, CURLOPT_NOBODY, 1L);
+  } else if (sends_body) {
+    set_option(api, curl, CURLOPT_UPLOAD, 1L);
+    set_option(api, curl, CURLOPT_INFILESIZE_LARGE, static_cast<curl_off_t>(t.upload_left));
+    set_option(api, curl, CURLOPT_READDATA, static_cast<void*>(&t));
+    if (request.method != "PUT") set_option(api, curl, CURLOPT_CUSTOMREQUEST, request.method.c_str());
+  } else if (request.method != "GET") {
+    set_option(api, curl, CURLOPT_CUSTOMREQUEST, request.method.c_str());
+  }
+  set_option(api, curl, CURLOPT_FOLLOWLOCATION, request.follow_redirects ? 1L : 0L);
   set_option(api, curl, CURLOPT_HTTPHEADER, headers.get());
   set_option(api, curl, CURLOPT_ACCEPT_ENCODING, request.decode_gzip ? "gzip" : nullptr);
   set_option(api, curl, CURLOPT_ERRORBUFFER, detail);
@@ -316,7 +438,9 @@ HttpResponse HttpClient::get(const HttpRequest& request, Writer& body) {
   if (rc != CURLE_OK && !(rc == CURLE_WRITE_ERROR && t.error_status)) {
     throw HttpError(fmt::format("{}: {}", what, describe(rc, detail, t, options_)), temporary(rc));
   }
-  if (status != 304 && (status < 200 || status >= 300)) {
+  if (status != 304 && (status < 200 || status >= 300) && !request.throw_on_error_status) {
+    response.error_body = std::move(t.error_body);
+  } else if (status != 304 && (status < 200 || status >= 300)) {
     std::string_view text = http_status_text(response.status);
     throw HttpStatusError(fmt::format("{}: HTTP {}{}{}", what, status, text.empty() ? "" : " ", text),
                           response.status, std::move(t.error_body));

@@ -21,6 +21,19 @@
 
 namespace kiln::registry {
 
+class ConnectionPool;
+
+// How a client's TLS connections are checked. Docker's model: the system's CAs plus those of
+// certs.d; a client certificate when the registry asks for one; or no verification at all for a
+// registry the user named insecure.
+struct TlsOptions {
+  bool verify = true;
+  // PEM CA certificates trusted besides the system's (the contents of certs.d's *.crt files).
+  std::string extra_ca_pem;
+  std::string client_cert_file;  // PEM
+  std::string client_key_file;   // PEM
+};
+
 struct HttpOptions {
   // Go's net.Dialer in http.DefaultTransport gives up connecting after 30 s; so does kiln.
   std::chrono::seconds connect_timeout{30};
@@ -33,9 +46,30 @@ struct HttpOptions {
   // an HttpError "…: canceled". -1: never.
   int cancel_fd = -1;
   std::string user_agent = "kiln";
+  TlsOptions tls;
+  // Connections (and DNS answers and TLS sessions) shared with the other clients of the pool, so
+  // that the threads of one pull reuse each other's connections. Null: the client's own.
+  std::shared_ptr<ConnectionPool> pool;
+};
+
+// Kept-alive connections, DNS answers and TLS sessions that several HttpClients share (one per
+// thread), as one Go http.Transport serves every goroutine of a pull.
+class ConnectionPool {
+ public:
+  ConnectionPool();
+  ~ConnectionPool();
+  ConnectionPool(const ConnectionPool&) = delete;
+  ConnectionPool& operator=(const ConnectionPool&) = delete;
+  struct State;
+  State& state() { return *state_; }
+
+ private:
+  std::unique_ptr<State> state_;
 };
 
 struct HttpRequest {
+  // GET, HEAD, PUT, POST, PATCH or DELETE.
+  std::string method = "GET";
   std::string url;
   // How messages name the operation and its object: "ADD `https://…`". Empty: "GET `<url>`".
   std::string what;
@@ -46,6 +80,18 @@ struct HttpRequest {
   // set Accept-Encoding itself (BuildKit's downloads). Never for registry blobs, whose digest is of
   // the bytes as sent.
   bool decode_gzip = false;
+  // The request body, streamed from `upload` (PUT, POST, PATCH): exactly `upload_size` bytes.
+  // Without one, a PUT, POST or PATCH sends an empty body.
+  Reader* upload = nullptr;
+  uint64_t upload_size = 0;
+  // Whether an answer with an error status throws HttpStatusError (the default) or is returned, its
+  // body (the start of it) in HttpResponse::error_body: the registry client reads 401s and 404s.
+  bool throw_on_error_status = true;
+  bool follow_redirects = true;
+  // A GET from this offset on ("Range: bytes=N-"). A server that ignores Range answers 200 with the
+  // whole body, whose first range_start bytes are then skipped: `body` sees bytes from the offset
+  // on either way.
+  uint64_t range_start = 0;
 };
 
 struct HttpResponse {
@@ -61,6 +107,9 @@ struct HttpResponse {
   std::optional<int64_t> last_modified;
   std::string etag;
   std::optional<std::string> filename;
+  // With throw_on_error_status off: the start of an error answer's body (at most
+  // HttpStatusError::kMaxErrorBody bytes).
+  std::string error_body;
 
   // The first header field of that name (any case), or nullopt.
   std::optional<std::string> header(std::string_view name) const;
@@ -84,6 +133,10 @@ class HttpClient {
   // its Content-Length, too many redirects, a canceled transfer); and whatever `body` throws,
   // unchanged. What was written to `body` before a failure stays written: the caller discards it.
   HttpResponse get(const HttpRequest& request, Writer& body);
+
+  // Sends request (any method), writing a 2xx answer's body into `body` (discarded when null).
+  // Throws as get() does; with throw_on_error_status off, an error status is returned instead.
+  HttpResponse perform(const HttpRequest& request, Writer* body);
 
  private:
   HttpOptions options_;
