@@ -1,6 +1,7 @@
 #include "layerstore/store.h"
 
 #include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -155,8 +156,44 @@ Store::BlobWriter::BlobWriter(const Store& store, BlobExpectation expected)
   fd_ = open_or_throw(temp_path_, O_RDWR | O_CREAT | O_EXCL, 0644);
 }
 
+Store::BlobWriter::BlobWriter(const Store& store, const Digest& digest, uint64_t size)
+    : store_(store), expected_{.size = size, .digest = digest}, resumable_(true) {
+  std::string dir = store.tmp_dir() + "/partial";
+  if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) throw_errno(fmt::format("create `{}`", dir));
+  temp_path_ = fmt::format("{}/{}", dir, digest.hex());
+  fd_ = open_or_throw(temp_path_, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  // One writer at a time: the lock goes with the descriptor, so a killed writer releases it.
+  while (::flock(fd_.get(), LOCK_EX) != 0) {
+    if (errno != EINTR) throw_errno(fmt::format("lock `{}`", temp_path_));
+  }
+  struct stat st {};
+  if (::fstat(fd_.get(), &st) != 0) throw_errno(fmt::format("stat `{}`", temp_path_));
+  uint64_t have = static_cast<uint64_t>(st.st_size);
+  if (have > size) {
+    // Longer than the blob can be: not a prefix of it.
+    if (::ftruncate(fd_.get(), 0) != 0) throw_errno(fmt::format("truncate `{}`", temp_path_));
+    have = 0;
+  }
+  // What is there is hashed again: the digest covers the whole blob, and the hash state of the
+  // interrupted download died with it.
+  PreadReader existing(fd_.get(), temp_path_);
+  std::vector<std::byte> buffer(1 << 20);
+  while (size_ < have) {
+    size_t n = existing.read(std::span(buffer).first(std::min<uint64_t>(buffer.size(), have - size_)));
+    if (n == 0) break;
+    hash_.update(std::span(buffer).first(n));
+    size_ += n;
+  }
+  if (::lseek(fd_.get(), static_cast<off_t>(size_), SEEK_SET) < 0)
+    throw_errno(fmt::format("seek `{}`", temp_path_));
+  resumed_from_ = size_;
+}
+
 Store::BlobWriter::~BlobWriter() {
-  if (!temp_path_.empty() && !published_) {
+  if (resumable_) {
+    // Kept for the next try unless its content is known to be wrong.
+    if (!published_ && failed_) ::unlink(temp_path_.c_str());
+  } else if (!temp_path_.empty() && !published_) {
     ::unlink(temp_path_.c_str());
     ::rmdir(temp_path_.substr(0, temp_path_.rfind('/')).c_str());
   }
@@ -186,11 +223,13 @@ Digest Store::BlobWriter::seal(const std::optional<Digest>& expected, std::optio
   Digest got = hash_.finish();
   for (const std::optional<Digest>& want : {expected_.digest, expected}) {
     if (want && *want != got) {
+      failed_ = true;
       throw InvalidInputError(fmt::format("blob {}: digest mismatch (content hashes to {})", *want, got));
     }
   }
   for (std::optional<uint64_t> want : {expected_.size, expected_size}) {
     if (want && *want != size_) {
+      failed_ = true;
       throw InvalidInputError(
           fmt::format("blob {}: size mismatch (expected {} bytes, got {})", got, *want, size_));
     }
@@ -216,7 +255,8 @@ void Store::BlobWriter::publish() {
     }
   } else {
     if (::rename(temp_path_.c_str(), dest.c_str()) != 0) throw_errno(fmt::format("store blob {}", *digest_));
-    ::rmdir(temp_path_.substr(0, temp_path_.rfind('/')).c_str());
+    // tmp/partial stays: another writer may be about to create its file there.
+    if (!resumable_) ::rmdir(temp_path_.substr(0, temp_path_.rfind('/')).c_str());
   }
   published_ = true;
   fsync_dir(store_.layout_dir() + "/blobs/sha256");
@@ -224,6 +264,10 @@ void Store::BlobWriter::publish() {
 
 std::unique_ptr<Store::BlobWriter> Store::new_blob(BlobExpectation expected) const {
   return std::unique_ptr<BlobWriter>(new BlobWriter(*this, std::move(expected)));
+}
+
+std::unique_ptr<Store::BlobWriter> Store::resumable_blob(const Digest& digest, uint64_t size) const {
+  return std::unique_ptr<BlobWriter>(new BlobWriter(*this, digest, size));
 }
 
 Digest Store::put_blob(std::string_view bytes) {

@@ -108,10 +108,15 @@ class Store {
     // before publishing it.
     int fd() const { return fd_.get(); }
     const std::optional<Digest>& digest() const { return digest_; }
+    // For a resumable writer: how many bytes an earlier, interrupted download left (already hashed
+    // and counted in size()); the next write continues after them.
+    uint64_t resumed_from() const { return resumed_from_; }
 
    private:
     friend class Store;
     BlobWriter(const Store& store, BlobExpectation expected);
+    // Resumable: a named file in tmp/partial/, kept when the writer is dropped unsealed.
+    BlobWriter(const Store& store, const Digest& digest, uint64_t size);
     // "blob sha256:…" when the digest is expected, else "new blob".
     std::string name() const;
     const Store& store_;
@@ -123,8 +128,15 @@ class Store {
     bool failed_ = false;  // a write was refused or failed: the content is not what was streamed
     std::optional<Digest> digest_;
     bool published_ = false;
+    bool resumable_ = false;
+    uint64_t resumed_from_ = 0;
   };
   std::unique_ptr<BlobWriter> new_blob(BlobExpectation expected = {}) const;
+  // A writer for a download that may be interrupted, even by kill -9, and resumed: its bytes go to
+  // ROOT/tmp/partial/<hex>, which outlives the writer until the blob is published (or the content
+  // proves wrong, or prune empties tmp/). A second writer of the same blob, in this process or
+  // another, waits for the first to be dropped. resumed_from() says where the download continues.
+  std::unique_ptr<BlobWriter> resumable_blob(const Digest& digest, uint64_t size) const;
   // Writes a small blob at once (verified, fsynced, published); returns its descriptor fields.
   Digest put_blob(std::string_view bytes);
 
