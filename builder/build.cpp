@@ -22,6 +22,7 @@
 #include "layerstore/image_ops.h"
 #include "layerstore/tar.h"
 #include "parser/instruction_rules.h"
+#include "registry/pull.h"
 #include "runtime/cgroups.h"
 #include "runtime/chroot_step.h"
 #include "runtime/rootfs.h"
@@ -366,6 +367,8 @@ class Builder {
   void prepare();
   void resolve_bases();
   void splice_onbuild_triggers();
+  // Pulls a FROM image (the store lacks it, or --pull) for the platform its stage is built for.
+  void pull_base(const std::string& name, const parser::Platform& platform);
   void count_steps();
   void execute();
   BuildResult export_result();
@@ -477,22 +480,51 @@ void Builder::resolve_bases() {
     }
   };
   make_graph();
-  // Every base the target needs must be there before anything runs.
+  // Every base the target needs must be there before anything runs: pulled when the store lacks
+  // it, and pulled again with --pull.
+  std::set<std::string> pulled;
   for (size_t s : session_.graph.order) {
     const parser::Stage& stage = session_.graph.stages[s];
     if (stage.base_stage || text_equal_fold(stage.base, "scratch")) continue;
     if (named_context_for(session_, stage.base)) continue;
     const Image* image = find_base_image(store_, session_, request_, stage.base);
-    if (!image) {
-      const parser::Instruction& from = session_.file.instructions[stage.from];
-      throw NotFoundError(fmt::format(
-          "{}:{}: FROM {}: no such image in the store; kiln does not pull images yet (the registry client "
-          "is the next issue): bring it in with `kiln load` or `kiln import`",
-          session_.dockerfile_name, from.start.line, stage.base));
+    if (image && !request_.pull) continue;
+    std::string name = base_image_lookup(request_, stage.base);
+    if (!pulled.insert(name).second) continue;
+    const parser::Instruction& from = session_.file.instructions[stage.from];
+    try {
+      pull_base(name,
+                stage.platform.empty() ? session_.target_platform : parser::parse_platform(stage.platform));
+    } catch (const Error& e) {
+      throw Error(
+          fmt::format("{}:{}: FROM {}: {}", session_.dockerfile_name, from.start.line, stage.base, e.what()));
     }
   }
   splice_onbuild_triggers();
   if (!session_.onbuild_instructions.empty()) make_graph();
+}
+
+void Builder::pull_base(const std::string& name, const parser::Platform& platform) {
+  std::optional<Reference> ref = Reference::try_parse(name);
+  if (!ref) throw NotFoundError("no such image in the store, and not a name to pull");
+  if (!ref->digest() && !ref->tag()) ref = Reference::parse(ref->str() + ":latest");
+  int vertex = session_.progress.start(fmt::format("[internal] pull {}", ref->str()));
+  registry::PullOptions options;
+  options.platform = Platform{platform.architecture, platform.os, platform.variant, ""};
+  options.progress = [&](const std::string& line) { session_.progress.note(vertex, line); };
+  registry::RegistryOptions registry_options = request_.registry;
+  registry_options.notice = [&](const std::string& line) { session_.progress.note(vertex, line); };
+  try {
+    registry::pull_from_registry(store_, *ref, options, registry_options);
+  } catch (const Error& e) {
+    session_.progress.error(vertex, e.what());
+    throw;
+  }
+  session_.progress.done(vertex);
+  // What find_base_image remembered of this name is stale now.
+  std::lock_guard lock(session_.bases_mutex);
+  session_.base_images.erase(name);
+  session_.missing_bases.erase(name);
 }
 
 void Builder::splice_onbuild_triggers() {

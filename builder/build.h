@@ -19,6 +19,7 @@
 #include "layerstore/errors.h"
 #include "layerstore/reference.h"
 #include "layerstore/store.h"
+#include "registry/client.h"
 
 namespace kiln::builder {
 
@@ -93,6 +94,9 @@ struct BuildRequest {
   Isolation isolation = Isolation::kAuto;  // resolved: see choose_isolation
   std::string isolation_note;
   std::string platform;  // OS/ARCH[/VARIANT]; empty: the host's
+  // How FROM reaches registries: a base the store lacks is pulled, and with `pull` every base is
+  // pulled again (for the platform its stage is built for).
+  registry::RegistryOptions registry;
   std::optional<int64_t> source_date_epoch;
   // Readable when the build must stop (Ctrl-C): running steps are killed, nothing is published.
   int cancel_fd = -1;

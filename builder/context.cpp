@@ -246,14 +246,19 @@ std::string checksum_cache_file(const Store& store, const std::string& dir) {
   return fmt::format("{}/cache/checksums/{}", store.root(), sha256_of(dir).hex().substr(0, 32));
 }
 
-const Image* find_base_image(Store& store, BuildSession& session, const BuildRequest& request,
-                             const std::string& name) {
+std::string base_image_lookup(const BuildRequest& request, const std::string& name) {
   std::string lookup = name;
   for (const auto& [context_name, value] : request.build_contexts) {
     if (text_equal_fold(context_name, name) && value.starts_with("docker-image://")) {
       lookup = value.substr(std::string_view("docker-image://").size());
     }
   }
+  return lookup;
+}
+
+const Image* find_base_image(Store& store, BuildSession& session, const BuildRequest& request,
+                             const std::string& name) {
+  std::string lookup = base_image_lookup(request, name);
   std::lock_guard lock(session.bases_mutex);
   if (auto it = session.base_images.find(lookup); it != session.base_images.end()) return &it->second;
   if (session.missing_bases.count(lookup)) return nullptr;

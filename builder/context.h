@@ -46,6 +46,9 @@ std::string checksum_cache_file(const Store& store, const std::string& dir);
 // The image a FROM (or COPY --from) names, from the store: by the name as given, after a
 // --build-context NAME=docker-image://REF that replaces it. Null when the store does not have it.
 // Results are remembered in the session.
+// The image a FROM (or COPY --from) name stands for: itself, or what --build-context
+// NAME=docker-image://REF says.
+std::string base_image_lookup(const BuildRequest& request, const std::string& name);
 const Image* find_base_image(Store& store, BuildSession& session, const BuildRequest& request,
                              const std::string& name);
 // The --build-context directory a name stands for, or null.

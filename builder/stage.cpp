@@ -310,9 +310,6 @@ class StageRunner {
                                      stage_.platform.empty() ? "build's" : "one FROM --platform asks for",
                                      state_.platform.to_string()));
       }
-      if (s_.request.pull) {
-        s_.progress.note(vertex, "--pull: kiln has no registry client yet; the store's image is used");
-      }
       s_.progress.cached(vertex);
       for (const auto& entry : state_.config["history"]) {
         if (entry.contains("created") && entry["created"].is_string())

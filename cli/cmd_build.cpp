@@ -12,6 +12,7 @@
 #include "cli/signals.h"
 #include "layerstore/errors.h"
 #include "layerstore/files.h"
+#include "registry/pull.h"
 
 namespace kiln::cli {
 namespace {
@@ -24,6 +25,7 @@ struct BuildFlags {
   bool no_cache = false;
   std::vector<std::string> no_cache_filter;
   bool pull = false;
+  bool push = false;
   std::vector<std::string> labels;
   std::string network = "default";
   std::vector<std::string> secrets;
@@ -114,6 +116,8 @@ void add_build_command(CLI::App& app, Context& ctx) {
       ->type_name("STAGE")
       ->allow_extra_args(false);
   cmd->add_flag("--pull", flags->pull, "Always attempt to pull the base images");
+  cmd->add_flag("--push", flags->push, "Push the tags built to their registries");
+  add_registry_flags(*cmd, ctx);
   cmd->add_option("--label", flags->labels, "Set metadata for an image")
       ->type_name("KEY=VALUE")
       ->allow_extra_args(false);
@@ -146,6 +150,8 @@ void add_build_command(CLI::App& app, Context& ctx) {
   cmd->footer("Usage: kiln build [OPTIONS] PATH | URL | -");
   cmd->callback([&ctx, flags] {
     builder::BuildRequest request = make_request(*flags);
+    request.registry = ctx.registry_options();
+    if (flags->push && request.tags.empty()) throw UsageError("build --push: name the image with --tag");
     builder::ProgressMode mode =
         flags->quiet ? builder::ProgressMode::kQuiet : builder::parse_progress_mode(flags->progress);
     // Before the store is opened and any thread starts: rootless enters its user namespace here.
@@ -168,6 +174,16 @@ void add_build_command(CLI::App& app, Context& ctx) {
     }();
     progress.finish();
     if (!flags->iidfile.empty()) write_file_atomic(flags->iidfile, result.image_id.str());
+    if (flags->push) {
+      for (const Reference& tag : request.tags) {
+        Image image = store.resolve(tag.str());
+        registry::RegistryClient client(tag.domain(), request.registry);
+        registry::PushOptions options;
+        if (!flags->quiet)
+          options.progress = [](const std::string& line) { fmt::print(stderr, "{}\n", line); };
+        registry::push_image(store, client, image, tag, options);
+      }
+    }
     fmt::print("{}\n", result.image_id.str());
     std::fflush(stdout);
     if (result.cache_grew) {

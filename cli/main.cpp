@@ -117,12 +117,14 @@ int run(int argc, char** argv) {
          "--root", ctx.root_flag,
          "Store directory (default: $KILN_ROOT, /var/lib/kiln for root, ~/.local/share/kiln otherwise)")
       ->type_name("DIR");
+  add_registry_flags(app, ctx);
   app.footer("Run 'kiln COMMAND --help' for more information on a command.");
   add_archive_commands(app, ctx);
   add_image_commands(app, ctx);
   add_parse_command(app, ctx);
   add_container_commands(app, ctx);
   add_build_command(app, ctx);
+  add_registry_commands(app, ctx);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp&) {

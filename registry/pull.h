@@ -1,0 +1,82 @@
+// Pulling an image from a registry into the store, and pushing one from the store to a registry.
+// Both stream: a layer goes from the socket to its blob file (and back), never into memory.
+#pragma once
+
+#include <functional>
+#include <optional>
+#include <string>
+
+#include "layerstore/image.h"
+#include "layerstore/reference.h"
+#include "layerstore/store.h"
+#include "registry/client.h"
+
+namespace kiln::registry {
+
+struct PullOptions {
+  // The platform to resolve an index to; nullopt: this machine's (linux/<host architecture>).
+  std::optional<Platform> platform;
+  // Layers downloaded at once (Docker's max-concurrent-downloads default).
+  int parallel = 4;
+  // One line per event, Docker's words ("<id>: Pull complete"); may be empty.
+  std::function<void(const std::string&)> progress;
+};
+
+struct PullResult {
+  Descriptor manifest;      // the image's manifest (the platform's, when the reference named an index)
+  Digest reference_digest;  // what the reference resolved to: the index's digest, or the manifest's
+  bool downloaded = false;  // whether any blob came over the network
+};
+
+// Pulls `ref` into the store and names it (a tag; a digest reference leaves the image untagged).
+// Every blob is verified (digest and size; layers also against the config's diff IDs, and checked
+// as hostile input) before it becomes visible; an interrupted layer download resumes from what is
+// on disk (Store::resumable_blob). A failure leaves the store as it was, apart from verified blobs.
+PullResult pull_image(Store& store, RegistryClient& client, const Reference& ref, const PullOptions& options);
+
+struct PushOptions {
+  int parallel = 4;  // blobs uploaded at once
+  std::function<void(const std::string&)> progress;
+  // A repository of the same registry known to hold the image's blobs: they are mounted from it
+  // instead of uploaded (`kiln copy` within one registry).
+  std::optional<std::string> mount_from;
+};
+
+struct PushResult {
+  Digest digest;  // of the manifest, as pushed
+  uint64_t size = 0;
+};
+
+// Pushes the image's blobs (those the repository lacks) and then its manifest, byte for byte as
+// stored, under `dest`'s tag (or digest).
+PushResult push_image(Store& store, RegistryClient& client, const Image& image, const Reference& dest,
+                      const PushOptions& options);
+
+// Runs fn(i) for i in [0, count) on up to `threads` threads; the first exception stops the rest
+// from starting and is thrown once all have stopped.
+void for_each_parallel(size_t count, int threads, const std::function<void(size_t)>& fn);
+
+// pull_image from the registry `ref` names, or for Docker Hub images from options.mirrors first,
+// falling back to the next (and finally to Docker Hub) when one fails.
+PullResult pull_from_registry(Store& store, const Reference& ref, const PullOptions& options,
+                              const RegistryOptions& registry_options);
+
+// The index entry for `wanted` (os and architecture equal; the variant too when both name one,
+// arm64's "v8" and none being the same), nullopt when the index has none.
+std::optional<Descriptor> select_platform(const Index& index, const Platform& wanted);
+
+// "linux/amd64[/variant]" of this machine.
+Platform host_platform_of_store();
+
+// Where the store's blobs are known to live: ROOT/registry/sources/<hex>, one "domain/repository"
+// a line, written as blobs are pulled and pushed. A push mounts a blob from such a repository of
+// the same registry instead of uploading it, as Docker's distribution metadata lets it.
+void remember_blob_source(const Store& store, const Digest& blob, const std::string& domain,
+                          const std::string& repository);
+// The repositories of `domain` known to hold the blob, most recently recorded first.
+std::vector<std::string> blob_sources(const Store& store, const Digest& blob, const std::string& domain);
+
+// "linux/arm64/v8".
+std::string platform_string(const Platform& p);
+
+}  // namespace kiln::registry

@@ -1,0 +1,123 @@
+#!/usr/bin/env bash
+# Benchmark: `kiln push` / `kiln pull` against `skopeo copy` to and from one local docker-registry
+# (plain HTTP on 127.0.0.1), side by side in one run, on the peer harness's two images: one layer
+# of 512 MiB of random bytes, and 50 layers of 1 MiB (gzip -1, so nothing is recompressed).
+# Pushes go to a registry emptied and restarted before each run; pulls into an empty store (kiln)
+# or OCI directory (skopeo). kiln's pull does more than skopeo's: it also decompresses every layer
+# to check its diff ID and scan it as hostile input. Prints MB/s (compressed blob bytes), peak RSS,
+# the ratios, and the machine's limit for the same bytes (sha256 of them plus writing them).
+#   tests/bench/registry.sh [path/to/kiln]      (RUNS=5 BIG_MIB=512 BENCH_TMP=/dev/shm)
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+KILN=${1:-$PWD/build/cli/kiln}
+RUNS=${RUNS:-5}
+BIG_MIB=${BIG_MIB:-512}
+BENCH_TMP=${BENCH_TMP:-/dev/shm}
+for c in skopeo docker-registry pigz jq /usr/bin/time sha256sum; do
+  command -v "$c" >/dev/null || { echo "needs $c (tests/deps.sh)"; exit 1; }
+done
+[[ -x $KILN ]] || { echo "no kiln binary at $KILN (./test.sh builds it)"; exit 1; }
+
+work=$(mktemp -d "$BENCH_TMP/kiln-bench-registry.XXXXXX")
+registry_pid=
+stop_registry() {
+  [[ -n $registry_pid ]] || return 0
+  kill "$registry_pid" 2>/dev/null || true
+  wait "$registry_pid" 2>/dev/null || true
+  registry_pid=
+}
+trap 'stop_registry; rm -rf -- "$work"' EXIT
+
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+R=127.0.0.1:$port
+cat >"$work/registry.yml" <<EOF
+version: 0.1
+log: {level: error}
+storage:
+  filesystem: {rootdirectory: $work/registry-data}
+http: {addr: $R}
+EOF
+# An empty registry, started afresh (its blob descriptor cache forgets what was deleted).
+reset_registry() {
+  stop_registry
+  rm -rf "$work/registry-data"
+  env -u REGISTRY_HTTP_ADDR docker-registry serve "$work/registry.yml" >"$work/registry.log" 2>&1 &
+  registry_pid=$!
+  for _ in $(seq 100); do curl -sf "http://$R/v2/" >/dev/null && return 0; sleep 0.05; done
+  echo "the registry did not start: $(cat "$work/registry.log")"; exit 1
+}
+
+# make_image LAYOUT NLAYERS LAYER_BYTES: an OCI layout with NLAYERS gzip -1 layers of random data.
+add_blob() {
+  local d s; d=$(sha256sum "$2" | cut -d' ' -f1); s=$(stat -c %s "$2")
+  mv "$2" "$1/blobs/sha256/$d"
+  jq -cn --arg m "$3" --arg d "sha256:$d" --argjson s "$s" '{mediaType:$m, digest:$d, size:$s}'
+}
+make_image() {
+  local layout=$1 n=$2 size=$3 i diffs=() descs=()
+  mkdir -p "$layout/blobs/sha256" "$work/l"
+  echo '{"imageLayoutVersion":"1.0.0"}' >"$layout/oci-layout"
+  for ((i = 0; i < n; i++)); do
+    head -c "$size" /dev/urandom >"$work/l/blob$i.bin"
+    tar -C "$work/l" --numeric-owner --owner=0 --group=0 --mtime=2024-01-01 -cf "$work/l.tar" "blob$i.bin"
+    rm "$work/l/blob$i.bin"
+    diffs+=("\"sha256:$(sha256sum "$work/l.tar" | cut -d' ' -f1)\"")
+    pigz -1 -n "$work/l.tar"
+    descs+=("$(add_blob "$layout" "$work/l.tar.gz" application/vnd.oci.image.layer.v1.tar+gzip)")
+  done
+  jq -cn --argjson d "[$(IFS=,; echo "${diffs[*]}")]" \
+    '{architecture:"amd64", os:"linux", config:{Cmd:["/bin/sh"]}, rootfs:{type:"layers", diff_ids:$d}}' >"$work/c.json"
+  local config; config=$(add_blob "$layout" "$work/c.json" application/vnd.oci.image.config.v1+json)
+  jq -cn --argjson c "$config" --argjson l "[$(IFS=,; echo "${descs[*]}")]" \
+    '{schemaVersion:2, mediaType:"application/vnd.oci.image.manifest.v1+json", config:$c, layers:$l}' >"$work/m.json"
+  local manifest; manifest=$(add_blob "$layout" "$work/m.json" application/vnd.oci.image.manifest.v1+json)
+  jq -cn --argjson m "$manifest" \
+    '{schemaVersion:2, manifests:[$m + {annotations:{"org.opencontainers.image.ref.name":"latest"}}]}' >"$layout/index.json"
+}
+
+# measure NAME CMD...: median seconds and peak RSS of RUNS runs, each after prepare().
+measure() {
+  local name=$1; shift
+  local times=() rss=0 i t r
+  for ((i = 0; i < RUNS; i++)); do
+    prepare
+    /usr/bin/time -f '%e %M' -o "$work/time" "$@" >/dev/null
+    read -r t r <"$work/time"
+    times+=("$t"); ((r > rss)) && rss=$r
+  done
+  t=$(printf '%s\n' "${times[@]}" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
+  awk -v n="$name" -v t="$t" -v b="$bytes" -v r="$rss" \
+    'BEGIN {printf "%-24s %8.2f s %9.1f MB/s %8.1f MB peak RSS\n", n, t, b / t / 1e6, r / 1024}'
+  echo "$t $rss" >"$work/result-$name"
+}
+ratio() { awk -v a="$(cut -d' ' -f1 "$work/result-$1")" -v b="$(cut -d' ' -f1 "$work/result-$2")" 'BEGIN {printf "%.2f", b / a}'; }
+
+echo "== kiln push/pull vs skopeo copy, median of $RUNS, $(date -u +%F), $(nproc) cores, tmp on $BENCH_TMP"
+echo "   kiln $("$KILN" --version | awk '{print $3}'), $(skopeo --version), docker-registry $(docker-registry --version | awk '{print $3}')"
+make_image "$work/img-big" 1 $((BIG_MIB << 20))
+make_image "$work/img-many" 50 $((1 << 20))
+for img in big many; do
+  layout=$work/img-$img
+  bytes=$(find "$layout/blobs" -type f -printf '%s\n' | awk '{s += $1} END {print s}')
+  echo "-- $img: $(find "$layout/blobs" -type f | wc -l) blobs, $bytes bytes"
+  # The image in kiln's store, as loaded from the same layout (its layers kept as they are).
+  tar -C "$layout" -cf "$work/img-$img.tar" .
+  seed_store=$work/store-$img
+  KILN_ROOT=$seed_store "$KILN" load -q -i "$work/img-$img.tar" >/dev/null
+  KILN_ROOT=$seed_store "$KILN" tag "$(KILN_ROOT=$seed_store "$KILN" images -q | head -1)" "$R/bench/$img:latest"
+  rm "$work/img-$img.tar"
+
+  prepare() { reset_registry; }
+  measure "skopeo-push-$img" skopeo copy -q --retry-times 0 --dest-tls-verify=false "oci:$layout:latest" "docker://$R/bench/$img:latest"
+  measure "kiln-push-$img" env KILN_ROOT="$seed_store" "$KILN" push -q "$R/bench/$img:latest"
+  prepare() { rm -rf "$work/pull-oci" "$work/pull-store"; }
+  measure "skopeo-pull-$img" skopeo copy -q --retry-times 0 --src-tls-verify=false "docker://$R/bench/$img:latest" "oci:$work/pull-oci:latest"
+  measure "kiln-pull-$img" env KILN_ROOT="$work/pull-store" "$KILN" pull -q "$R/bench/$img:latest"
+  # The limit for these bytes: hashing them, then writing them once, on this file system.
+  prepare() { rm -rf "$work/copy"; mkdir "$work/copy"; }
+  measure "limit-sha256+write-$img" bash -c "sha256sum '$layout'/blobs/sha256/* >/dev/null && cp '$layout'/blobs/sha256/* '$work/copy/'"
+  echo "   push: kiln $(ratio "kiln-push-$img" "skopeo-push-$img")x skopeo's throughput;" \
+    "pull: kiln $(ratio "kiln-pull-$img" "skopeo-pull-$img")x skopeo's;" \
+    "kiln pull vs limit: $(ratio "kiln-pull-$img" "limit-sha256+write-$img")x"
+  rm -rf "$seed_store" "$work/pull-oci" "$work/pull-store" "$work/copy"
+done

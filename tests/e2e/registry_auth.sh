@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# Registry auth for real: htpasswd Basic auth over TLS with a CA made by openssl, and token auth
+# (a token server issuing JWTs the registry verifies). login/logout and the auth file; Docker's
+# config.json; a wrong password, a missing scope and an unknown CA give clear errors; credentials
+# appear in no output.
+source "$(dirname "$0")/lib.sh"
+need docker-registry skopeo jq python3 openssl htpasswd
+source "$KILN_SOURCE_DIR/tests/registry_env/lib.sh"
+
+# Credentials live under a home of the test's own.
+export HOME=$WORK/home XDG_RUNTIME_DIR=$WORK/run
+unset DOCKER_CONFIG XDG_CONFIG_HOME KILN_AUTH_FILE REGISTRY_AUTH_FILE
+mkdir -p "$HOME" "$XDG_RUNTIME_DIR"
+make_busybox_tar "$WORK/bb.tar"
+
+# ---- htpasswd over TLS
+registry_start htpasswd-tls
+R=$REGISTRY_ADDR
+kiln import "$WORK/bb.tar" "$R/app/bb:v1" >/dev/null
+# 127.0.0.0/8 is insecure unless said otherwise (Docker's rule): --tls-verify=true checks the
+# certificate, which without the CA is refused, saying so.
+expect_fail 1 "certificate" kiln --tls-verify=true --retry 0 push "$R/app/bb:v1"
+# With it (--cert-dir), but without credentials: the registry's refusal.
+expect_fail 1 "unauthorized" kiln --tls-verify=true --cert-dir "$REGISTRY_CERT_DIR" push "$R/app/bb:v1"
+# A wrong password: login fails, nothing is stored, the password is in no message.
+expect_fail 1 "incorrect username or password" \
+  kiln --tls-verify=true --cert-dir "$REGISTRY_CERT_DIR" login -u "$REGISTRY_USER" -p not-the-password "$R"
+assert_not_contains "$(cat "$WORK/err")" "not-the-password" "the password in an error"
+[[ ! -e $HOME/.config/kiln/auth.json ]] || fail "a failed login wrote the auth file"
+out=$(printf '%s\n' "$REGISTRY_PASSWORD" |
+  kiln login --cert-dir "$REGISTRY_CERT_DIR" -u "$REGISTRY_USER" --password-stdin "$R")
+assert_eq "$out" "Login Succeeded" "login"
+assert_eq "$(stat -c %a "$HOME/.config/kiln/auth.json")" "600" "auth file mode"
+assert_eq "$(jq -r --arg r "$R" '.auths[$r].auth' "$HOME/.config/kiln/auth.json" | base64 -d)" \
+  "$REGISTRY_USER:$REGISTRY_PASSWORD" "auth file content"
+# The CA from certs.d, as Docker finds it, this time.
+mkdir -p "$WORK/certs.d/$R"
+cp "$REGISTRY_CA" "$WORK/certs.d/$R/ca.crt"
+out=$(kiln --tls-verify=true --cert-dir "$WORK/certs.d/$R" push "$R/app/bb:v1" 2>&1)
+assert_contains "$out" ": Pushed" "push with credentials"
+assert_not_contains "$out" "$REGISTRY_PASSWORD" "password in the output"
+# skopeo reads kiln's auth file (Docker's format) and sees the same image.
+digest=$(skopeo inspect --authfile "$HOME/.config/kiln/auth.json" --cert-dir "$REGISTRY_CERT_DIR" \
+  --format '{{.Digest}}' "docker://$R/app/bb:v1")
+export KILN_ROOT=$WORK/store2
+out=$(kiln --tls-verify=true --cert-dir "$REGISTRY_CERT_DIR" pull "$R/app/bb:v1")
+assert_contains "$out" "Digest: $digest" "pull with credentials"
+# logout removes them; the pull is refused again.
+assert_eq "$(kiln logout "$R")" "Removing login credentials for $R" "logout"
+assert_eq "$(kiln logout "$R")" "Not logged in to $R" "second logout"
+expect_fail 1 "unauthorized" kiln --tls-verify=true --cert-dir "$REGISTRY_CERT_DIR" pull "$R/app/bb:v1"
+# Docker's config.json serves as well ($DOCKER_CONFIG).
+mkdir -p "$WORK/docker"
+jq -n --arg r "$R" --arg a "$(printf '%s:%s' "$REGISTRY_USER" "$REGISTRY_PASSWORD" | base64 -w0)" \
+  '{auths: {($r): {auth: $a}}}' >"$WORK/docker/config.json"
+DOCKER_CONFIG=$WORK/docker kiln --tls-verify=true --cert-dir "$REGISTRY_CERT_DIR" pull -q "$R/app/bb:v1" >/dev/null
+
+# ---- token auth
+registry_start token
+T=$REGISTRY_ADDR
+export KILN_ROOT=$WORK/store3
+kiln import "$WORK/bb.tar" "$T/app/bb:v1" >/dev/null
+kiln tag "$T/app/bb:v1" "$T/public/bb:v1"
+# Anonymous: no push anywhere.
+expect_fail 1 "denied: anonymous access is not granted \`repository:public/bb:pull,push\`" kiln push "$T/public/bb:v1"
+# The reader may pull but not push: the refusal is the registry's, with the scope it lacked.
+printf '%s\n' "$REGISTRY_READER_PASSWORD" | kiln login -u "$REGISTRY_READER_USER" --password-stdin "$T" >/dev/null
+expect_fail 1 "denied: user \`reader\` is not granted \`repository:app/bb:pull,push\`" kiln push "$T/app/bb:v1"
+# The writer pushes both; tokens are fetched per scope and reused, not one per request.
+printf '%s\n' "$REGISTRY_PASSWORD" | kiln login -u "$REGISTRY_USER" --password-stdin "$T" >/dev/null
+before=$(grep -c ' TOKEN ' "$TOKEN_LOG" || true)
+out=$(kiln push "$T/app/bb:v1")
+assert_contains "$out" ": Pushed" "token push"
+fetched=$(( $(grep -c ' TOKEN ' "$TOKEN_LOG") - before ))
+(( fetched >= 1 && fetched <= 2 )) || fail "push fetched $fetched tokens (expected 1 or 2)"
+kiln push -q "$T/public/bb:v1"
+kiln logout "$T" >/dev/null
+# Anonymous pull of public/ works with an anonymous token; of app/, it is refused.
+export KILN_ROOT=$WORK/store4
+kiln pull -q "$T/public/bb:v1" >/dev/null
+expect_fail 1 "denied: anonymous access is not granted \`repository:app/bb:pull\`" kiln pull "$T/app/bb:v1"
+echo "ok"

@@ -1,0 +1,117 @@
+#!/usr/bin/env bash
+# Pull and push against Debian's docker-registry (no auth, plain HTTP on 127.0.0.1), judged by
+# skopeo: what kiln pushes skopeo reads with the same digests, what skopeo pushes kiln pulls with
+# the same digests; an index resolves to the platform asked for; a blob mounted across
+# repositories shows in the registry's log; a tampered blob is refused and leaves the store alone.
+source "$(dirname "$0")/lib.sh"
+need docker-registry skopeo jq python3 openssl
+source "$KILN_SOURCE_DIR/tests/registry_env/lib.sh"
+
+registry_start plain
+R=$REGISTRY_ADDR
+
+# kiln push: a busybox image imported into the store.
+make_busybox_tar "$WORK/bb.tar"
+kiln import -c 'CMD ["/bin/sh"]' "$WORK/bb.tar" "$R/kiln/bb:v1" >/dev/null
+out=$(kiln push --digestfile "$WORK/digest" "$R/kiln/bb:v1")
+pushed=$(cat "$WORK/digest")
+assert_contains "$out" "v1: digest: $pushed size: " "push prints the manifest digest"
+assert_contains "$out" ": Pushed" "push lists its layers"
+# skopeo sees the same manifest, byte for byte, and the same config.
+raw=$(skopeo inspect --tls-verify=false --raw "docker://$R/kiln/bb:v1")
+assert_eq "sha256:$(printf '%s' "$raw" | sha256sum | cut -d' ' -f1)" "$pushed" "skopeo's manifest digest"
+assert_eq "$(skopeo inspect --tls-verify=false --format '{{.Digest}}' "docker://$R/kiln/bb:v1")" "$pushed"
+id=$(kiln inspect --format '{{.Id}}' "$R/kiln/bb:v1")
+assert_eq "$(jq -r .config.digest <<<"$raw")" "$id" "config digest as pushed"
+skopeo copy -q --src-tls-verify=false "docker://$R/kiln/bb:v1" "oci:$WORK/oci:bb" >/dev/null
+# A second push has nothing to upload.
+out=$(kiln push "$R/kiln/bb:v1")
+assert_contains "$out" "Layer already exists" "second push"
+# `kiln manifest inspect` and `kiln tags`.
+assert_eq "$(kiln manifest inspect "$R/kiln/bb:v1" | jq -c .)" "$(jq -c . <<<"$raw")" "manifest inspect"
+kiln tag "$R/kiln/bb:v1" "$R/kiln/bb:v2"
+kiln push -q "$R/kiln/bb:v2"
+assert_eq "$(kiln tags "$R/kiln/bb" | sort | tr '\n' ' ')" "v1 v2 " "tags"
+
+# Cross-repository mount: the same image pushed to another repository of the registry.
+kiln tag "$R/kiln/bb:v1" "$R/other/bb:v1"
+out=$(kiln push "$R/other/bb:v1")
+assert_contains "$out" "Mounted from kiln/bb" "push mounts the layer"
+grep -q "POST /v2/other/bb/blobs/uploads/?mount=sha256:[0-9a-f]*&from=kiln%2Fbb\|POST /v2/other/bb/blobs/uploads/?mount=sha256:[0-9a-f]*&from=kiln/bb" \
+  "$REGISTRY_LOG" || fail "no mount in the registry's log: $(grep -c POST "$REGISTRY_LOG") POSTs"
+
+# kiln pull into a fresh store: the image runs, and has the same ID and digest.
+export KILN_ROOT=$WORK/store2
+out=$(kiln pull "$R/kiln/bb:v1")
+assert_contains "$out" "Digest: $pushed" "pull prints the digest"
+assert_contains "$out" "Status: Downloaded newer image for $R/kiln/bb:v1" "pull status"
+assert_eq "$(kiln inspect --format '{{.Id}}' "$R/kiln/bb:v1")" "$id" "pulled image ID"
+assert_eq "$(kiln run --rm "$R/kiln/bb:v1" echo pulled)" "pulled" "the pulled image runs"
+out=$(kiln pull "$R/kiln/bb:v1")
+assert_contains "$out" "Already exists" "second pull"
+assert_contains "$out" "Image is up to date" "second pull status"
+assert_eq "$(kiln pull -q "$R/kiln/bb:v1")" "$R/kiln/bb:v1" "pull -q"
+
+# What skopeo pushes, kiln pulls, digests equal; layers checked against the config's diff IDs.
+registry_seed_image seeded/img:t1 3 200000
+out=$(kiln pull "$R/seeded/img:t1")
+assert_contains "$out" "Digest: $SEED_DIGEST" "digest of skopeo's image"
+assert_eq "$(kiln inspect --format '{{.Id}}' "$R/seeded/img:t1")" "$SEED_CONFIG" "config of skopeo's image"
+assert_eq "$(kiln inspect --format '{{json .Descriptor}}' "$R/seeded/img:t1" | jq -r .digest)" "$SEED_DIGEST"
+# By digest: stored untagged, as Docker does.
+export KILN_ROOT=$WORK/store3
+kiln pull -q "$R/seeded/img@$SEED_DIGEST" >/dev/null
+assert_eq "$(kiln images -q --no-trunc)" "$SEED_CONFIG" "pull by digest"
+assert_eq "$(kiln images --format '{{.Tag}}')" "<none>" "pull by digest is untagged"
+
+# A multi-platform index (pushed by skopeo --all): the host's platform by default, another on
+# request, and a clear error for one the index lacks.
+index_dir=$WORK/index
+mkdir -p "$index_dir/blobs/sha256"
+cp "$SEED_LAYOUT"/blobs/sha256/* "$index_dir/blobs/sha256/"
+echo '{"imageLayoutVersion":"1.0.0"}' >"$index_dir/oci-layout"
+add_blob() { local d; d=$(sha256sum "$1" | cut -d' ' -f1); mv "$1" "$index_dir/blobs/sha256/$d"; echo "sha256:$d $(stat -c %s "$index_dir/blobs/sha256/$d")"; }
+manifest_json=$(cat "$SEED_LAYOUT/blobs/sha256/${SEED_DIGEST#sha256:}")
+entries=()
+for arch in amd64 arm64; do
+  jq -c --arg a "$arch" '.architecture=$a' "$SEED_LAYOUT/blobs/sha256/${SEED_CONFIG#sha256:}" >"$WORK/c.json"
+  read -r cd cs < <(add_blob "$WORK/c.json")
+  jq -c --arg d "$cd" --argjson s "$cs" '.config.digest=$d | .config.size=$s' <<<"$manifest_json" >"$WORK/m.json"
+  read -r md ms < <(add_blob "$WORK/m.json")
+  entries+=("$(jq -cn --arg d "$md" --argjson s "$ms" --arg a "$arch" \
+    '{mediaType:"application/vnd.oci.image.manifest.v1+json", digest:$d, size:$s, platform:{os:"linux", architecture:$a}}')")
+  eval "config_$arch=$cd"
+done
+jq -cn --argjson m "[$(IFS=,; echo "${entries[*]}")]" \
+  '{schemaVersion:2, mediaType:"application/vnd.oci.image.index.v1+json", manifests:$m}' >"$WORK/i.json"
+read -r index_digest _ < <(add_blob "$WORK/i.json")
+jq -cn --arg d "$index_digest" --argjson s "$(stat -c %s "$index_dir/blobs/sha256/${index_digest#sha256:}")" \
+  '{schemaVersion:2, manifests:[{mediaType:"application/vnd.oci.image.index.v1+json", digest:$d, size:$s,
+    annotations:{"org.opencontainers.image.ref.name":"multi"}}]}' >"$index_dir/index.json"
+skopeo copy -q --all --dest-tls-verify=false "oci:$index_dir:multi" "docker://$R/multi/img:latest" >/dev/null
+export KILN_ROOT=$WORK/store4
+out=$(kiln pull "$R/multi/img")
+assert_contains "$out" "Digest: $index_digest" "an index's pull prints the index digest"
+assert_eq "$(kiln inspect --format '{{.Id}}' "$R/multi/img")" "$config_amd64" "host platform chosen"
+kiln pull -q --platform linux/arm64 "$R/multi/img" >/dev/null
+assert_eq "$(kiln inspect --format '{{.Id}}' "$R/multi/img")" "$config_arm64" "--platform linux/arm64"
+expect_fail 1 "no image for linux/s390x in its index (it has linux/amd64, linux/arm64)" \
+  kiln pull --platform linux/s390x "$R/multi/img"
+
+# A tampered blob: the registry serves other bytes under the layer's digest. The pull fails with a
+# digest error, and the store is exactly as before.
+export KILN_ROOT=$WORK/store5
+kiln pull -q "$R/kiln/bb:v1" >/dev/null
+before=$(store_state)
+layer=$(echo "$SEED_LAYERS" | cut -d' ' -f1)
+data=$REGISTRY_DATA/docker/registry/v2/blobs/sha256/${layer:7:2}/${layer#sha256:}/data
+size=$(stat -c %s "$data")
+head -c "$size" /dev/urandom >"$data"
+expect_fail 1 "digest mismatch" kiln pull "$R/seeded/img:t1"
+assert_eq "$(store_state)" "$before" "a refused pull leaves the store as it was"
+[[ ! -e $KILN_ROOT/tmp/partial/${layer#sha256:} ]] || fail "the refused blob stays in tmp/partial"
+
+# Errors name what is missing.
+expect_fail 1 "manifest unknown" kiln pull "$R/kiln/bb:nope"
+expect_fail 1 "connect to 127.0.0.1 port 1" kiln --retry 0 pull 127.0.0.1:1/x/y:z
+echo "ok"
