@@ -97,6 +97,38 @@ OutputSpec parse_output(const std::string& text) {
   return spec;
 }
 
+CacheSpec parse_cache_spec(const std::string& text, std::string_view flag) {
+  std::vector<std::pair<std::string, std::string>> fields = key_values(text, flag);
+  std::string type, ref, mode;
+  for (auto& [key, value] : fields)
+    if (key == "type") type = value;
+  // The type first: BuildKit's other exporters (local, inline, gha, s3) have fields of their own.
+  if (type != "registry")
+    throw UsageError(fmt::format("{} `{}`: type={} is not supported (type=registry is)", flag, text,
+                                 type.empty() ? "(none)" : type));
+  for (auto& [key, value] : fields) {
+    if (key == "type") {
+      continue;
+    } else if (key == "ref") {
+      ref = value;
+    } else if (key == "mode") {
+      mode = value;
+    } else if (key == "image-manifest" || key == "oci-mediatypes" || key == "compression" ||
+               key == "ignore-error") {
+      // BuildKit's knobs for its own format, accepted so that the same command line works.
+    } else {
+      throw UsageError(fmt::format("{} `{}`: unknown field `{}`", flag, text, key));
+    }
+  }
+  if (ref.empty()) throw UsageError(fmt::format("{} `{}`: ref=NAME[:TAG] is required", flag, text));
+  if (!mode.empty() && mode != "min" && mode != "max")
+    throw UsageError(fmt::format("{} `{}`: mode must be min or max", flag, text));
+  std::optional<Reference> parsed = Reference::try_parse(ref);
+  if (!parsed) throw UsageError(fmt::format("{} `{}`: `{}` is not an image reference", flag, text, ref));
+  if (!parsed->tag() && !parsed->digest()) parsed = Reference::parse(parsed->str() + ":latest");
+  return CacheSpec{*parsed, mode == "max"};
+}
+
 SecretSpec parse_secret(const std::string& text) {
   SecretSpec spec;
   std::string type;
@@ -298,6 +330,16 @@ bool BuildSession::produced_here(const std::string& key) {
   return produced_steps_.count(key) != 0;
 }
 
+void BuildSession::note_step_record(size_t stage, const std::string& key, const nlohmann::json& data) {
+  std::lock_guard lock(records_mutex_);
+  step_records_.emplace_back(stage, CacheRecord{key, data});
+}
+
+std::vector<std::pair<size_t, CacheRecord>> BuildSession::step_records() {
+  std::lock_guard lock(records_mutex_);
+  return step_records_;
+}
+
 bool BuildSession::produced_any() {
   std::lock_guard lock(mutex_);
   return !produced_steps_.empty();
@@ -359,8 +401,13 @@ class Builder {
 
   BuildResult run() {
     prepare();
+    if (!request_.cache_from.empty())
+      session_.remote_cache =
+          std::make_unique<RemoteCache>(store_, request_.registry, request_.cache_from, progress_);
     execute();
-    return export_result();
+    BuildResult result = export_result();
+    for (const CacheSpec& spec : request_.cache_to) export_cache(spec);
+    return result;
   }
 
  private:
@@ -372,6 +419,8 @@ class Builder {
   void count_steps();
   void execute();
   BuildResult export_result();
+  // --cache-to: the records of the final image's stages (mode=min) or of every stage (max).
+  void export_cache(const CacheSpec& spec);
   nlohmann::json final_config(const ImageState& state);
   void write_output(const std::string& dest, const std::function<void(Writer&)>& write);
 
@@ -763,6 +812,19 @@ BuildResult Builder::export_result() {
     }
   }
   return result;
+}
+
+void Builder::export_cache(const CacheSpec& spec) {
+  std::set<size_t> stages;
+  for (std::optional<size_t> s = session_.graph.target; s; s = session_.graph.stages[*s].base_stage)
+    stages.insert(*s);
+  std::vector<CacheRecord> records;
+  std::set<std::string> keys;
+  for (auto& [stage, record] : session_.step_records()) {
+    if (!spec.mode_max && !stages.count(stage)) continue;
+    if (keys.insert(record.key).second) records.push_back(std::move(record));
+  }
+  builder::export_cache(store_, request_.registry, spec, records, progress_);
 }
 
 BuildResult build(Store& store, const BuildRequest& request, Progress& progress) {

@@ -38,6 +38,15 @@ struct OutputSpec {
 // Parses `type=oci,dest=out.tar` (or a bare path, which is type=local). Throws UsageError.
 OutputSpec parse_output(const std::string& text);
 
+// --cache-to / --cache-from type=registry,ref=REF[,mode=min|max] (BuildKit's names).
+struct CacheSpec {
+  Reference ref;
+  // mode=max: every stage's steps; min (the default): the steps of the final image's layers.
+  bool mode_max = false;
+};
+// Parses one --cache-to or --cache-from value; `flag` names it in errors. Throws UsageError.
+CacheSpec parse_cache_spec(const std::string& text, std::string_view flag);
+
 struct SecretSpec {
   std::string id;
   std::string src;  // a file, or
@@ -97,6 +106,8 @@ struct BuildRequest {
   // How FROM reaches registries: a base the store lacks is pulled, and with `pull` every base is
   // pulled again (for the platform its stage is built for).
   registry::RegistryOptions registry;
+  std::vector<CacheSpec> cache_to;
+  std::vector<CacheSpec> cache_from;
   std::optional<int64_t> source_date_epoch;
   // Readable when the build must stop (Ctrl-C): running steps are killed, nothing is published.
   int cancel_fd = -1;

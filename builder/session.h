@@ -18,6 +18,7 @@
 #include "builder/build.h"
 #include "builder/checksum_cache.h"
 #include "builder/progress.h"
+#include "builder/registry_cache.h"
 #include "builder/source_tree.h"
 #include "layerstore/files.h"
 #include "layerstore/image.h"
@@ -102,6 +103,13 @@ class BuildSession {
   // Throws BuildCanceled when the build is stopping.
   void check_canceled() const;
 
+  // ---- the registry cache
+  // The records of --cache-from, when any was given.
+  std::unique_ptr<RemoteCache> remote_cache;
+  // Every step's record this build used or made, by stage, for --cache-to.
+  void note_step_record(size_t stage, const std::string& key, const nlohmann::json& data);
+  std::vector<std::pair<size_t, CacheRecord>> step_records();
+
   // ---- limits
   std::counting_semaphore<64> jobs{1};
   unsigned job_count = 1;  // --jobs: the slots above, and the threads a step may hash files on
@@ -126,6 +134,8 @@ class BuildSession {
   bool produced_any();
 
  private:
+  std::mutex records_mutex_;
+  std::vector<std::pair<size_t, CacheRecord>> step_records_;
   std::mutex mutex_;
   std::condition_variable changed_;
   std::vector<std::optional<ImageState>> results_;

@@ -640,10 +640,17 @@ class StageRunner {
     ++step_ordinal_;
     bool allowed = s_.cache_allowed(index_);
     std::optional<json> record;
+    // Every record used or made is noted for --cache-to.
+    auto use = [&](const json& r) {
+      s_.note_step_record(index_, digest.hex(), r);
+      return apply_record(r);
+    };
     if (allowed || s_.produced_here(digest.hex())) record = s_.store.get_cache_record(digest.hex());
+    if (!record && allowed && s_.remote_cache)
+      record = s_.remote_cache->fetch(digest.hex(), s_.progress, vertex);
     if (record) {
       s_.progress.cached(vertex);
-      return apply_record(*record);
+      return use(*record);
     }
     // Another stage may be running this very step: wait for its record rather than run it twice.
     while (!s_.claim_step(digest.hex())) {
@@ -651,7 +658,7 @@ class StageRunner {
       if (s_.produced_here(digest.hex())) record = s_.store.get_cache_record(digest.hex());
       if (record) {
         s_.progress.cached(vertex);
-        return apply_record(*record);
+        return use(*record);
       }
     }
     struct Claim {
@@ -664,7 +671,7 @@ class StageRunner {
     if (s_.produced_here(digest.hex())) record = s_.store.get_cache_record(digest.hex());
     if (record) {
       s_.progress.cached(vertex);
-      return apply_record(*record);
+      return use(*record);
     }
     // Why it missed: against what this step of this Dockerfile had when it was last built.
     json inputs = key.inputs();
@@ -736,7 +743,7 @@ class StageRunner {
       ::unlink(lineage_files.c_str());
     }
     s_.progress.done(vertex);
-    return apply_record(data);
+    return use(data);
   }
 
   // Where this step's inputs are remembered between builds: by the Dockerfile and context, the

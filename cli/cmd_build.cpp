@@ -26,6 +26,8 @@ struct BuildFlags {
   std::vector<std::string> no_cache_filter;
   bool pull = false;
   bool push = false;
+  std::vector<std::string> cache_to;
+  std::vector<std::string> cache_from;
   std::vector<std::string> labels;
   std::string network = "default";
   std::vector<std::string> secrets;
@@ -117,6 +119,11 @@ void add_build_command(CLI::App& app, Context& ctx) {
       ->allow_extra_args(false);
   cmd->add_flag("--pull", flags->pull, "Always attempt to pull the base images");
   cmd->add_flag("--push", flags->push, "Push the tags built to their registries");
+  cmd->add_option("--cache-to", flags->cache_to,
+                  "Export the build cache (type=registry,ref=NAME[:TAG][,mode=min|max])")
+      ->allow_extra_args(false);
+  cmd->add_option("--cache-from", flags->cache_from, "Use a build cache (type=registry,ref=NAME[:TAG])")
+      ->allow_extra_args(false);
   add_registry_flags(*cmd, ctx);
   cmd->add_option("--label", flags->labels, "Set metadata for an image")
       ->type_name("KEY=VALUE")
@@ -151,6 +158,10 @@ void add_build_command(CLI::App& app, Context& ctx) {
   cmd->callback([&ctx, flags] {
     builder::BuildRequest request = make_request(*flags);
     request.registry = ctx.registry_options();
+    for (const std::string& spec : flags->cache_to)
+      request.cache_to.push_back(builder::parse_cache_spec(spec, "--cache-to"));
+    for (const std::string& spec : flags->cache_from)
+      request.cache_from.push_back(builder::parse_cache_spec(spec, "--cache-from"));
     if (flags->push && request.tags.empty()) throw UsageError("build --push: name the image with --tag");
     builder::ProgressMode mode =
         flags->quiet ? builder::ProgressMode::kQuiet : builder::parse_progress_mode(flags->progress);

@@ -1,0 +1,65 @@
+// The build cache shared through a registry: --cache-to type=registry,ref=REF[,mode=min|max] pushes
+// the records of a build's steps and their layers; --cache-from type=registry,ref=REF lets another
+// machine's build take a step from them, downloading only the layers of the steps it takes.
+//
+// BuildKit's names (type, ref, mode) and its shape: an OCI manifest in the registry whose config
+// holds the records and whose layers are the steps' layers. Not BuildKit's cache config itself:
+// its records are keyed by BuildKit's LLB digests, which kiln does not compute, so the two caches
+// could not serve each other anyway. The config's media type says which it is:
+// application/vnd.kiln.build-cache.v1+json, holding {"records": [{"key", "created", "layer"}]}
+// with each layer {"digest", "size", "media_type", "diff_id"} or null (a step without files).
+#pragma once
+
+#include <map>
+#include <memory>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "builder/build.h"
+#include "builder/progress.h"
+#include "layerstore/store.h"
+#include "registry/client.h"
+
+namespace kiln::builder {
+
+inline constexpr std::string_view kBuildCacheMediaType = "application/vnd.kiln.build-cache.v1+json";
+
+// One step's record, as the store keeps it (Store::put_cache_record): its key and its data.
+struct CacheRecord {
+  std::string key;
+  nlohmann::json data;
+};
+
+// The records of --cache-from registries, read when the build starts. Safe from several threads.
+class RemoteCache {
+ public:
+  // Reads each ref's cache manifest; one that is missing or unreadable is reported as a note and
+  // skipped, as BuildKit does: a cache is an optimisation, never a reason to fail.
+  RemoteCache(Store& store, const registry::RegistryOptions& options, const std::vector<CacheSpec>& from,
+              Progress& progress);
+  ~RemoteCache();
+
+  bool empty() const { return records_.empty(); }
+  // The record for `key` when a cache has it: its layer downloaded into the store (verified: digest,
+  // size and diff ID), the record then kept in the local cache too. nullopt when no cache has it,
+  // or its layer cannot be had (then the step runs).
+  std::optional<nlohmann::json> fetch(const std::string& key, Progress& progress, int vertex);
+
+ private:
+  struct Source {
+    std::unique_ptr<registry::RegistryClient> client;
+    std::string repository;
+  };
+  Store& store_;
+  std::vector<Source> sources_;
+  std::map<std::string, std::pair<size_t, nlohmann::json>> records_;  // key → (source, data)
+};
+
+// Pushes `records` and their layers to spec.ref as a cache manifest.
+void export_cache(Store& store, const registry::RegistryOptions& options, const CacheSpec& spec,
+                  const std::vector<CacheRecord>& records, Progress& progress);
+
+}  // namespace kiln::builder
