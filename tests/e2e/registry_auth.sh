@@ -74,9 +74,32 @@ assert_contains "$out" ": Pushed" "token push"
 fetched=$(( $(grep -c ' TOKEN ' "$TOKEN_LOG") - before ))
 (( fetched >= 1 && fetched <= 2 )) || fail "push fetched $fetched tokens (expected 1 or 2)"
 kiln push -q "$T/public/bb:v1"
+# A mount under token auth: the token asked for covers the source repository too.
+kiln tag "$T/app/bb:v1" "$T/app2/bb:v1"
+out=$(kiln push "$T/app2/bb:v1")
+from=$(sed -n 's/.*: Mounted from //p' <<<"$out")
+[[ $from == app/bb || $from == public/bb ]] || fail "no mount under token auth: $out"
+grep -q "asked=repository:app2/bb:pull,push.*repository:$from:pull\|asked=repository:$from:pull.*repository:app2/bb:pull,push" \
+  "$TOKEN_LOG" || fail "no token asked for both repositories: $(grep ' TOKEN ' "$TOKEN_LOG" | tail -3)"
 kiln logout "$T" >/dev/null
 # Anonymous pull of public/ works with an anonymous token; of app/, it is refused.
 export KILN_ROOT=$WORK/store4
 kiln pull -q "$T/public/bb:v1" >/dev/null
 expect_fail 1 "denied: anonymous access is not granted \`repository:app/bb:pull\`" kiln pull "$T/app/bb:v1"
+# Tokens that expire within a pull: the registry refuses the old one, kiln fetches another and
+# goes on. The config blob's answer stalls for 3 s, past the 2 s the tokens live.
+TOKEN_EXPIRES_IN=2 TOKEN_STRICT_EXPIRY=1 registry_start token short
+S=$REGISTRY_ADDR
+export KILN_ROOT=$WORK/store5
+kiln import "$WORK/bb.tar" "$S/public/bb:v1" >/dev/null
+printf '%s\n' "$REGISTRY_PASSWORD" | kiln login -u "$REGISTRY_USER" --password-stdin "$S" >/dev/null
+kiln push -q "$S/public/bb:v1"
+config=$(kiln inspect --format '{{.Id}}' "$S/public/bb:v1")
+fault_proxy_start "$S"
+export KILN_ROOT=$WORK/store6
+before=$(grep -c ' TOKEN ' "$TOKEN_LOG")
+fault_proxy_arm "stall:/blobs/$config:1:3"
+kiln pull -q "$PROXY_ADDR/public/bb:v1" >/dev/null
+(( $(grep -c ' TOKEN ' "$TOKEN_LOG") - before >= 2 )) || fail "no second token after the first expired"
+grep -q " -> 401" "$PROXY_LOG" || fail "the registry never refused the expired token: $(tail -5 "$PROXY_LOG")"
 echo "ok"
