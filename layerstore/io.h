@@ -82,6 +82,19 @@ class PreadReader : public Reader {
   uint64_t offset_;
 };
 
+// A PreadReader that owns its descriptor: a stream that outlives the code that opened the file (an
+// upload's body, opened again at an offset for each try).
+class OwnedPreadReader : public Reader {
+ public:
+  OwnedPreadReader(Fd fd, std::string name, uint64_t offset = 0)
+      : fd_(std::move(fd)), reader_(fd_.get(), std::move(name), offset) {}
+  size_t read(std::span<std::byte> buf) override { return reader_.read(buf); }
+
+ private:
+  Fd fd_;
+  PreadReader reader_;
+};
+
 // Reads through `in` and copies every byte read to `copy` (a tee).
 class TeeReader : public Reader {
  public:

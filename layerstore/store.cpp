@@ -133,6 +133,10 @@ Fd Store::open_blob(const Digest& d) const {
   return Fd(fd);
 }
 
+std::unique_ptr<Reader> Store::blob_reader(const Digest& d, uint64_t offset) const {
+  return std::make_unique<OwnedPreadReader>(open_blob(d), fmt::format("blob {}", d), offset);
+}
+
 std::string Store::read_blob(const Digest& d, uint64_t max_bytes) const {
   Fd fd = open_blob(d);
   std::string data = read_fd_capped(fd.get(), max_bytes, fmt::format("blob {}", d));

@@ -86,6 +86,9 @@ class Store {
   std::string blob_path(const Digest& d) const;
   // Throws NotFoundError naming the digest.
   Fd open_blob(const Digest& d) const;
+  // The blob's bytes from `offset` on, as a stream that holds its own descriptor (an upload's body,
+  // resumed from where the registry's copy ends). Throws NotFoundError naming the digest.
+  std::unique_ptr<Reader> blob_reader(const Digest& d, uint64_t offset = 0) const;
   // Reads a small blob (manifest, config), verifying its digest; throws if larger than max_bytes.
   std::string read_blob(const Digest& d, uint64_t max_bytes) const;
 
