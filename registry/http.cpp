@@ -208,7 +208,8 @@ std::string describe(CURLcode rc, const char* detail, const Transfer& t, const H
   std::string curl_text = *detail ? detail : api.easy_strerror(rc);
   switch (rc) {
     case CURLE_ABORTED_BY_CALLBACK:
-      return t.canceled ? "canceled" : first_lower(curl_text);
+      if (t.canceled) return "canceled";
+      return t.abort_reason.empty() ? first_lower(curl_text) : t.abort_reason;
     case CURLE_WRITE_ERROR:
     case CURLE_READ_ERROR:
       return t.abort_reason.empty() ? first_lower(curl_text) : t.abort_reason;

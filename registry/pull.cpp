@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <map>
 #include <mutex>
 
 #include "layerstore/errors.h"
@@ -91,127 +92,245 @@ std::optional<Descriptor> select_platform(const Index& index, const Platform& wa
   return std::nullopt;
 }
 
+namespace {
+
+// One pull's blobs: each image's config and layers fetched and verified, then held back (layers
+// sealed in their files, configs and manifests in memory) until every image of the pull is, so
+// that a pull that fails leaves the store as it was (the partial files stay in tmp/partial, for
+// the next try to resume from).
+class Pull {
+ public:
+  Pull(Store& store, RegistryClient& client, const Reference& ref, const PullOptions& options)
+      : store_(store), client_(client), repository_(ref.path()), shown_(ref.familiar()), options_(options) {}
+
+  // Fetches the image's config and the layers neither the store nor this pull has yet, verifying
+  // each. `platform`: what the image must be for (its config's os and architecture), when known.
+  void fetch_image(const FetchedManifest& fetched, const std::optional<Platform>& platform) {
+    Manifest manifest = Manifest::parse(fetched.bytes);
+    std::string config_bytes;
+    if (store_.has_blob(manifest.config.digest)) {
+      config_bytes = store_.read_blob(manifest.config.digest, kMaxConfigBytes);
+    } else {
+      config_bytes = client_.get_blob_bytes(repository_, manifest.config.digest, kMaxConfigBytes);
+    }
+    ImageConfig config = ImageConfig::parse(config_bytes);
+    if (platform && (config.os() != platform->os || config.architecture() != platform->architecture)) {
+      throw InvalidInputError(fmt::format("pull `{}`: the image is for {}/{}, not {}", shown_, config.os(),
+                                          config.architecture(), platform_string(*platform)));
+    }
+    std::vector<Digest> diff_ids = config.diff_ids();
+    if (diff_ids.size() != manifest.layers.size()) {
+      throw InvalidInputError(fmt::format("pull `{}`: the manifest has {} layers, the config {} diff IDs",
+                                          shown_, manifest.layers.size(), diff_ids.size()));
+    }
+
+    // The layers to fetch, each once (an image may list a blob twice, and the platforms of an index
+    // share layers), `parallel` at a time; the rest are in the store or in this pull already.
+    std::vector<size_t> missing;
+    std::map<Digest, size_t> first_use;
+    for (size_t i = 0; i < manifest.layers.size(); ++i) {
+      const Descriptor& layer = manifest.layers[i];
+      if (!is_layer_media_type(layer.media_type))
+        throw InvalidInputError(
+            fmt::format("pull `{}`: layer {} has media type `{}`", shown_, layer.digest, layer.media_type));
+      if (auto staged = staged_.find(layer.digest); staged != staged_.end()) {
+        check_diff_id(layer.digest, staged->second.info.diff_id, diff_ids[i]);
+        say(fmt::format("{}: Already exists", short_id(layer.digest)));
+      } else if (store_.has_blob(layer.digest) && store_.layer_info(layer.digest)) {
+        remember_blob_source(store_, layer.digest, client_.domain(), repository_);
+        say(fmt::format("{}: Already exists", short_id(layer.digest)));
+      } else if (first_use.emplace(layer.digest, i).second) {
+        missing.push_back(i);
+      }
+    }
+    std::vector<std::optional<StagedLayer>> fetched_layers(missing.size());
+    for_each_parallel(missing.size(), options_.parallel, [&](size_t k) {
+      size_t i = missing[k];
+      fetched_layers[k] = fetch_layer(manifest.layers[i], diff_ids[i]);
+    });
+    for (size_t k = 0; k < missing.size(); ++k) {
+      // Another process may have finished a layer while this one waited for its partial file.
+      if (fetched_layers[k])
+        staged_.emplace(manifest.layers[missing[k]].digest, std::move(*fetched_layers[k]));
+    }
+    // A blob listed twice must unpack to what the config says at each place.
+    for (size_t i = 0; i < manifest.layers.size(); ++i) {
+      if (auto staged = staged_.find(manifest.layers[i].digest); staged != staged_.end())
+        check_diff_id(manifest.layers[i].digest, staged->second.info.diff_id, diff_ids[i]);
+    }
+    downloaded_ = downloaded_ || !missing.empty() || !store_.has_blob(fetched.digest);
+    images_.push_back(StagedImage{fetched, manifest.config.digest, std::move(config_bytes)});
+  }
+
+  // Makes everything fetched visible: the layers and their records first, then the configs, then
+  // the manifests. Returns the images' descriptors, in the order they were fetched.
+  std::vector<Descriptor> publish() {
+    for (auto& [digest, layer] : staged_) {
+      layer.blob->publish();
+      store_.record_layer(digest, layer.info);
+      remember_blob_source(store_, digest, client_.domain(), repository_);
+    }
+    std::vector<Descriptor> out;
+    for (const StagedImage& image : images_) {
+      store_.put_blob(image.config_bytes);
+      remember_blob_source(store_, image.config_digest, client_.domain(), repository_);
+      store_.put_blob(image.manifest.bytes);
+      out.push_back(Descriptor{image.manifest.media_type,
+                               image.manifest.digest,
+                               static_cast<int64_t>(image.manifest.bytes.size()),
+                               {},
+                               std::nullopt});
+    }
+    return out;
+  }
+
+  bool downloaded() const { return downloaded_; }
+
+  void say(const std::string& line) {
+    std::lock_guard lock(say_mutex_);
+    if (options_.progress) options_.progress(line);
+  }
+
+ private:
+  struct StagedLayer {
+    std::unique_ptr<Store::BlobWriter> blob;  // sealed, not published
+    LayerInfo info;
+  };
+  struct StagedImage {
+    FetchedManifest manifest;
+    Digest config_digest;
+    std::string config_bytes;
+  };
+
+  // nullopt when another process has stored the layer meanwhile.
+  std::optional<StagedLayer> fetch_layer(const Descriptor& layer, const Digest& diff_id) {
+    std::string what = fmt::format("pull `{}`: layer {}", shown_, layer.digest);
+    auto blob = store_.resumable_blob(layer.digest, static_cast<uint64_t>(layer.size));
+    // Another process may have finished it while this one waited for the partial file.
+    if (store_.has_blob(layer.digest) && store_.layer_info(layer.digest)) return std::nullopt;
+    if (blob->size() < static_cast<uint64_t>(layer.size)) {
+      if (blob->resumed_from() > 0) {
+        say(fmt::format("{}: Resuming download at {} of {} bytes", short_id(layer.digest),
+                        blob->resumed_from(), layer.size));
+      }
+      client_.get_blob(repository_, layer.digest, blob->resumed_from(), *blob);
+    }
+    try {
+      blob->seal(layer.digest, static_cast<uint64_t>(layer.size));
+    } catch (const Error& e) {
+      throw InvalidInputError(fmt::format("pull `{}`: {}", shown_, e.what()));
+    }
+    PreadReader content(blob->fd(), what);
+    LayerCheck check = check_layer(content, what);
+    check_diff_id(layer.digest, check.diff_id, diff_id);
+    say(fmt::format("{}: Pull complete", short_id(layer.digest)));
+    return StagedLayer{std::move(blob), LayerInfo{check.diff_id, check.uncompressed_size}};
+  }
+
+  void check_diff_id(const Digest& layer, const Digest& got, const Digest& wanted) const {
+    if (got != wanted) {
+      throw InvalidInputError(fmt::format("pull `{}`: layer {}: unpacks to {}, but the image config says {}",
+                                          shown_, layer, got, wanted));
+    }
+  }
+
+  Store& store_;
+  RegistryClient& client_;
+  std::string repository_;
+  std::string shown_;
+  const PullOptions& options_;
+  std::mutex say_mutex_;
+  std::map<Digest, StagedLayer> staged_;
+  std::vector<StagedImage> images_;
+  bool downloaded_ = false;
+};
+
+// The index's entries that are images to pull with --all-platforms, each once, `chosen` among
+// them. Attestations (BuildKit's "unknown/unknown" manifests) and nested indexes are passed over,
+// said so.
+std::vector<Descriptor> platform_images(const Index& index, const Descriptor& chosen, Pull& pull) {
+  std::vector<Descriptor> out;
+  for (const Descriptor& d : index.manifests) {
+    bool unknown = !d.platform || d.platform->os == "unknown" || d.platform->architecture == "unknown";
+    if (!is_manifest_media_type(d.media_type)) {
+      pull.say(fmt::format("{}: Skipped ({})", short_id(d.digest), d.media_type));
+    } else if (unknown && d.digest != chosen.digest) {
+      pull.say(fmt::format("{}: Skipped (no platform)", short_id(d.digest)));
+    } else if (std::none_of(out.begin(), out.end(),
+                            [&](const Descriptor& o) { return o.digest == d.digest; })) {
+      out.push_back(d);
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
 PullResult pull_image(Store& store, RegistryClient& client, const Reference& ref,
                       const PullOptions& options) {
   const std::string& repository = ref.path();
   std::string tag_or_digest = ref.digest() ? ref.digest()->str() : ref.tag().value_or("latest");
   std::string shown = ref.familiar();
-  auto say = [&](const std::string& line) {
-    if (options.progress) options.progress(line);
-  };
+  Pull pull(store, client, ref, options);
   Platform wanted = options.platform.value_or(host_platform_of_store());
+  // The config is checked against the platform only when one was asked for: an image pulled for
+  // this machine is taken as the index (or the registry) offers it, as Docker takes it.
+  std::optional<Platform> check_platform = options.platform;
 
-  say(fmt::format("{}: Pulling from {}", ref.digest() ? ref.digest()->str() : tag_or_digest,
-                  ref.familiar_repository().find('/') == std::string::npos
-                      ? "library/" + ref.familiar_repository()
-                      : ref.familiar_repository()));
+  pull.say(fmt::format("{}: Pulling from {}", ref.digest() ? ref.digest()->str() : tag_or_digest,
+                       ref.familiar_repository().find('/') == std::string::npos
+                           ? "library/" + ref.familiar_repository()
+                           : ref.familiar_repository()));
   FetchedManifest top = client.get_manifest(repository, tag_or_digest);
-  Digest reference_digest = top.digest;
-  std::optional<FetchedManifest> platform_manifest;
+  // The manifest the name points at, among those fetched.
+  Digest named = top.digest;
+  std::optional<Index> index;
   if (is_index_media_type(top.media_type)) {
-    Index index = Index::parse(top.bytes);
-    std::optional<Descriptor> chosen = select_platform(index, wanted);
+    index = Index::parse(top.bytes);
+    std::optional<Descriptor> chosen = select_platform(*index, wanted);
     if (!chosen) {
       std::string offered;
-      for (const Descriptor& d : index.manifests)
+      for (const Descriptor& d : index->manifests)
         if (d.platform) offered += (offered.empty() ? "" : ", ") + platform_string(*d.platform);
       throw NotFoundError(fmt::format("pull `{}`: no image for {} in its index (it has {})", shown,
                                       platform_string(wanted), offered.empty() ? "none" : offered));
     }
-    platform_manifest = client.get_manifest(repository, chosen->digest.str());
-  }
-  const FetchedManifest& image_manifest = platform_manifest ? *platform_manifest : top;
-  Manifest manifest = Manifest::parse(image_manifest.bytes);
-
-  std::string config_bytes;
-  if (store.has_blob(manifest.config.digest)) {
-    config_bytes = store.read_blob(manifest.config.digest, kMaxConfigBytes);
-  } else {
-    config_bytes = client.get_blob_bytes(repository, manifest.config.digest, kMaxConfigBytes);
-  }
-  ImageConfig config = ImageConfig::parse(config_bytes);
-  if (options.platform && (config.os() != wanted.os || config.architecture() != wanted.architecture)) {
-    throw InvalidInputError(fmt::format("pull `{}`: the image is for {}/{}, not {}", shown, config.os(),
-                                        config.architecture(), platform_string(wanted)));
-  }
-  std::vector<Digest> diff_ids = config.diff_ids();
-  if (diff_ids.size() != manifest.layers.size()) {
-    throw InvalidInputError(fmt::format("pull `{}`: the manifest has {} layers, the config {} diff IDs",
-                                        shown, manifest.layers.size(), diff_ids.size()));
-  }
-
-  // The layers the store lacks, fetched `parallel` at a time; the rest are there already.
-  std::vector<size_t> missing;
-  for (size_t i = 0; i < manifest.layers.size(); ++i) {
-    const Descriptor& layer = manifest.layers[i];
-    if (!is_layer_media_type(layer.media_type))
-      throw InvalidInputError(
-          fmt::format("pull `{}`: layer {} has media type `{}`", shown, layer.digest, layer.media_type));
-    if (store.has_blob(layer.digest) && store.layer_info(layer.digest)) {
-      remember_blob_source(store, layer.digest, client.domain(), repository);
-      say(fmt::format("{}: Already exists", short_id(layer.digest)));
-    } else {
-      missing.push_back(i);
-    }
-  }
-  std::mutex say_mutex;
-  // Verified layers wait, sealed, until all are: a pull that fails leaves the store as it was (the
-  // partial files stay in tmp/partial, for the next try to resume from).
-  std::vector<std::unique_ptr<Store::BlobWriter>> verified(manifest.layers.size());
-  std::vector<std::optional<LayerInfo>> infos(manifest.layers.size());
-  auto fetch_layer = [&](size_t i) {
-    const Descriptor& layer = manifest.layers[i];
-    std::string what = fmt::format("pull `{}`: layer {}", shown, layer.digest);
-    auto blob = store.resumable_blob(layer.digest, static_cast<uint64_t>(layer.size));
-    // Another process may have finished it while this one waited for the partial file.
-    if (store.has_blob(layer.digest) && store.layer_info(layer.digest)) return;
-    if (blob->size() < static_cast<uint64_t>(layer.size)) {
-      if (blob->resumed_from() > 0) {
-        std::lock_guard lock(say_mutex);
-        say(fmt::format("{}: Resuming download at {} of {} bytes", short_id(layer.digest),
-                        blob->resumed_from(), layer.size));
+    named = chosen->digest;
+    if (options.all_platforms) {
+      std::vector<Descriptor> images = platform_images(*index, *chosen, pull);
+      for (size_t k = 0; k < images.size(); ++k) {
+        const Descriptor& image = images[k];
+        pull.say(fmt::format("{}: Pulling {} ({}/{})", platform_string(*image.platform), image.digest, k + 1,
+                             images.size()));
+        pull.fetch_image(client.get_manifest(repository, image.digest.str()), image.platform);
       }
-      client.get_blob(repository, layer.digest, blob->resumed_from(), *blob);
+    } else {
+      pull.fetch_image(client.get_manifest(repository, chosen->digest.str()), check_platform);
     }
-    try {
-      blob->seal(layer.digest, static_cast<uint64_t>(layer.size));
-    } catch (const Error& e) {
-      throw InvalidInputError(fmt::format("pull `{}`: {}", shown, e.what()));
-    }
-    PreadReader content(blob->fd(), what);
-    LayerCheck check = check_layer(content, what);
-    if (check.diff_id != diff_ids[i]) {
-      throw InvalidInputError(
-          fmt::format("{}: unpacks to {}, but the image config says {}", what, check.diff_id, diff_ids[i]));
-    }
-    verified[i] = std::move(blob);
-    infos[i] = LayerInfo{check.diff_id, check.uncompressed_size};
-    std::lock_guard lock(say_mutex);
-    say(fmt::format("{}: Pull complete", short_id(layer.digest)));
-  };
-  for_each_parallel(missing.size(), options.parallel, [&](size_t k) { fetch_layer(missing[k]); });
-  for (size_t i = 0; i < verified.size(); ++i) {
-    if (!verified[i]) continue;
-    verified[i]->publish();
-    store.record_layer(manifest.layers[i].digest, *infos[i]);
-    remember_blob_source(store, manifest.layers[i].digest, client.domain(), repository);
+  } else {
+    pull.fetch_image(top, check_platform);
   }
 
-  bool had_manifest = store.has_blob(image_manifest.digest);
-  store.put_blob(config_bytes);
-  remember_blob_source(store, manifest.config.digest, client.domain(), repository);
-  store.put_blob(image_manifest.bytes);
-  PullResult result{Descriptor{image_manifest.media_type,
-                               image_manifest.digest,
-                               static_cast<int64_t>(image_manifest.bytes.size()),
-                               {},
-                               std::nullopt},
-                    reference_digest, !missing.empty() || !had_manifest};
+  bool index_stored = index && options.all_platforms;
+  bool downloaded = pull.downloaded() || (index_stored && !store.has_blob(top.digest));
+  std::vector<Descriptor> images = pull.publish();
+  if (index_stored) store.put_blob(top.bytes);
+  auto named_image =
+      std::find_if(images.begin(), images.end(), [&](const Descriptor& d) { return d.digest == named; });
+  PullResult result{*named_image, top.digest, downloaded, {}};  // fetched, by construction
   // A digest reference names no tag: the image is stored untagged, as Docker stores it.
   std::optional<Reference> name;
   if (!ref.digest()) name = ref;
+  for (const Descriptor& image : images)
+    if (image.digest != named) store.set_name(image, std::nullopt);
   store.set_name(result.manifest, name);
-  say(fmt::format("Digest: {}", reference_digest));
+  if (index_stored) {
+    for (Descriptor& image : images)
+      for (const Descriptor& d : index->manifests)
+        if (d.digest == image.digest) image.platform = d.platform;
+  }
+  result.images = std::move(images);
+  pull.say(fmt::format("Digest: {}", top.digest));
   return result;
 }
 

@@ -5,7 +5,9 @@
 #include <functional>
 #include <optional>
 #include <string>
+#include <vector>
 
+#include "layerstore/compress.h"
 #include "layerstore/image.h"
 #include "layerstore/reference.h"
 #include "layerstore/store.h"
@@ -16,6 +18,10 @@ namespace kiln::registry {
 struct PullOptions {
   // The platform to resolve an index to; nullopt: this machine's (linux/<host architecture>).
   std::optional<Platform> platform;
+  // Every platform of an index rather than one: each platform's image is stored (untagged), with
+  // the index's own blob, and the name points at `platform`'s image. A reference to a single
+  // image pulls it as without this.
+  bool all_platforms = false;
   // Layers downloaded at once (Docker's max-concurrent-downloads default).
   int parallel = 4;
   // One line per event, Docker's words ("<id>: Pull complete"); may be empty.
@@ -26,12 +32,19 @@ struct PullResult {
   Descriptor manifest;      // the image's manifest (the platform's, when the reference named an index)
   Digest reference_digest;  // what the reference resolved to: the index's digest, or the manifest's
   bool downloaded = false;  // whether any blob came over the network
+  // Every image manifest stored: the one above, or with all_platforms each platform's (in index
+  // order, with the index's platform).
+  std::vector<Descriptor> images;
 };
 
 // Pulls `ref` into the store and names it (a tag; a digest reference leaves the image untagged).
 // Every blob is verified (digest and size; layers also against the config's diff IDs, and checked
 // as hostile input) before it becomes visible; an interrupted layer download resumes from what is
 // on disk (Store::resumable_blob). A failure leaves the store as it was, apart from verified blobs.
+// With all_platforms, nothing of any platform becomes visible before every platform is verified.
+// Throws NotFoundError when an index has no image for the platform asked (checked before any
+// layer is downloaded), InvalidInputError for content that does not verify, HttpError (and
+// RegistryError) for what the registry answers.
 PullResult pull_image(Store& store, RegistryClient& client, const Reference& ref, const PullOptions& options);
 
 struct PushOptions {
@@ -40,6 +53,9 @@ struct PushOptions {
   // A repository of the same registry known to hold the image's blobs: they are mounted from it
   // instead of uploaded (`kiln copy` within one registry).
   std::optional<std::string> mount_from;
+  // Gzip or Zstd: layers stored in another compression are recompressed (and kept in the store,
+  // so that the next push reuses them) and a new OCI manifest is pushed. nullopt: as stored.
+  std::optional<Compression> compression;
 };
 
 struct PushResult {
@@ -48,9 +64,21 @@ struct PushResult {
 };
 
 // Pushes the image's blobs (those the repository lacks) and then its manifest, byte for byte as
-// stored, under `dest`'s tag (or digest).
+// stored, under `dest`'s tag (or digest). With options.compression, a layer in another compression
+// is decompressed and compressed again, streaming, its diff ID checked against the config; the new
+// blob is stored with its layer record, ROOT/registry/converted/<source hex>-<gzip|zstd> remembers
+// it for the next push, and the manifest pushed (also stored) is a new OCI manifest naming it, the
+// config unchanged. Throws InvalidInputError when a stored layer does not unpack to its diff ID.
 PushResult push_image(Store& store, RegistryClient& client, const Image& image, const Reference& dest,
                       const PushOptions& options);
+
+// Makes the stored blob exist in `repository` of the client's registry: nothing when it is there,
+// mounted from `mount_from` or else from a repository of that registry where it is known to live
+// (blob_sources), uploaded otherwise; then remembered as living in `repository` too. Returns what
+// was done and the repository a mount was tried from.
+std::pair<BlobUpload, std::optional<std::string>> push_stored_blob(
+    Store& store, RegistryClient& client, const std::string& repository, const Descriptor& blob,
+    std::optional<std::string> mount_from = {});
 
 // Runs fn(i) for i in [0, count) on up to `threads` threads; the first exception stops the rest
 // from starting and is thrown once all have stopped.

@@ -9,7 +9,10 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <atomic>
 #include <catch2/catch.hpp>
+#include <cctype>
 #include <chrono>
 #include <fstream>
 #include <functional>
@@ -44,19 +47,38 @@ void wait_for_stop(int stop_fd, std::chrono::milliseconds limit) {
   ::poll(&p, 1, static_cast<int>(limit.count()));
 }
 
-// An HTTP/1.1 server on 127.0.0.1 (an ephemeral port) for the client's tests, one connection at a
-// time on a thread of its own: `respond` writes whatever bytes it wants for the request — a whole
-// answer, a body cut short, nothing for a while — and the connection is then closed.
+// Whether `fd` has something to read (or was closed) within `timeout_ms`; false when it has not, or
+// when the server is stopping.
+bool wait_readable(int fd, int stop_fd, int timeout_ms) {
+  pollfd fds[2] = {{fd, POLLIN, 0}, {stop_fd, POLLIN, 0}};
+  if (::poll(fds, 2, timeout_ms) <= 0 || fds[1].revents) return false;
+  return fds[0].revents != 0;
+}
+
+// The value of the Content-Length field of a request head, 0 when it has none.
+size_t content_length(const std::string& head) {
+  std::string lower = head;
+  for (char& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  size_t at = lower.find("\r\ncontent-length:");
+  return at == std::string::npos ? 0 : std::stoul(head.substr(at + 17));
+}
+
+// An HTTP/1.1 server on 127.0.0.1 (an ephemeral port) for the client's tests. By default one
+// connection at a time on a thread of its own: `respond` writes whatever bytes it wants for the
+// request — a whole answer, a body cut short, nothing for a while — and the connection is then
+// closed. With keep_alive, each connection has a thread and serves one request after another until
+// the client closes it (the answers must then not say "Connection: close").
 class TestServer {
  public:
   // target: the request's path; head: the request line and header fields.
   using Respond =
       std::function<void(int fd, const std::string& target, const std::string& head, int stop_fd)>;
 
-  explicit TestServer(Respond respond)
+  explicit TestServer(Respond respond, bool keep_alive = false)
       : listener_(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0)),
         stop_(::eventfd(0, EFD_CLOEXEC)),
-        respond_(std::move(respond)) {
+        respond_(std::move(respond)),
+        keep_alive_(keep_alive) {
     REQUIRE(listener_.valid());
     sockaddr_in address{};
     address.sin_family = AF_INET;
@@ -80,39 +102,82 @@ class TestServer {
     std::lock_guard lock(mutex_);
     return heads_;
   }
+  // The request bodies received (as much of each as came), in the order of heads().
+  std::vector<std::string> bodies() {
+    std::lock_guard lock(mutex_);
+    return bodies_;
+  }
+  // Connections accepted so far.
+  int connections() const { return connections_; }
+  // Waits (at most 10 s) until `n` requests have been received: after a request the client gave
+  // up, the server may still be reading it.
+  void wait_for_requests(size_t n) {
+    for (int i = 0; i < 1000 && heads().size() < n; ++i)
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    REQUIRE(heads().size() >= n);
+  }
 
  private:
   void serve() {
+    std::vector<std::thread> handlers;
     while (true) {
       pollfd fds[2] = {{listener_.get(), POLLIN, 0}, {stop_.get(), POLLIN, 0}};
-      if (::poll(fds, 2, -1) < 0 || fds[1].revents) return;
+      if (::poll(fds, 2, -1) < 0 || fds[1].revents) break;
       kiln::Fd connection(::accept4(listener_.get(), nullptr, nullptr, SOCK_CLOEXEC));
       if (!connection.valid()) continue;
-      std::string head;
-      char buf[4096];
-      while (head.find("\r\n\r\n") == std::string::npos) {
-        pollfd p{connection.get(), POLLIN, 0};
-        if (::poll(&p, 1, 5000) <= 0) break;
-        ssize_t n = ::recv(connection.get(), buf, sizeof buf, 0);
-        if (n <= 0) break;
-        head.append(buf, static_cast<size_t>(n));
+      ++connections_;
+      if (keep_alive_) {
+        handlers.emplace_back([this, c = std::move(connection)]() mutable { handle(std::move(c)); });
+      } else {
+        handle(std::move(connection));
       }
+    }
+    for (std::thread& t : handlers) t.join();
+  }
+
+  void handle(kiln::Fd connection) {
+    std::string buffered;
+    char buf[65536];
+    auto receive = [&](int timeout_ms) {
+      if (!wait_readable(connection.get(), stop_.get(), timeout_ms)) return false;
+      ssize_t n = ::recv(connection.get(), buf, sizeof buf, 0);
+      if (n <= 0) return false;
+      buffered.append(buf, static_cast<size_t>(n));
+      return true;
+    };
+    do {
+      // A kept-alive connection waits for its next request as long as the client keeps it.
+      while (buffered.find("\r\n\r\n") == std::string::npos && receive(keep_alive_ ? 30000 : 5000)) {
+      }
+      size_t end = buffered.find("\r\n\r\n");
+      if (keep_alive_ && end == std::string::npos) return;
+      std::string head = end == std::string::npos ? buffered : buffered.substr(0, end + 4);
+      buffered.erase(0, head.size());
+      size_t wanted = content_length(head);
+      while (buffered.size() < wanted && receive(5000)) {
+      }
+      std::string body = buffered.substr(0, std::min(wanted, buffered.size()));
+      buffered.erase(0, body.size());
       size_t start = head.find(' ') + 1;
       std::string target = head.substr(start, head.find(' ', start) - start);
       {
         std::lock_guard lock(mutex_);
         heads_.push_back(head);
+        bodies_.push_back(std::move(body));
       }
       respond_(connection.get(), target, head, stop_.get());
-    }
+    } while (keep_alive_);
   }
 
   kiln::Fd listener_;
   kiln::Fd stop_;
   Respond respond_;
+  bool keep_alive_;
   int port_ = 0;
+  std::atomic<int> connections_{0};
   std::mutex mutex_;
   std::vector<std::string> heads_;
+  std::vector<std::string> bodies_;
   std::thread thread_;
 };
 
@@ -437,4 +502,246 @@ TEST_CASE("one libcrypto in the process: libcurl's", "[http]") {
   void* shared = ::dlopen("libcrypto.so.3", RTLD_NOW | RTLD_NOLOAD);
   CHECK(shared != nullptr);
   if (shared) ::dlclose(shared);
+}
+
+namespace {
+
+// Bytes that are not all alike, so that a byte out of place shows.
+std::string pattern(size_t size) {
+  std::string out(size, '\0');
+  for (size_t i = 0; i < size; ++i) out[i] = static_cast<char>((i * 7 + i / 251) % 256);
+  return out;
+}
+
+bool has_field(const std::string& head, std::string_view name) {
+  std::string lower = head;
+  for (char& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return lower.find(fmt::format("\r\n{}:", name)) != std::string::npos;
+}
+
+std::string kept_answer(int status, std::string_view reason, std::string_view body) {
+  return fmt::format("HTTP/1.1 {} {}\r\nContent-Length: {}\r\n\r\n{}", status, reason, body.size(), body);
+}
+
+}  // namespace
+
+TEST_CASE("PUT, POST and PATCH stream their body: its bytes, its length, no Expect", "[http]") {
+  TestServer server([](int fd, const std::string&, const std::string&, int) {
+    send_all(fd, answer(201, "Created", {"Location: /v2/x/blobs/uploads/1"}, ""));
+  });
+  // Larger than libcurl's 1 MiB upload buffer, so that it is read in several pieces; the reader
+  // has more than upload_size bytes, of which only upload_size may go.
+  const std::string data = pattern((3 << 20) + 12345);
+  HttpClient client(quick());
+  for (const char* method : {"PUT", "POST", "PATCH"}) {
+    INFO(method);
+    std::string more = data + "NOT-TO-BE-SENT";
+    kiln::StringReader reader(more);
+    HttpRequest request = req(server.url("/upload"));
+    request.method = method;
+    request.upload = &reader;
+    request.upload_size = data.size();
+    HttpResponse response = client.perform(request, nullptr);
+    CHECK(response.status == 201);
+    CHECK(response.header("location") == "/v2/x/blobs/uploads/1");
+    std::string head = server.heads().back();
+    CHECK(head.starts_with(fmt::format("{} /upload HTTP/1.1\r\n", method)));
+    CHECK(head.find(fmt::format("\r\nContent-Length: {}\r\n", data.size())) != std::string::npos);
+    CHECK_FALSE(has_field(head, "expect"));
+    CHECK_FALSE(has_field(head, "transfer-encoding"));
+    std::string body = server.bodies().back();
+    CHECK(body.size() == data.size());
+    CHECK(body == data);
+  }
+  // Without a reader, an empty body: Content-Length 0.
+  HttpRequest empty = req(server.url("/upload"));
+  empty.method = "PUT";
+  CHECK(client.perform(empty, nullptr).status == 201);
+  CHECK(server.heads().back().find("\r\nContent-Length: 0\r\n") != std::string::npos);
+  CHECK(server.bodies().back().empty());
+}
+
+// on_upload's CURL_READFUNC_ABORT comes back as CURLE_ABORTED_BY_CALLBACK: the message is kiln's
+// reason, not libcurl's "operation aborted by callback".
+TEST_CASE("a request body that ends before upload_size is an error", "[http]") {
+  TestServer server([](int fd, const std::string&, const std::string&, int) {
+    send_all(fd, answer(201, "Created", {}, ""));
+  });
+  HttpClient client(quick());
+  std::string data = pattern(1000);
+  kiln::StringReader reader(data);
+  HttpRequest request = req(server.url("/short-upload"));
+  request.method = "PUT";
+  request.upload = &reader;
+  request.upload_size = data.size() + 10;
+  try {
+    client.perform(request, nullptr);
+    FAIL("a short body must fail");
+  } catch (const HttpError& e) {
+    CHECK(std::string(e.what()) ==
+          "PUT `" + server.url("/short-upload") + "`: the request body ended 10 bytes early");
+  }
+}
+
+TEST_CASE("what the body's reader throws while uploading comes out unchanged", "[http]") {
+  TestServer server([](int fd, const std::string&, const std::string&, int) {
+    send_all(fd, answer(201, "Created", {}, ""));
+  });
+  // Gives 200 KiB, then fails as a blob file read would.
+  struct Failing : kiln::Reader {
+    size_t given = 0;
+    size_t read(std::span<std::byte> buf) override {
+      if (given >= 200 << 10) throw kiln::SystemError("read `blob`", EIO);
+      size_t n = std::min<size_t>(buf.size(), (200 << 10) - given);
+      std::fill_n(buf.begin(), n, std::byte{'u'});
+      given += n;
+      return n;
+    }
+  } failing;
+  HttpClient client(quick());
+  HttpRequest request = req(server.url("/upload"));
+  request.method = "PATCH";
+  request.upload = &failing;
+  request.upload_size = 1 << 20;
+  try {
+    client.perform(request, nullptr);
+    FAIL("the reader's error must come out");
+  } catch (const kiln::SystemError& e) {
+    CHECK(std::string(e.what()) == std::string(kiln::SystemError("read `blob`", EIO).what()));
+    CHECK(e.code() == EIO);
+  }
+  CHECK(failing.given == 200u << 10);
+  // The server saw less than the announced length; the client works on.
+  server.wait_for_requests(1);
+  CHECK(server.bodies().back().size() < 1u << 20);
+  CHECK(client.perform(req(server.url("/after")), nullptr).status == 201);
+}
+
+TEST_CASE("HEAD: the status and the fields, no body awaited", "[http]") {
+  TestServer server([](int fd, const std::string& target, const std::string&, int) {
+    // A HEAD answer announces the length of the body a GET would get, and sends none.
+    if (target == "/blob") {
+      send_all(fd,
+               "HTTP/1.1 200 OK\r\nContent-Length: 1234\r\nDocker-Content-Digest: sha256:abc\r\n"
+               "Connection: close\r\n\r\n");
+    } else {
+      send_all(fd, "HTTP/1.1 404 Not Found\r\nContent-Length: 77\r\nConnection: close\r\n\r\n");
+    }
+  });
+  HttpClient client(quick());
+  StringWriter body;
+  HttpRequest request = req(server.url("/blob"));
+  request.method = "HEAD";
+  std::chrono::milliseconds took;
+  HttpResponse response;
+  took = timed([&] { response = client.perform(request, &body); });
+  CHECK(took < std::chrono::seconds(1));  // not a stall waiting for 1234 bytes
+  CHECK(response.status == 200);
+  CHECK(response.content_length == 1234u);
+  CHECK(response.header("docker-content-digest") == "sha256:abc");
+  CHECK(response.size == 0);
+  CHECK(body.text.empty());
+  CHECK(server.heads().back().starts_with("HEAD /blob HTTP/1.1\r\n"));
+
+  HttpRequest missing = req(server.url("/missing"));
+  missing.method = "HEAD";
+  missing.throw_on_error_status = false;
+  CHECK(client.perform(missing, &body).status == 404);
+  CHECK(body.text.empty());
+}
+
+TEST_CASE("throw_on_error_status off: the status and the start of the body are returned", "[http]") {
+  const std::string big = pattern(100 << 10);
+  TestServer server([&](int fd, const std::string& target, const std::string&, int) {
+    if (target == "/denied") {
+      send_all(fd, answer(401, "Unauthorized", {"WWW-Authenticate: Bearer realm=\"http://auth/token\""},
+                          "{\"errors\":[{\"code\":\"UNAUTHORIZED\"}]}"));
+    }
+    if (target == "/big-error") send_all(fd, answer(500, "Oops", {}, big));
+    if (target == "/fine") send_all(fd, answer(200, "OK", {}, "fine"));
+  });
+  HttpClient client(quick());
+  StringWriter body;
+  HttpRequest request = req(server.url("/denied"));
+  request.throw_on_error_status = false;
+  HttpResponse response = client.perform(request, &body);
+  CHECK(response.status == 401);
+  CHECK(response.error_body == "{\"errors\":[{\"code\":\"UNAUTHORIZED\"}]}");
+  CHECK(response.header("www-authenticate") == "Bearer realm=\"http://auth/token\"");
+  CHECK(body.text.empty());  // an error's body is not the body
+
+  // A long error body: its start, capped, and still no exception.
+  request.url = server.url("/big-error");
+  response = client.perform(request, &body);
+  CHECK(response.status == 500);
+  CHECK(response.error_body == big.substr(0, HttpStatusError::kMaxErrorBody));
+  CHECK(body.text.empty());
+
+  // A success is as with the default.
+  request.url = server.url("/fine");
+  response = client.perform(request, &body);
+  CHECK(response.status == 200);
+  CHECK(response.error_body.empty());
+  CHECK(body.text == "fine");
+}
+
+TEST_CASE("range_start asks for the rest, and skips what a server sends anyway", "[http]") {
+  const std::string whole = pattern(1 << 20);
+  TestServer server([&](int fd, const std::string& target, const std::string& head, int) {
+    if (target == "/ignores-range") send_all(fd, answer(200, "OK", {}, whole));
+    if (target == "/honours-range") {
+      size_t at = head.find("Range: bytes=");
+      size_t from = at == std::string::npos ? 0 : std::stoul(head.substr(at + 13));
+      send_all(fd,
+               answer(206, "Partial Content",
+                      {fmt::format("Content-Range: bytes {}-{}/{}", from, whole.size() - 1, whole.size())},
+                      std::string_view(whole).substr(from)));
+    }
+  });
+  HttpClient client(quick());
+  // Past libcurl's 128 KiB buffer: the bytes to drop span several pieces of the body.
+  for (uint64_t from : {uint64_t{5}, uint64_t{300001}}) {
+    INFO(from);
+    for (const char* path : {"/ignores-range", "/honours-range"}) {
+      INFO(path);
+      StringWriter body;
+      HttpRequest request = req(server.url(path));
+      request.range_start = from;
+      HttpResponse response = client.get(request, body);
+      CHECK(response.status == (std::string_view(path) == "/ignores-range" ? 200 : 206));
+      CHECK(server.heads().back().find(fmt::format("\r\nRange: bytes={}-\r\n", from)) != std::string::npos);
+      CHECK(response.size == whole.size() - from);
+      CHECK(body.text.size() == whole.size() - from);
+      CHECK(body.text == whole.substr(from));
+    }
+  }
+  // Without range_start, no Range field.
+  StringWriter body;
+  client.get(req(server.url("/ignores-range")), body);
+  CHECK_FALSE(has_field(server.heads().back(), "range"));
+  CHECK(body.text == whole);
+}
+
+TEST_CASE("clients of two threads share one pool's connection", "[http]") {
+  TestServer server([](int fd, const std::string& target, const std::string&,
+                       int) { send_all(fd, kept_answer(200, "OK", target)); },
+                    /*keep_alive=*/true);
+  auto two_threads = [&](const std::shared_ptr<kiln::registry::ConnectionPool>& pool) {
+    HttpOptions options = quick();
+    options.pool = pool;
+    HttpClient first(options), second(options);
+    StringWriter a, b;
+    // One after the other: the second finds the first's connection idle in the pool.
+    std::thread([&] { first.get(req(server.url("/a")), a); }).join();
+    std::thread([&] { second.get(req(server.url("/b")), b); }).join();
+    CHECK(a.text == "/a");
+    CHECK(b.text == "/b");
+  };
+  two_threads(std::make_shared<kiln::registry::ConnectionPool>());
+  CHECK(server.heads().size() == 2);
+  CHECK(server.connections() == 1);
+  // Without a pool, each client has its own connections: the count above would be 2.
+  two_threads(nullptr);
+  CHECK(server.heads().size() == 4);
+  CHECK(server.connections() == 3);
 }
