@@ -22,18 +22,6 @@ std::string tag_or_digest(const Reference& ref) {
   return ref.digest() ? ref.digest()->str() : ref.tag().value_or("latest");
 }
 
-// A stored blob read from an offset, holding its own descriptor.
-class BlobReader : public Reader {
- public:
-  BlobReader(Fd fd, std::string name, uint64_t offset)
-      : fd_(std::move(fd)), reader_(fd_.get(), std::move(name), offset) {}
-  size_t read(std::span<std::byte> buf) override { return reader_.read(buf); }
-
- private:
-  Fd fd_;
-  PreadReader reader_;
-};
-
 }  // namespace
 
 RemoteCache::RemoteCache(Store& store, const registry::RegistryOptions& options,
@@ -141,19 +129,7 @@ void export_cache(Store& store, const registry::RegistryOptions& options, const 
                                   std::nullopt});
     }
     registry::for_each_parallel(layers.size(), 4, [&](size_t i) {
-      const Descriptor& layer = layers[i];
-      std::vector<std::string> sources = registry::blob_sources(store, layer.digest, client.domain());
-      std::optional<std::string> mount_from;
-      for (const std::string& s : sources)
-        if (s != repository) mount_from = s;
-      std::string name = fmt::format("blob {}", layer.digest);
-      client.put_blob(
-          repository, layer.digest, static_cast<uint64_t>(layer.size),
-          [&](uint64_t offset) -> std::unique_ptr<Reader> {
-            return std::make_unique<BlobReader>(store.open_blob(layer.digest), name, offset);
-          },
-          mount_from);
-      registry::remember_blob_source(store, layer.digest, client.domain(), repository);
+      registry::push_stored_blob(store, client, repository, layers[i]);
     });
     progress.note(vertex, fmt::format("{} layers", layers.size()));
     std::string config = doc.dump();

@@ -91,16 +91,23 @@ void add_registry_commands(CLI::App& app, Context& ctx) {
     auto name = std::make_shared<std::string>();
     auto platform = std::make_shared<std::string>();
     auto quiet = std::make_shared<bool>(false);
-    cmd->add_option("--platform", *platform, "Platform of a multi-platform image (default: this machine's)")
+    auto all_platforms = std::make_shared<bool>(false);
+    cmd->add_option("--platform", *platform,
+                    "Platform of a multi-platform image (default: this machine's); with --all-platforms, "
+                    "the one the name points at")
         ->type_name("OS/ARCH[/VARIANT]");
+    cmd->add_flag("--all-platforms", *all_platforms,
+                  "Pull every platform of a multi-platform image: each is stored untagged, with the index, "
+                  "and the name points at this machine's");
     cmd->add_flag("-q,--quiet", *quiet, "Print only the image's name");
     cmd->add_option("image", *name, "Image to pull")->required()->type_name("NAME[:TAG|@DIGEST]");
     add_registry_flags(*cmd, ctx);
-    cmd->callback([&ctx, name, platform, quiet] {
+    cmd->callback([&ctx, name, platform, quiet, all_platforms] {
       Reference ref = Reference::parse(*name);
       if (!ref.digest() && !ref.tag()) ref = Reference::parse(ref.str() + ":latest");
       registry::PullOptions options;
       if (!platform->empty()) options.platform = to_store_platform(*platform);
+      options.all_platforms = *all_platforms;
       if (!*quiet) options.progress = [](const std::string& line) { fmt::print("{}\n", line); };
       Store store = ctx.open_store();
       bool had = false;
@@ -124,14 +131,25 @@ void add_registry_commands(CLI::App& app, Context& ctx) {
     auto dest = std::make_shared<std::string>();
     auto digestfile = std::make_shared<std::string>();
     auto quiet = std::make_shared<bool>(false);
+    auto compression = std::make_shared<std::string>();
     cmd->add_option("--digestfile", *digestfile, "Write the pushed manifest's digest to this file")
         ->type_name("FILE");
+    cmd->add_option("--compression", *compression,
+                    "Push the layers compressed this way, recompressing those stored otherwise (the "
+                    "manifest pushed is then a new OCI manifest; default: as stored)")
+        ->type_name("gzip|zstd");
     cmd->add_flag("-q,--quiet", *quiet, "Print nothing but errors");
     cmd->add_option("image", *image, "Image to push")->required()->type_name("IMAGE");
     cmd->add_option("destination", *dest, "Where to push it (default: the image's name)")
         ->type_name("NAME[:TAG]");
     add_registry_flags(*cmd, ctx);
-    cmd->callback([&ctx, image, dest, digestfile, quiet] {
+    cmd->callback([&ctx, image, dest, digestfile, quiet, compression] {
+      registry::PushOptions options;
+      if (!compression->empty()) {
+        options.compression = parse_compression(*compression);
+        if (options.compression != Compression::Gzip && options.compression != Compression::Zstd)
+          throw UsageError(fmt::format("--compression `{}`: use gzip or zstd", *compression));
+      }
       Store store = ctx.open_store();
       Image img = store.resolve(*image);
       std::optional<Reference> target;
@@ -142,7 +160,6 @@ void add_registry_commands(CLI::App& app, Context& ctx) {
       }
       if (!target) throw UsageError(fmt::format("push `{}`: name a destination (NAME[:TAG])", *image));
       if (!target->tag() && !target->digest()) target = Reference::parse(target->str() + ":latest");
-      registry::PushOptions options;
       if (!*quiet) options.progress = [](const std::string& line) { fmt::print("{}\n", line); };
       RegistryClient client(target->domain(), ctx.registry_options());
       registry::PushResult result = registry::push_image(store, client, img, *target, options);

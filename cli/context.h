@@ -43,6 +43,7 @@ void add_parse_command(CLI::App& app, Context& ctx);
 void add_container_commands(CLI::App& app, Context& ctx);
 void add_build_command(CLI::App& app, Context& ctx);
 void add_registry_commands(CLI::App& app, Context& ctx);
+void add_copy_command(CLI::App& app, Context& ctx);
 // --tls-verify, --cert-dir and --retry, on kiln itself and on each command that reaches a registry,
 // so that they may come before the command or after it.
 void add_registry_flags(CLI::App& app, Context& ctx);

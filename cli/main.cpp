@@ -125,6 +125,7 @@ int run(int argc, char** argv) {
   add_container_commands(app, ctx);
   add_build_command(app, ctx);
   add_registry_commands(app, ctx);
+  add_copy_command(app, ctx);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp&) {

@@ -73,27 +73,6 @@ bool matches_insecure_entry(std::string_view host_port, std::string_view entry) 
   return (ntohl(a.s_addr) & mask) == (ntohl(n.s_addr) & mask);
 }
 
-// The registry's error body, as the distribution spec has it, in Docker's words:
-// "manifest unknown: manifest unknown". Empty when the body is not one.
-std::pair<std::string, std::string> registry_error_text(std::string_view body) {
-  auto doc = nlohmann::json::parse(body, nullptr, false);
-  if (!doc.is_object() || !doc.contains("errors") || !doc["errors"].is_array() || doc["errors"].empty())
-    return {};
-  std::string text, first_code;
-  for (const auto& e : doc["errors"]) {
-    if (!e.is_object()) continue;
-    std::string code = e.value("code", "");
-    std::string message =
-        e.contains("message") && e["message"].is_string() ? e["message"].get<std::string>() : "";
-    if (first_code.empty()) first_code = code;
-    std::string words = lowercase(code);
-    std::replace(words.begin(), words.end(), '_', ' ');
-    if (!text.empty()) text += "; ";
-    text += words.empty() ? message : message.empty() ? words : words + ": " + message;
-  }
-  return {text, first_code};
-}
-
 std::optional<std::chrono::seconds> parse_retry_after(const HttpResponse& response) {
   auto value = response.header("retry-after");
   if (!value) return std::nullopt;
@@ -182,6 +161,34 @@ struct Token {
 };
 
 }  // namespace
+
+std::pair<std::string, std::string> registry_error_text(std::string_view body) {
+  auto doc = nlohmann::json::parse(body, nullptr, false);
+  if (!doc.is_object() || !doc.contains("errors") || !doc["errors"].is_array() || doc["errors"].empty())
+    return {};
+  std::string text, first_code;
+  for (const auto& e : doc["errors"]) {
+    if (!e.is_object()) continue;
+    std::string code = e.value("code", "");
+    std::string message =
+        e.contains("message") && e["message"].is_string() ? e["message"].get<std::string>() : "";
+    if (first_code.empty()) first_code = code;
+    std::string words = lowercase(code);
+    std::replace(words.begin(), words.end(), '_', ' ');
+    if (!text.empty()) text += "; ";
+    text += words.empty() ? message : message.empty() ? words : words + ": " + message;
+  }
+  return {text, first_code};
+}
+
+bool registry_is_insecure(std::string_view domain, const RegistryOptions& options) {
+  if (options.tls_verify) return !*options.tls_verify;
+  std::string api_host = domain == "docker.io" ? "registry-1.docker.io" : std::string(domain);
+  if (is_loopback_host(api_host)) return true;
+  for (const std::string& entry : options.insecure_registries)
+    if (matches_insecure_entry(api_host, entry) || matches_insecure_entry(domain, entry)) return true;
+  return false;
+}
 
 std::string manifest_accept_header() {
   return fmt::format("Accept: {}, {}, {}, {}", media::kOciIndex, media::kOciManifest,
@@ -511,14 +518,7 @@ RegistryClient::RegistryClient(std::string domain, RegistryOptions options)
   impl.domain = std::move(domain);
   impl.api_host = impl.domain == "docker.io" ? "registry-1.docker.io" : impl.domain;
   impl.options = std::move(options);
-  if (impl.options.tls_verify) {
-    impl.insecure = !*impl.options.tls_verify;
-  } else {
-    impl.insecure = is_loopback_host(impl.api_host);
-    for (const std::string& entry : impl.options.insecure_registries)
-      if (matches_insecure_entry(impl.api_host, entry) || matches_insecure_entry(impl.domain, entry))
-        impl.insecure = true;
-  }
+  impl.insecure = registry_is_insecure(impl.domain, impl.options);
   impl.http_options.stall_timeout = impl.options.stall_timeout;
   impl.http_options.pool = std::make_shared<ConnectionPool>();
   impl.http_options.user_agent = "kiln/" KILN_VERSION;

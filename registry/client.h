@@ -124,4 +124,14 @@ class RegistryClient {
 // The accept list for manifests: OCI and Docker, indexes and single images.
 std::string manifest_accept_header();
 
+// Whether `domain` ("host[:port]") is spoken to without TLS verification (and over plain http when
+// https fails): --tls-verify when given, else Docker's rule (127.0.0.0/8, ::1, localhost) and the
+// insecure-registries entries (a host[:port], or an IPv4 CIDR holding the host's address).
+bool registry_is_insecure(std::string_view domain, const RegistryOptions& options);
+
+// A registry's error body (the distribution spec's `{"errors":[{"code","message"}]}`) in Docker's
+// words, "manifest unknown: manifest unknown", with the first code ("MANIFEST_UNKNOWN"); both empty
+// when the body is not one.
+std::pair<std::string, std::string> registry_error_text(std::string_view body);
+
 }  // namespace kiln::registry

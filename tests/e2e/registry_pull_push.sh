@@ -66,29 +66,8 @@ assert_eq "$(kiln images --format '{{.Tag}}')" "<none>" "pull by digest is untag
 
 # A multi-platform index (pushed by skopeo --all): the host's platform by default, another on
 # request, and a clear error for one the index lacks.
-index_dir=$WORK/index
-mkdir -p "$index_dir/blobs/sha256"
-cp "$SEED_LAYOUT"/blobs/sha256/* "$index_dir/blobs/sha256/"
-echo '{"imageLayoutVersion":"1.0.0"}' >"$index_dir/oci-layout"
-add_blob() { local d; d=$(sha256sum "$1" | cut -d' ' -f1); mv "$1" "$index_dir/blobs/sha256/$d"; echo "sha256:$d $(stat -c %s "$index_dir/blobs/sha256/$d")"; }
-manifest_json=$(cat "$SEED_LAYOUT/blobs/sha256/${SEED_DIGEST#sha256:}")
-entries=()
-for arch in amd64 arm64; do
-  jq -c --arg a "$arch" '.architecture=$a' "$SEED_LAYOUT/blobs/sha256/${SEED_CONFIG#sha256:}" >"$WORK/c.json"
-  read -r cd cs < <(add_blob "$WORK/c.json")
-  jq -c --arg d "$cd" --argjson s "$cs" '.config.digest=$d | .config.size=$s' <<<"$manifest_json" >"$WORK/m.json"
-  read -r md ms < <(add_blob "$WORK/m.json")
-  entries+=("$(jq -cn --arg d "$md" --argjson s "$ms" --arg a "$arch" \
-    '{mediaType:"application/vnd.oci.image.manifest.v1+json", digest:$d, size:$s, platform:{os:"linux", architecture:$a}}')")
-  eval "config_$arch=$cd"
-done
-jq -cn --argjson m "[$(IFS=,; echo "${entries[*]}")]" \
-  '{schemaVersion:2, mediaType:"application/vnd.oci.image.index.v1+json", manifests:$m}' >"$WORK/i.json"
-read -r index_digest _ < <(add_blob "$WORK/i.json")
-jq -cn --arg d "$index_digest" --argjson s "$(stat -c %s "$index_dir/blobs/sha256/${index_digest#sha256:}")" \
-  '{schemaVersion:2, manifests:[{mediaType:"application/vnd.oci.image.index.v1+json", digest:$d, size:$s,
-    annotations:{"org.opencontainers.image.ref.name":"multi"}}]}' >"$index_dir/index.json"
-skopeo copy -q --all --dest-tls-verify=false "oci:$index_dir:multi" "docker://$R/multi/img:latest" >/dev/null
+registry_seed_index multi/img:latest amd64 arm64
+index_digest=$INDEX_DIGEST config_amd64=$INDEX_CONFIG_amd64 config_arm64=$INDEX_CONFIG_arm64
 export KILN_ROOT=$WORK/store4
 out=$(kiln pull "$R/multi/img")
 assert_contains "$out" "Digest: $index_digest" "an index's pull prints the index digest"

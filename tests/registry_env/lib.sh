@@ -10,6 +10,7 @@
 #   registry_use NAME              makes NAME's REGISTRY_* (and TOKEN_*) the current ones again
 #   registry_stop [NAME]           stops one registry (and its token server); default the current one
 #   registry_seed_image REPO:TAG [LAYERS [BYTES]]   pushes a random image to the current registry
+#   registry_seed_index REPO:TAG ARCH...            pushes a multi-platform index of that image
 #   registry_skopeo_flags src|dest prints the skopeo flags for the current registry, one a line
 #   registry_token USER:PASSWORD|'' SCOPE...        a bearer token from the current token server
 #   fault_proxy_start UPSTREAM_ADDR [NAME]          proxy in front of a plain-HTTP registry
@@ -350,6 +351,49 @@ registry_seed_image() {
   SEED_DIGEST=$(cat "$tmp/digest")
   rm -rf -- "$tmp"
   export SEED_LAYOUT SEED_DIGEST SEED_CONFIG SEED_LAYERS SEED_REF
+}
+
+# registry_seed_index REPO:TAG ARCH...: after registry_seed_image, a multi-platform image of the
+# seed: per ARCH a config that differs only in its architecture, and a manifest with the seed's
+# layers, in one OCI index pushed with `skopeo copy --all` to the current registry. Exports
+# INDEX_LAYOUT (an OCI layout holding it under the tag "index"), INDEX_DIGEST, and per ARCH
+# INDEX_MANIFEST_<ARCH> and INDEX_CONFIG_<ARCH>.
+registry_seed_index() {
+  local ref=${1:?registry_seed_index REPO:TAG ARCH...} arch entries=() d s md ms cd cs flags
+  shift
+  [[ -n ${SEED_LAYOUT:-} ]] || { _renv_fail "registry_seed_index: call registry_seed_image first"; return 1; }
+  INDEX_LAYOUT=$(mktemp -d "$REGISTRY_ENV_DIR/index.XXXXXX")
+  mkdir -p "$INDEX_LAYOUT/blobs/sha256"
+  cp "$SEED_LAYOUT"/blobs/sha256/* "$INDEX_LAYOUT/blobs/sha256/"
+  echo '{"imageLayoutVersion":"1.0.0"}' >"$INDEX_LAYOUT/oci-layout"
+  _renv_index_blob() {   # FILE -> "sha256:HEX SIZE"; moves FILE into the layout
+    d=$(sha256sum "$1" | cut -d' ' -f1); s=$(stat -c %s "$1")
+    mv "$1" "$INDEX_LAYOUT/blobs/sha256/$d"
+    echo "sha256:$d $s"
+  }
+  for arch in "$@"; do
+    jq -c --arg a "$arch" '.architecture=$a' "$SEED_LAYOUT/blobs/sha256/${SEED_CONFIG#sha256:}" >"$INDEX_LAYOUT/c.json"
+    read -r cd cs < <(_renv_index_blob "$INDEX_LAYOUT/c.json")
+    jq -c --arg d "$cd" --argjson s "$cs" '.config.digest=$d | .config.size=$s' \
+      "$SEED_LAYOUT/blobs/sha256/${SEED_DIGEST#sha256:}" >"$INDEX_LAYOUT/m.json"
+    read -r md ms < <(_renv_index_blob "$INDEX_LAYOUT/m.json")
+    entries+=("$(jq -cn --arg d "$md" --argjson s "$ms" --arg a "$arch" \
+      '{mediaType:"application/vnd.oci.image.manifest.v1+json", digest:$d, size:$s, platform:{os:"linux", architecture:$a}}')")
+    printf -v "INDEX_MANIFEST_$arch" '%s' "$md"
+    printf -v "INDEX_CONFIG_$arch" '%s' "$cd"
+    export "INDEX_MANIFEST_$arch" "INDEX_CONFIG_$arch"
+  done
+  jq -cn --argjson m "[$(IFS=,; echo "${entries[*]}")]" \
+    '{schemaVersion:2, mediaType:"application/vnd.oci.image.index.v1+json", manifests:$m}' >"$INDEX_LAYOUT/i.json"
+  read -r INDEX_DIGEST s < <(_renv_index_blob "$INDEX_LAYOUT/i.json")
+  jq -cn --arg d "$INDEX_DIGEST" --argjson s "$s" \
+    '{schemaVersion:2, manifests:[{mediaType:"application/vnd.oci.image.index.v1+json", digest:$d, size:$s,
+      annotations:{"org.opencontainers.image.ref.name":"index"}}]}' >"$INDEX_LAYOUT/index.json"
+  mapfile -t flags < <(registry_skopeo_flags dest)
+  skopeo --insecure-policy copy --quiet --retry-times 0 --all "${flags[@]}" \
+    "oci:$INDEX_LAYOUT:index" "docker://$REGISTRY_ADDR/$ref" >/dev/null ||
+    { _renv_fail "registry_seed_index: skopeo push of $REGISTRY_ADDR/$ref failed"; return 1; }
+  export INDEX_LAYOUT INDEX_DIGEST
 }
 
 PROXY_VARS=(PROXY_NAME PROXY_ADDR PROXY_CTL PROXY_LOG PROXY_PID PROXY_UPSTREAM)
