@@ -6,6 +6,8 @@
 # or OCI directory (skopeo). kiln's pull does more than skopeo's: it also decompresses every layer
 # to check its diff ID and scan it as hostile input. Prints MB/s (compressed blob bytes), peak RSS,
 # the ratios, and the machine's limit for the same bytes (sha256 of them plus writing them).
+# Then the registry build cache: a build whose every step is in a --cache-from cache, against the
+# same build from the local cache plus a pull of its steps' layers (what it must download anyway).
 #   tests/bench/registry.sh [path/to/kiln]      (RUNS=5 BIG_MIB=512 BENCH_TMP=/dev/shm)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -121,3 +123,38 @@ for img in big many; do
     "kiln pull vs limit: $(ratio "kiln-pull-$img" "limit-sha256+write-$img")x"
   rm -rf "$seed_store" "$work/pull-oci" "$work/pull-store" "$work/copy"
 done
+
+# ---- the registry build cache
+reset_registry
+bb=$work/bb
+mkdir -p "$bb/bin" "$work/ctx"
+cp /bin/busybox "$bb/bin/busybox"
+for applet in sh head cat; do ln -sf busybox "$bb/bin/$applet"; done
+tar -C "$bb" -cf "$work/bb.tar" .
+base_store=$work/store-base
+KILN_ROOT=$base_store "$KILN" import "$work/bb.tar" "$R/bench/base:1" >/dev/null
+KILN_ROOT=$base_store "$KILN" push -q "$R/bench/base:1"
+head -c $((32 << 20)) /dev/urandom >"$work/ctx/data.bin"
+cat >"$work/ctx/Dockerfile" <<EOF
+FROM $R/bench/base:1
+COPY data.bin /data.bin
+RUN head -c 67108864 /dev/urandom > /a
+RUN head -c 67108864 /dev/urandom > /b
+RUN cat /a /b > /c
+EOF
+first=$work/store-first
+KILN_ROOT=$first "$KILN" build -q -t "$R/bench/app:1" --cache-to "type=registry,ref=$R/bench/cache:1" "$work/ctx" >/dev/null
+KILN_ROOT=$first "$KILN" push -q "$R/bench/app:1"
+bytes=$(skopeo inspect --tls-verify=false --raw "docker://$R/bench/cache:1" | jq '[.layers[].size] | add')
+echo "-- build cache: 4 steps, $bytes bytes of layers in the cache"
+# A second machine: the base pulled (untimed), every step from the registry cache.
+prepare() { rm -rf "$work/second"; KILN_ROOT=$work/second "$KILN" pull -q "$R/bench/base:1" >/dev/null; }
+measure "kiln-build-cache-from" env KILN_ROOT="$work/second" "$KILN" build -q --cache-from "type=registry,ref=$R/bench/cache:1" "$work/ctx"
+# The reference: the build from its own local cache, plus the download of the steps' layers.
+prepare() { :; }
+measure "kiln-build-local-cache" env KILN_ROOT="$first" "$KILN" build -q "$work/ctx"
+prepare() { rm -rf "$work/third"; KILN_ROOT=$work/third "$KILN" pull -q "$R/bench/base:1" >/dev/null; }
+measure "kiln-pull-step-layers" env KILN_ROOT="$work/third" "$KILN" pull -q "$R/bench/app:1"
+awk -v c="$(cut -d' ' -f1 "$work/result-kiln-build-cache-from")" -v l="$(cut -d' ' -f1 "$work/result-kiln-build-local-cache")" \
+  -v p="$(cut -d' ' -f1 "$work/result-kiln-pull-step-layers")" \
+  'BEGIN {printf "   cache-from build %.2f s vs local-cache build + pull of the layers %.2f s: %.2fx\n", c, l + p, (l + p) / c}'
