@@ -270,6 +270,8 @@ std::vector<std::string> BuildSession::snapshots(const ImageState& state) {
 }
 
 std::vector<std::string> BuildSession::snapshots(const std::vector<Layer>& layers) {
+  // Layers taken from a registry cache may still be on their way.
+  if (remote_cache) remote_cache->wait();
   std::vector<Descriptor> blobs;
   std::vector<Digest> diff_ids;
   for (const Layer& layer : layers) {
@@ -405,6 +407,7 @@ class Builder {
       session_.remote_cache =
           std::make_unique<RemoteCache>(store_, request_.registry, request_.cache_from, progress_);
     execute();
+    if (session_.remote_cache) session_.remote_cache->wait();
     BuildResult result = export_result();
     for (const CacheSpec& spec : request_.cache_to) export_cache(spec);
     return result;

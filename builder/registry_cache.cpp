@@ -70,21 +70,53 @@ std::optional<json> RemoteCache::fetch(const std::string& key, Progress& progres
   auto it = records_.find(key);
   if (it == records_.end()) return std::nullopt;
   const auto& [index, data] = it->second;
+  std::lock_guard lock(pending_mutex_);
+  pending_.push_back(
+      std::async(std::launch::async, [this, key, index = index, data = data, &progress, vertex] {
+        downloads_.acquire();
+        struct Release {
+          std::counting_semaphore<4>& slots;
+          ~Release() { slots.release(); }
+        } release{downloads_};
+        download(key, data, index, progress, vertex);
+      }));
+  return data;
+}
+
+void RemoteCache::wait() {
+  std::vector<std::future<void>> pending;
+  {
+    std::lock_guard lock(pending_mutex_);
+    pending.swap(pending_);
+  }
+  std::exception_ptr first;
+  for (std::future<void>& download : pending) {
+    try {
+      download.get();
+    } catch (...) {
+      if (!first) first = std::current_exception();
+    }
+  }
+  if (first) std::rethrow_exception(first);
+}
+
+void RemoteCache::download(const std::string& key, const json& data, size_t index, Progress& progress,
+                           int vertex) {
   const Source& source = sources_[index];
   std::vector<Digest> blobs;
-  try {
-    const json& layer = data.at("layer");
-    if (!layer.is_null()) {
-      Digest digest = Digest::parse_or_throw(layer.at("digest").get<std::string>(), "cached layer digest");
-      Digest diff_id = Digest::parse_or_throw(layer.at("diff_id").get<std::string>(), "cached layer diff ID");
-      auto size = layer.at("size").get<uint64_t>();
+  const json& layer = data.at("layer");
+  if (!layer.is_null()) {
+    Digest digest = Digest::parse_or_throw(layer.at("digest").get<std::string>(), "cached layer digest");
+    Digest diff_id = Digest::parse_or_throw(layer.at("diff_id").get<std::string>(), "cached layer diff ID");
+    auto size = layer.at("size").get<uint64_t>();
+    std::string what = fmt::format("registry cache: layer {}", digest);
+    try {
       if (!store_.has_blob(digest) || !store_.layer_info(digest)) {
         auto blob = store_.resumable_blob(digest, size);
         if (!store_.has_blob(digest) || !store_.layer_info(digest)) {
           if (blob->size() < size)
             source.client->get_blob(source.repository, digest, blob->resumed_from(), *blob);
           blob->seal(digest, size);
-          std::string what = fmt::format("cached layer {}", digest);
           PreadReader content(blob->fd(), what);
           LayerCheck check = check_layer(content, what);
           if (check.diff_id != diff_id)
@@ -96,14 +128,12 @@ std::optional<json> RemoteCache::fetch(const std::string& key, Progress& progres
                         fmt::format("downloaded {} ({} bytes) from the registry cache", digest, size));
         }
       }
-      blobs.push_back(digest);
+    } catch (const Error& e) {
+      throw Error(fmt::format("{}: {}", what, e.what()));
     }
-  } catch (const std::exception& e) {
-    progress.note(vertex, fmt::format("registry cache: {}; the step runs", e.what()));
-    return std::nullopt;
+    blobs.push_back(digest);
   }
   store_.put_cache_record(key, data, blobs, {});
-  return data;
 }
 
 void export_cache(Store& store, const registry::RegistryOptions& options, const CacheSpec& spec,

@@ -10,11 +10,13 @@
 // with each layer {"digest", "size", "media_type", "diff_id"} or null (a step without files).
 #pragma once
 
+#include <future>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <semaphore>
 #include <string>
 #include <vector>
 
@@ -43,10 +45,13 @@ class RemoteCache {
   ~RemoteCache();
 
   bool empty() const { return records_.empty(); }
-  // The record for `key` when a cache has it: its layer downloaded into the store (verified: digest,
-  // size and diff ID), the record then kept in the local cache too. nullopt when no cache has it,
-  // or its layer cannot be had (then the step runs).
+  // The record for `key` when a cache has it, at once: the next step's key needs only the layer's
+  // diff ID. Its layer is downloaded in the background (4 at a time; digest, size and diff ID
+  // verified) and the record then kept in the local cache too. nullopt when no cache has it.
   std::optional<nlohmann::json> fetch(const std::string& key, Progress& progress, int vertex);
+  // Waits for the downloads started so far; throws the first failure. Whatever reads a layer's
+  // files or writes an image calls it first.
+  void wait();
 
  private:
   struct Source {
@@ -56,6 +61,11 @@ class RemoteCache {
   Store& store_;
   std::vector<Source> sources_;
   std::map<std::string, std::pair<size_t, nlohmann::json>> records_;  // key → (source, data)
+  std::mutex pending_mutex_;
+  std::vector<std::future<void>> pending_;
+  std::counting_semaphore<4> downloads_{4};
+  void download(const std::string& key, const nlohmann::json& data, size_t source, Progress& progress,
+                int vertex);
 };
 
 // Pushes `records` and their layers to spec.ref as a cache manifest.
