@@ -53,8 +53,7 @@ Sha256::Sha256() : ctx_(std::make_unique<Ctx>()) {
 Sha256::~Sha256() = default;
 
 void Sha256::update(std::span<const std::byte> data) {
-  if (!data.empty())
-    sha256_update(&ctx_->state, data.size(), reinterpret_cast<const uint8_t*>(data.data()));
+  if (!data.empty()) sha256_update(&ctx_->state, data.size(), reinterpret_cast<const uint8_t*>(data.data()));
 }
 
 Digest Sha256::finish() {
