@@ -3,6 +3,8 @@
 #include <optional>
 #include <string_view>
 
+#include "registry/http_headers.h"
+
 namespace kiln::registry {
 namespace {
 
@@ -22,14 +24,6 @@ bool is_token68_char(char c) {
 // distribution's isSpace: line ends count, since a folded header may keep them.
 bool is_space(char c) {
   return c == ' ' || c == '\t' || c == '\r' || c == '\n';
-}
-
-std::string lowercase(std::string_view text) {
-  std::string out(text);
-  for (char& c : out) {
-    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
-  }
-  return out;
 }
 
 class Cursor {
@@ -104,7 +98,7 @@ void parse_line(std::string_view line, std::vector<AuthChallenge>& out) {
     if (in.at_end()) return;
     std::string_view scheme = in.token();
     if (scheme.empty()) return;
-    out.push_back(AuthChallenge{lowercase(scheme), {}, {}});
+    out.push_back(AuthChallenge{ascii_lowercase(scheme), {}, {}});
     AuthChallenge& challenge = out.back();
     // The scheme stands alone ("Basic, Bearer realm=…") or is followed by a space and its params.
     if (in.at_end() || in.peek() == ',') continue;
@@ -140,7 +134,7 @@ void parse_line(std::string_view line, std::vector<AuthChallenge>& out) {
         value = std::string(in.token());
         if (value.empty()) return;
       }
-      challenge.params[lowercase(name)] = std::move(value);
+      challenge.params[ascii_lowercase(name)] = std::move(value);
       in.skip_space();
       if (in.at_end()) return;
       if (in.peek() != ',') return;

@@ -34,12 +34,6 @@ constexpr std::chrono::seconds kDefaultTokenLifetime{60};
 
 using Clock = std::chrono::steady_clock;
 
-std::string lowercase(std::string_view text) {
-  std::string out(text);
-  for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return out;
-}
-
 // Docker's rule for a registry nobody configured: loopback is insecure (plain http allowed).
 bool is_loopback_host(std::string_view host_port) {
   std::string host(host_port);
@@ -173,7 +167,7 @@ std::pair<std::string, std::string> registry_error_text(std::string_view body) {
     std::string message =
         e.contains("message") && e["message"].is_string() ? e["message"].get<std::string>() : "";
     if (first_code.empty()) first_code = code;
-    std::string words = lowercase(code);
+    std::string words = ascii_lowercase(code);
     std::replace(words.begin(), words.end(), '_', ' ');
     if (!text.empty()) text += "; ";
     text += words.empty() ? message : message.empty() ? words : words + ": " + message;
@@ -276,7 +270,7 @@ struct RegistryClient::Impl {
       try {
         // https first for an insecure registry, once: a plain-http server fails the handshake at
         // once, and is then spoken to in plain http.
-        response = i + 1 < schemes.size() ? ping() : with_retries(request.what, ping);
+        response = i + 1 < schemes.size() ? ping() : with_retries(ping);
       } catch (const HttpStatusError&) {
         throw;
       } catch (const HttpError& e) {
@@ -317,7 +311,7 @@ struct RegistryClient::Impl {
   // Tries fn again on temporary failures, waiting longer each time (exponential, with jitter, or as
   // long as Retry-After asks).
   template <typename F>
-  auto with_retries(const std::string& what, F&& fn) -> decltype(fn()) {
+  auto with_retries(F&& fn) -> decltype(fn()) {
     for (int attempt = 0;; ++attempt) {
       try {
         return fn();
@@ -340,7 +334,6 @@ struct RegistryClient::Impl {
         std::this_thread::sleep_for(wait);
       }
     }
-    (void)what;
   }
 
   std::string fetch_token(const std::string& scope) {
@@ -393,7 +386,7 @@ struct RegistryClient::Impl {
                                 base64_encode(cred->username + ":" + cred->password));
     }
     CappedStringWriter body(1 << 20, request.what);
-    HttpResponse response = with_retries(request.what, [&] {
+    HttpResponse response = with_retries([&] {
       body.text.clear();
       form_reader = StringReader(form);
       Lease client(*this);
@@ -542,7 +535,7 @@ void RegistryClient::check_login() {
   HttpRequest request;
   request.url = impl.url("/v2/");
   request.what = fmt::format("log in to {}", impl.domain);
-  HttpResponse response = impl.with_retries(request.what, [&] { return impl.send(request, "", nullptr); });
+  HttpResponse response = impl.with_retries([&] { return impl.send(request, "", nullptr); });
   if (response.status == 401) {
     const std::optional<Credential>& cred = impl.load_credential();
     throw RegistryError(fmt::format("{}: {} (HTTP 401)", request.what,
@@ -567,7 +560,7 @@ FetchedManifest RegistryClient::get_manifest(const std::string& repository,
   Impl& impl = *impl_;
   std::string what = fmt::format("get manifest `{}/{}{}{}`", impl.domain, repository,
                                  tag_or_digest.starts_with("sha256:") ? "@" : ":", tag_or_digest);
-  return impl.with_retries(what, [&] {
+  return impl.with_retries([&] {
     HttpRequest request;
     request.url = impl.url(fmt::format("/v2/{}/manifests/{}", repository, tag_or_digest));
     request.what = what;
@@ -603,7 +596,7 @@ std::optional<Digest> RegistryClient::head_manifest(const std::string& repositor
                                                     const std::string& tag_or_digest) {
   Impl& impl = *impl_;
   std::string what = fmt::format("check manifest `{}/{}:{}`", impl.domain, repository, tag_or_digest);
-  return impl.with_retries(what, [&]() -> std::optional<Digest> {
+  return impl.with_retries([&]() -> std::optional<Digest> {
     HttpRequest request;
     request.method = "HEAD";
     request.url = impl.url(fmt::format("/v2/{}/manifests/{}", repository, tag_or_digest));
@@ -634,7 +627,7 @@ void RegistryClient::get_blob(const std::string& repository, const Digest& diges
   std::string what = fmt::format("get blob {} of `{}/{}`", digest, impl.domain, repository);
   uint64_t done = offset;
   ProgressWriter counted(out, done);
-  impl.with_retries(what, [&] {
+  impl.with_retries([&] {
     HttpRequest request;
     request.url = impl.url(fmt::format("/v2/{}/blobs/{}", repository, digest));
     request.what = what;
@@ -648,7 +641,7 @@ void RegistryClient::get_blob(const std::string& repository, const Digest& diges
 std::optional<uint64_t> RegistryClient::blob_size(const std::string& repository, const Digest& digest) {
   Impl& impl = *impl_;
   std::string what = fmt::format("check blob {} in `{}/{}`", digest, impl.domain, repository);
-  return impl.with_retries(what, [&]() -> std::optional<uint64_t> {
+  return impl.with_retries([&]() -> std::optional<uint64_t> {
     HttpRequest request;
     request.method = "HEAD";
     request.url = impl.url(fmt::format("/v2/{}/blobs/{}", repository, digest));
@@ -675,7 +668,7 @@ BlobUpload RegistryClient::put_blob(const std::string& repository, const Digest&
     request.method = "HEAD";
     request.url = impl.url(fmt::format("/v2/{}/blobs/{}", repository, digest));
     request.what = what;
-    HttpResponse response = impl.with_retries(what, [&] { return impl.send(request, scope, nullptr); });
+    HttpResponse response = impl.with_retries([&] { return impl.send(request, scope, nullptr); });
     if (is_success(response.status)) return BlobUpload::Existed;
     if (response.status != 404) throw_registry_error(what, response);
   }
@@ -687,7 +680,7 @@ BlobUpload RegistryClient::put_blob(const std::string& repository, const Digest&
     request.url = impl.url(fmt::format("/v2/{}/blobs/uploads/", repository));
     if (mount) request.url += fmt::format("?mount={}&from={}", digest, *mount_from);
     request.what = what;
-    HttpResponse response = impl.with_retries(what, [&] { return impl.send(request, scope, nullptr); });
+    HttpResponse response = impl.with_retries([&] { return impl.send(request, scope, nullptr); });
     if (response.status == 201 && mount) return {true, ""};
     if (response.status != 202) throw_registry_error(what, response);
     auto location = response.header("location");
@@ -790,7 +783,7 @@ Digest RegistryClient::put_manifest(const std::string& repository, const std::st
   Impl& impl = *impl_;
   std::string what = fmt::format("push manifest `{}/{}:{}`", impl.domain, repository, tag_or_digest);
   Digest digest = sha256_of(bytes);
-  HttpResponse response = impl.with_retries(what, [&] {
+  HttpResponse response = impl.with_retries([&] {
     HttpRequest request;
     request.method = "PUT";
     request.url = impl.url(fmt::format("/v2/{}/manifests/{}", repository, tag_or_digest));
@@ -823,7 +816,7 @@ std::vector<std::string> RegistryClient::list_tags(const std::string& repository
     HttpRequest request;
     request.url = next;
     request.what = what;
-    HttpResponse response = impl.with_retries(what, [&] {
+    HttpResponse response = impl.with_retries([&] {
       body.text.clear();
       return impl.send(request, pull_scope(repository), &body);
     });

@@ -35,12 +35,6 @@ void set_option(const CurlApi& api, CURL* curl, CURLoption option, T value) {
                     false);
 }
 
-std::string lowercase(std::string_view text) {
-  std::string out(text);
-  for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return out;
-}
-
 std::string_view trim(std::string_view text) {
   while (!text.empty() && (text.front() == ' ' || text.front() == '\t')) text.remove_prefix(1);
   while (!text.empty() &&
@@ -91,7 +85,7 @@ size_t on_header(char* data, size_t size, size_t count, void* user) {
   size_t colon = line.find(':');
   // The blank line ending the fields, and a folded continuation line (obsolete), carry no field.
   if (colon == std::string_view::npos || colon == 0 || line[0] == ' ' || line[0] == '\t') return n;
-  t->response->headers.emplace_back(lowercase(trim(line.substr(0, colon))),
+  t->response->headers.emplace_back(ascii_lowercase(trim(line.substr(0, colon))),
                                     std::string(trim(line.substr(colon + 1))));
   return n;
 }
@@ -255,7 +249,7 @@ std::string describe(CURLcode rc, const char* detail, const Transfer& t, const H
 }  // namespace
 
 std::optional<std::string> HttpResponse::header(std::string_view name) const {
-  std::string wanted = lowercase(name);
+  std::string wanted = ascii_lowercase(name);
   for (const auto& [key, value] : headers) {
     if (key == wanted) return value;
   }

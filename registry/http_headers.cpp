@@ -234,6 +234,14 @@ std::optional<std::string> decode_ext_value(std::string_view value) {
 
 }  // namespace
 
+std::string ascii_lowercase(std::string_view text) {
+  std::string out(text);
+  for (char& c : out) {
+    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
+  }
+  return out;
+}
+
 std::optional<int64_t> parse_http_date(std::string_view text) {
   if (auto t = imf_fixdate(text)) return t;
   if (auto t = rfc850(text)) return t;

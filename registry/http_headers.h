@@ -9,6 +9,10 @@
 
 namespace kiln::registry {
 
+// ASCII letters in lowercase, the rest as it is: header names, auth schemes and error codes are
+// ASCII, and the locale (process-wide state) must not decide.
+std::string ascii_lowercase(std::string_view text);
+
 // An HTTP-date (RFC 9110 5.6.7) as seconds since the epoch, in the three forms Go's http.ParseTime
 // accepts: IMF-fixdate ("Sun, 06 Nov 1994 08:49:37 GMT"), RFC 850 ("Sunday, 06-Nov-94 08:49:37
 // GMT") and asctime ("Sun Nov  6 08:49:37 1994"). nullopt for anything else, where BuildKit falls

@@ -18,11 +18,6 @@
 namespace kiln::registry {
 namespace {
 
-// Docker shows a layer by the first 12 hex digits of its blob digest.
-std::string short_id(const Digest& d) {
-  return d.hex().substr(0, 12);
-}
-
 std::string normalized_variant(const Platform& p) {
   // Docker's matcher: arm64's variant v8 is the default, as is arm's v7.
   if (p.architecture == "arm64" && p.variant == "v8") return "";
@@ -135,10 +130,10 @@ class Pull {
             fmt::format("pull `{}`: layer {} has media type `{}`", shown_, layer.digest, layer.media_type));
       if (auto staged = staged_.find(layer.digest); staged != staged_.end()) {
         check_diff_id(layer.digest, staged->second.info.diff_id, diff_ids[i]);
-        say(fmt::format("{}: Already exists", short_id(layer.digest)));
+        say(fmt::format("{}: Already exists", layer.digest.short_id()));
       } else if (store_.has_blob(layer.digest) && store_.layer_info(layer.digest)) {
         remember_blob_source(store_, layer.digest, client_.domain(), repository_);
-        say(fmt::format("{}: Already exists", short_id(layer.digest)));
+        say(fmt::format("{}: Already exists", layer.digest.short_id()));
       } else if (first_use.emplace(layer.digest, i).second) {
         missing.push_back(i);
       }
@@ -210,7 +205,7 @@ class Pull {
     if (store_.has_blob(layer.digest) && store_.layer_info(layer.digest)) return std::nullopt;
     if (blob->size() < static_cast<uint64_t>(layer.size)) {
       if (blob->resumed_from() > 0) {
-        say(fmt::format("{}: Resuming download at {} of {} bytes", short_id(layer.digest),
+        say(fmt::format("{}: Resuming download at {} of {} bytes", layer.digest.short_id(),
                         blob->resumed_from(), layer.size));
       }
       client_.get_blob(repository_, layer.digest, blob->resumed_from(), *blob);
@@ -223,7 +218,7 @@ class Pull {
     PreadReader content(blob->fd(), what);
     LayerCheck check = check_layer(content, what);
     check_diff_id(layer.digest, check.diff_id, diff_id);
-    say(fmt::format("{}: Pull complete", short_id(layer.digest)));
+    say(fmt::format("{}: Pull complete", layer.digest.short_id()));
     return StagedLayer{std::move(blob), LayerInfo{check.diff_id, check.uncompressed_size}};
   }
 
@@ -253,9 +248,9 @@ std::vector<Descriptor> platform_images(const Index& index, const Descriptor& ch
   for (const Descriptor& d : index.manifests) {
     bool unknown = !d.platform || d.platform->os == "unknown" || d.platform->architecture == "unknown";
     if (!is_manifest_media_type(d.media_type)) {
-      pull.say(fmt::format("{}: Skipped ({})", short_id(d.digest), d.media_type));
+      pull.say(fmt::format("{}: Skipped ({})", d.digest.short_id(), d.media_type));
     } else if (unknown && d.digest != chosen.digest) {
-      pull.say(fmt::format("{}: Skipped (no platform)", short_id(d.digest)));
+      pull.say(fmt::format("{}: Skipped (no platform)", d.digest.short_id()));
     } else if (std::none_of(out.begin(), out.end(),
                             [&](const Descriptor& o) { return o.digest == d.digest; })) {
       out.push_back(d);

@@ -17,10 +17,6 @@ namespace {
 
 // A stored blob read from an offset, holding its own descriptor.
 
-std::string short_id(const Digest& d) {
-  return d.hex().substr(0, 12);
-}
-
 // The compression a stored layer is in, from its first bytes (not from its media type, which only
 // says what whoever wrote the manifest believed).
 Compression stored_compression(const Store& store, const Digest& blob) {
@@ -192,12 +188,12 @@ PushResult push_image(Store& store, RegistryClient& client, const Image& image, 
         std::string what = fmt::format("push `{}`: layer {}", dest.familiar(), blob.digest);
         std::optional<Descriptor> made = earlier_conversion(store, blob, to, diff_ids[i]);
         if (made) {
-          say(fmt::format("{}: Recompressed with {} earlier: {}", short_id(blob.digest), compression_name(to),
-                          short_id(made->digest)));
+          say(fmt::format("{}: Recompressed with {} earlier: {}", blob.digest.short_id(),
+                          compression_name(to), made->digest.short_id()));
         } else {
           made = recompress_layer(store, blob, from, to, diff_ids[i], what);
-          say(fmt::format("{}: Recompressed with {}: {}", short_id(blob.digest), compression_name(to),
-                          short_id(made->digest)));
+          say(fmt::format("{}: Recompressed with {}: {}", blob.digest.short_id(), compression_name(to),
+                          made->digest.short_id()));
         }
         blob = *made;
         recompressed = true;
@@ -205,7 +201,7 @@ PushResult push_image(Store& store, RegistryClient& client, const Image& image, 
     }
     auto [done, mount_from] = push_stored_blob(store, client, repository, blob, options.mount_from);
     if (i + 1 == blobs.size()) return;  // Docker lists layers only
-    std::string id = short_id(blob.digest);
+    std::string id = blob.digest.short_id();
     switch (done) {
       case BlobUpload::Existed:
         say(fmt::format("{}: Layer already exists", id));

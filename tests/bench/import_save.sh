@@ -37,21 +37,7 @@ make_docker_archive() {
   rm -rf "$d"
 }
 
-# measure NAME CMD...: runs CMD RUNS times after a prepare step; prints median seconds and max RSS.
-measure() {
-  local name=$1; shift
-  local times=() rss=0 i t r
-  for ((i = 0; i < RUNS; i++)); do
-    prepare
-    /usr/bin/time -f '%e %M' -o "$work/time" "$@" >/dev/null
-    read -r t r <"$work/time"
-    times+=("$t"); ((r > rss)) && rss=$r
-  done
-  t=$(printf '%s\n' "${times[@]}" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
-  awk -v n="$name" -v t="$t" -v b="$bytes" -v r="$rss" 'BEGIN {printf "%-34s %8.2f s %9.1f MB/s %8.1f MB peak RSS\n", n, t, b / t / 1e6, r / 1024}'
-  echo "$t $rss" >"$work/result-$name"
-}
-ratio() { awk -v a="$(cut -d' ' -f1 "$work/result-$1")" -v b="$(cut -d' ' -f1 "$work/result-$2")" 'BEGIN {printf "%.2f", b / a}'; }
+source tests/bench/measure.sh
 
 echo "== kiln import + save vs skopeo copy, ${SIZE_MB} MB layers, median of $RUNS, $(date -u +%F), $(nproc) cores"
 echo "   kiln $("$KILN" --version | awk '{print $3}'), $(skopeo --version), tmp on $BENCH_TMP"

@@ -77,22 +77,7 @@ make_image() {
     '{schemaVersion:2, manifests:[$m + {annotations:{"org.opencontainers.image.ref.name":"latest"}}]}' >"$layout/index.json"
 }
 
-# measure NAME CMD...: median seconds and peak RSS of RUNS runs, each after prepare().
-measure() {
-  local name=$1; shift
-  local times=() rss=0 i t r
-  for ((i = 0; i < RUNS; i++)); do
-    prepare
-    /usr/bin/time -f '%e %M' -o "$work/time" "$@" >/dev/null
-    read -r t r <"$work/time"
-    times+=("$t"); ((r > rss)) && rss=$r
-  done
-  t=$(printf '%s\n' "${times[@]}" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
-  awk -v n="$name" -v t="$t" -v b="$bytes" -v r="$rss" \
-    'BEGIN {printf "%-24s %8.2f s %9.1f MB/s %8.1f MB peak RSS\n", n, t, b / t / 1e6, r / 1024}'
-  echo "$t $rss" >"$work/result-$name"
-}
-ratio() { awk -v a="$(cut -d' ' -f1 "$work/result-$1")" -v b="$(cut -d' ' -f1 "$work/result-$2")" 'BEGIN {printf "%.2f", b / a}'; }
+source tests/bench/measure.sh
 
 echo "== kiln push/pull vs skopeo copy, median of $RUNS, $(date -u +%F), $(nproc) cores, tmp on $BENCH_TMP"
 echo "   kiln $("$KILN" --version | awk '{print $3}'), $(skopeo --version), docker-registry $(docker-registry --version | awk '{print $3}')"
