@@ -6,7 +6,6 @@
 
 #include "layerstore/errors.h"
 #include "layerstore/image.h"
-#include "layerstore/layer_check.h"
 #include "registry/pull.h"
 
 namespace kiln::builder {
@@ -109,27 +108,16 @@ void RemoteCache::download(const std::string& key, const json& data, size_t inde
     Digest digest = Digest::parse_or_throw(layer.at("digest").get<std::string>(), "cached layer digest");
     Digest diff_id = Digest::parse_or_throw(layer.at("diff_id").get<std::string>(), "cached layer diff ID");
     auto size = layer.at("size").get<uint64_t>();
-    std::string what = fmt::format("registry cache: layer {}", digest);
-    try {
-      if (!store_.has_blob(digest) || !store_.layer_info(digest)) {
-        auto blob = store_.resumable_blob(digest, size);
-        if (!store_.has_blob(digest) || !store_.layer_info(digest)) {
-          if (blob->size() < size)
-            source.client->get_blob(source.repository, digest, blob->resumed_from(), *blob);
-          blob->seal(digest, size);
-          PreadReader content(blob->fd(), what);
-          LayerCheck check = check_layer(content, what);
-          if (check.diff_id != diff_id)
-            throw InvalidInputError(
-                fmt::format("{}: unpacks to {}, the cache says {}", what, check.diff_id, diff_id));
-          blob->publish();
-          store_.record_layer(digest, LayerInfo{check.diff_id, check.uncompressed_size});
-          progress.note(vertex,
-                        fmt::format("downloaded {} ({} bytes) from the registry cache", digest, size));
-        }
+    if (!store_.has_blob(digest) || !store_.layer_info(digest)) {
+      Descriptor descriptor{
+          layer.value("media_type", ""), digest, static_cast<int64_t>(size), {}, std::nullopt};
+      std::optional<registry::StagedLayer> staged = registry::download_layer(
+          store_, *source.client, source.repository, descriptor, diff_id, "registry cache");
+      if (staged) {
+        staged->blob->publish();
+        store_.record_layer(digest, staged->info);
+        progress.note(vertex, fmt::format("downloaded {} ({} bytes) from the registry cache", digest, size));
       }
-    } catch (const Error& e) {
-      throw Error(fmt::format("{}: {}", what, e.what()));
     }
     blobs.push_back(digest);
   }

@@ -187,10 +187,6 @@ class Pull {
   }
 
  private:
-  struct StagedLayer {
-    std::unique_ptr<Store::BlobWriter> blob;  // sealed, not published
-    LayerInfo info;
-  };
   struct StagedImage {
     FetchedManifest manifest;
     Digest config_digest;
@@ -199,27 +195,13 @@ class Pull {
 
   // nullopt when another process has stored the layer meanwhile.
   std::optional<StagedLayer> fetch_layer(const Descriptor& layer, const Digest& diff_id) {
-    std::string what = fmt::format("pull `{}`: layer {}", shown_, layer.digest);
-    auto blob = store_.resumable_blob(layer.digest, static_cast<uint64_t>(layer.size));
-    // Another process may have finished it while this one waited for the partial file.
-    if (store_.has_blob(layer.digest) && store_.layer_info(layer.digest)) return std::nullopt;
-    if (blob->size() < static_cast<uint64_t>(layer.size)) {
-      if (blob->resumed_from() > 0) {
-        say(fmt::format("{}: Resuming download at {} of {} bytes", layer.digest.short_id(),
-                        blob->resumed_from(), layer.size));
-      }
-      client_.get_blob(repository_, layer.digest, blob->resumed_from(), *blob);
-    }
-    try {
-      blob->seal(layer.digest, static_cast<uint64_t>(layer.size));
-    } catch (const Error& e) {
-      throw InvalidInputError(fmt::format("pull `{}`: {}", shown_, e.what()));
-    }
-    PreadReader content(blob->fd(), what);
-    LayerCheck check = check_layer(content, what);
-    check_diff_id(layer.digest, check.diff_id, diff_id);
-    say(fmt::format("{}: Pull complete", layer.digest.short_id()));
-    return StagedLayer{std::move(blob), LayerInfo{check.diff_id, check.uncompressed_size}};
+    std::optional<StagedLayer> staged = download_layer(
+        store_, client_, repository_, layer, diff_id, fmt::format("pull `{}`", shown_), [&](uint64_t offset) {
+          say(fmt::format("{}: Resuming download at {} of {} bytes", layer.digest.short_id(), offset,
+                          layer.size));
+        });
+    if (staged) say(fmt::format("{}: Pull complete", layer.digest.short_id()));
+    return staged;
   }
 
   void check_diff_id(const Digest& layer, const Digest& got, const Digest& wanted) const {
@@ -353,6 +335,36 @@ PullResult pull_from_registry(Store& store, const Reference& ref, const PullOpti
     }
   }
   throw Error("pull: no registry to pull from");  // unreachable: the last one returns or throws
+}
+
+}  // namespace kiln::registry
+
+namespace kiln::registry {
+
+std::optional<StagedLayer> download_layer(Store& store, RegistryClient& client, const std::string& repository,
+                                          const Descriptor& layer, const Digest& diff_id,
+                                          const std::string& context,
+                                          const std::function<void(uint64_t offset)>& on_resume) {
+  std::string what = fmt::format("{}: layer {}", context, layer.digest);
+  auto size = static_cast<uint64_t>(layer.size);
+  auto blob = store.resumable_blob(layer.digest, size);
+  // Another process may have finished it while this one waited for the partial file.
+  if (store.has_blob(layer.digest) && store.layer_info(layer.digest)) return std::nullopt;
+  if (blob->size() < size) {
+    if (blob->resumed_from() > 0 && on_resume) on_resume(blob->resumed_from());
+    client.get_blob(repository, layer.digest, blob->resumed_from(), *blob);
+  }
+  try {
+    blob->seal(layer.digest, size);
+  } catch (const Error& e) {
+    throw InvalidInputError(fmt::format("{}: {}", context, e.what()));
+  }
+  PreadReader content(blob->fd(), what);
+  LayerCheck check = check_layer(content, what);
+  if (check.diff_id != diff_id)
+    throw InvalidInputError(
+        fmt::format("{}: unpacks to {}, but the image config says {}", what, check.diff_id, diff_id));
+  return StagedLayer{std::move(blob), LayerInfo{check.diff_id, check.uncompressed_size}};
 }
 
 }  // namespace kiln::registry

@@ -72,6 +72,22 @@ struct PushResult {
 PushResult push_image(Store& store, RegistryClient& client, const Image& image, const Reference& dest,
                       const PushOptions& options);
 
+// A layer downloaded and verified but not yet published.
+struct StagedLayer {
+  std::unique_ptr<Store::BlobWriter> blob;  // sealed, not published
+  LayerInfo info;
+};
+
+// Downloads `layer` from `repository` into a resumable blob (continuing from what an interrupted
+// download left; `on_resume` is told where), seals it against its digest and size, and checks it as
+// a layer (hostile input) that must unpack to `diff_id`. Nothing is published. nullopt when the
+// store has the layer already (another process finished it while this one waited). Errors start
+// with `context` ("pull `app:1`").
+std::optional<StagedLayer> download_layer(Store& store, RegistryClient& client, const std::string& repository,
+                                          const Descriptor& layer, const Digest& diff_id,
+                                          const std::string& context,
+                                          const std::function<void(uint64_t offset)>& on_resume = {});
+
 // Makes the stored blob exist in `repository` of the client's registry: nothing when it is there,
 // mounted from `mount_from` or else from a repository of that registry where it is known to live
 // (blob_sources), uploaded otherwise; then remembered as living in `repository` too. Returns what
