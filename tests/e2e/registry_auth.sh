@@ -2,7 +2,7 @@
 # Registry auth for real: htpasswd Basic auth over TLS with a CA made by openssl, and token auth
 # (a token server issuing JWTs the registry verifies). login/logout and the auth file; Docker's
 # config.json; a wrong password, a missing scope and an unknown CA give clear errors; credentials
-# appear in no output.
+# appear in no output, and are not sent to the blob storage a registry redirects to.
 source "$(dirname "$0")/lib.sh"
 need docker-registry skopeo jq python3 openssl htpasswd
 source "$KILN_SOURCE_DIR/tests/registry_env/lib.sh"
@@ -45,6 +45,12 @@ digest=$(skopeo inspect --authfile "$HOME/.config/kiln/auth.json" --cert-dir "$R
 export KILN_ROOT=$WORK/store2
 out=$(kiln --tls-verify=true --cert-dir "$REGISTRY_CERT_DIR" pull "$R/app/bb:v1")
 assert_contains "$out" "Digest: $digest" "pull with credentials"
+# The registry offers HTTP/2 over TLS (ALPN); kiln's blob and manifest requests use it.
+for request in '"PUT /v2/app/bb/manifests/v1 HTTP/2.0" 201' '"PUT /v2/app/bb/blobs/uploads/[^ ]* HTTP/2.0" 201' \
+  '"GET /v2/app/bb/manifests/v1 HTTP/2.0" 200' '"GET /v2/app/bb/blobs/sha256:[0-9a-f]* HTTP/2.0" 200'; do
+  grep -q "$request [0-9]* \"\" \"kiln/" "$REGISTRY_LOG" ||
+    fail "no $request from kiln in the registry's log: $(grep '"kiln/' "$REGISTRY_LOG" | tail -5)"
+done
 # logout removes them; the pull is refused again.
 assert_eq "$(kiln logout "$R")" "Removing login credentials for $R" "logout"
 assert_eq "$(kiln logout "$R")" "Not logged in to $R" "second logout"
@@ -102,4 +108,38 @@ fault_proxy_arm "stall:/blobs/$config:1:3"
 kiln pull -q "$PROXY_ADDR/public/bb:v1" >/dev/null
 (( $(grep -c ' TOKEN ' "$TOKEN_LOG") - before >= 2 )) || fail "no second token after the first expired"
 grep -q " -> 401" "$PROXY_LOG" || fail "the registry never refused the expired token: $(tail -5 "$PROXY_LOG")"
+
+# ---- redirects to blob storage
+# Registries backed by S3 or GCS answer blob requests with a redirect to a pre-signed URL on
+# another host. kiln follows it without the registry's credentials: the proxy's blob store (like
+# S3) refuses a request that carries them. A download cut there resumes through a new redirect.
+registry_start htpasswd redirecting
+export KILN_ROOT=$WORK/store7
+kiln import "$WORK/bb.tar" "$REGISTRY_ADDR/app/bb:v1" >/dev/null
+fault_proxy_start "$REGISTRY_ADDR" redirect
+P=$PROXY_ADDR
+kiln tag "$REGISTRY_ADDR/app/bb:v1" "$P/app/bb:v1"
+printf '%s\n' "$REGISTRY_PASSWORD" | kiln login -u "$REGISTRY_USER" --password-stdin "$P" >/dev/null
+kiln push -q "$P/app/bb:v1" >/dev/null
+manifest_layer=$(curl -sf -u "$REGISTRY_USER:$REGISTRY_PASSWORD" \
+  -H 'Accept: application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json' \
+  "http://$REGISTRY_ADDR/v2/app/bb/manifests/v1" | jq -r '.layers[0].digest')
+[[ $manifest_layer == sha256:* ]] || fail "no layer in the pushed manifest"
+fault_proxy_arm 'redirect:^(GET|HEAD) /v2/.*/blobs/:0'
+# HEAD redirected too: the second push finds every blob there.
+out=$(kiln push "$P/app/bb:v1")
+assert_contains "$out" "Layer already exists" "push through redirected HEADs"
+export KILN_ROOT=$WORK/store8
+printf '%s\n' "$REGISTRY_PASSWORD" | kiln login -u "$REGISTRY_USER" --password-stdin "$P" >/dev/null
+fault_proxy_arm "cut:^STORAGE GET .*/blobs/$manifest_layer:100000"
+out=$(kiln pull "$P/app/bb:v1")
+assert_contains "$out" "Digest: sha256:" "pull through redirects"
+grep -q "STORAGE GET /v2/app/bb/blobs/$manifest_layer range=- .* auth=- " "$PROXY_LOG" ||
+  fail "the layer was not fetched from the blob store: $(grep STORAGE "$PROXY_LOG" | tail -5)"
+grep -q "STORAGE GET /v2/app/bb/blobs/$manifest_layer range=bytes=[1-9][0-9]*- .* auth=- " "$PROXY_LOG" ||
+  fail "the cut download did not resume with a Range at the blob store: $(grep STORAGE "$PROXY_LOG" | tail -5)"
+! grep -q "STORAGE.* -> 400" "$PROXY_LOG" || fail "credentials sent to the blob store: $(grep -- '-> 400' "$PROXY_LOG")"
+grep -q "STORAGE HEAD " "$PROXY_LOG" || fail "no HEAD went to the blob store"
+grep -q "GET /v2/app/bb/blobs/$manifest_layer .* auth=basic " "$PROXY_LOG" ||
+  fail "the registry got the blob request without credentials"
 echo "ok"

@@ -16,11 +16,20 @@ SPEC (fields split on ':'; write a ':' inside the regex as '\\:'):
   status:REGEX:CODE[:COUNT[:RETRY_AFTER]]   answer CODE with a registry-style JSON error, no upstream
   stall:REGEX:BYTES:SECONDS[:COUNT]  BYTES of the response body, then nothing for SECONDS, then the rest
   drop:REGEX[:COUNT]                 close the connection without an answer
+  redirect:REGEX[:COUNT]             answer 307 to the blob store (below) instead of forwarding
   reset                              clear every fault
 REGEX is searched (re.search) in "METHOD TARGET", e.g. "GET /v2/a/blobs/sha256:ab..?x=1", so
 "/blobs/" matches any blob request and "^PATCH " any PATCH. COUNT (default 1) is how many
 matching requests the fault applies to; 0 means every one until reset. Faults are tried in the
 order they were armed; the first match applies. BYTES count body payload (not chunk framing).
+
+The blob store imitates the object storage (S3, GCS) registries redirect blob requests to: a
+second listener on 127.0.0.2 serving /storage/TOKEN, a pre-signed URL that stands for the
+redirected request and the credentials it carried. Like S3, it refuses a request that also sends
+an Authorization header (400, "Only one auth mechanism allowed"): a client must not forward the
+registry's credentials to another host. Otherwise it forwards the original request upstream with
+the granted credentials. Its requests are logged with a STORAGE prefix and matched against the
+faults as "STORAGE METHOD TARGET" (TARGET the original one), so "^STORAGE GET" cuts there.
 
 Every request is logged to --log as one line when it arrives (method, target, Range,
 Content-Range, Content-Length, Transfer-Encoding, the fault applied) and one line when it ends.
@@ -32,6 +41,7 @@ import itertools
 import json
 import os
 import re
+import secrets
 import socket
 import socketserver
 import sys
@@ -65,7 +75,8 @@ KINDS = {"cut": (("bytes", "count"), 1),
          "cut-request": (("bytes", "count"), 1),
          "status": (("code", "count", "retry_after"), 1),
          "stall": (("bytes", "seconds", "count"), 2),
-         "drop": (("count",), 0)}
+         "drop": (("count",), 0),
+         "redirect": (("count",), 0)}
 NUMBER = re.compile(r"^\d+(\.\d+)?$")
 
 
@@ -75,7 +86,7 @@ class Fault:
         fields = re.split(r"(?<!\\):", spec)
         self.kind, rest = fields[0], fields[1:]
         if self.kind not in KINDS:
-            raise ValueError(f"unknown fault kind {self.kind!r} (cut, cut-request, status, stall, drop, reset)")
+            raise ValueError(f"unknown fault kind {self.kind!r} (cut, cut-request, status, stall, drop, redirect, reset)")
         names, required = KINDS[self.kind]
         if not rest:
             raise ValueError(f"{self.kind}: missing REGEX")
@@ -270,6 +281,20 @@ class Proxy:
         self.log_lock = threading.Lock()
         self.ids = itertools.count(1)
         self.conns = itertools.count(1)
+        self.storage_base = None   # "http://127.0.0.2:PORT", once the blob store listens
+        self.grants = {}           # token -> (original target, Authorization value or None)
+        self.grants_lock = threading.Lock()
+
+    def grant(self, target, authorization):
+        token = secrets.token_hex(16)
+        with self.grants_lock:
+            self.grants[token] = (target, authorization)
+        return f"{self.storage_base}/storage/{token}?X-Amz-Signature={secrets.token_hex(8)}"
+
+    def granted(self, storage_target):
+        token = storage_target.split("?")[0].rpartition("/")[2]
+        with self.grants_lock:
+            return self.grants.get(token)
 
     def log(self, line):
         stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
@@ -292,8 +317,25 @@ def status_response(code, retry_after, why, method, target, keep_alive):
     return ("\r\n".join(head) + "\r\n\r\n").encode() + body
 
 
+def plain_response(code, reason, headers, body, keep_alive):
+    head = [f"HTTP/1.1 {code} {reason}"] + headers + [
+        f"Content-Length: {len(body)}", "Connection: " + ("keep-alive" if keep_alive else "close")]
+    return ("\r\n".join(head) + "\r\n\r\n").encode() + body
+
+
+def with_target(req, method, target, version, authorization):
+    """The request head with another target and Authorization (None: without one)."""
+    headers = [(k, v) for k, v in req.headers if k.lower() != "authorization"]
+    if authorization is not None:
+        headers.append(("Authorization", authorization))
+    lines = [f"{method} {target} {version}"] + [f"{k}: {v}" for k, v in headers]
+    raw = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+    return Message(raw, lines[0], headers)
+
+
 class ClientHandler(socketserver.BaseRequestHandler):
-    proxy = None   # set before serving
+    proxy = None     # set before serving
+    storage = False  # True on the blob store's listener
 
     def handle(self):
         client = self.request
@@ -335,9 +377,24 @@ class ClientHandler(socketserver.BaseRequestHandler):
             proxy.log(f"#{n} conn={conn} malformed request line {req.first!r}")
             return False
         method, target, version = parts
-        fault = proxy.faults.take(f"{method} {target}")
         auth = (req.get("Authorization") or "-").split(" ")[0].lower()
-        proxy.log(f"#{n} conn={conn} {method} {target} range={req.get('Range', '-')} "
+        where = ""
+        if self.storage:
+            grant = proxy.granted(target)
+            where = "STORAGE "
+            if grant is None or req.get("Authorization") is not None:
+                why = ("no such grant" if grant is None else
+                       "Only one auth mechanism allowed; only the X-Amz-Algorithm query parameter, "
+                       "Signature query string parameter or the Authorization header should be specified")
+                code = 404 if grant is None else 400
+                proxy.log(f"#{n} conn={conn} STORAGE {method} {target} auth={auth} -> {code} {why}")
+                body = b"" if method == "HEAD" else f"<Error><Message>{why}</Message></Error>".encode()
+                client.sendall(plain_response(code, REASONS[code], ["Content-Type: application/xml"], body, False))
+                return False
+            target = grant[0]
+            req = with_target(req, method, target, version, grant[1])
+        fault = proxy.faults.take(f"{where}{method} {target}")
+        proxy.log(f"#{n} conn={conn} {where}{method} {target} range={req.get('Range', '-')} "
                   f"content-range={req.get('Content-Range', '-')} content-length={req.get('Content-Length', '-')} "
                   f"transfer-encoding={req.get('Transfer-Encoding', '-')} expect={req.get('Expect', '-')} "
                   f"connection={req.get('Connection', '-')} "
@@ -351,6 +408,16 @@ class ClientHandler(socketserver.BaseRequestHandler):
         if fault and fault.kind == "drop":
             proxy.log(f"#{n} -> dropped (closed without an answer)")
             return False
+        if fault and fault.kind == "redirect":
+            if req_framing != "none":
+                try:
+                    copy_body(rd, req_framing, req_length, Sink(None))
+                except (PeerGone, OSError, ValueError):
+                    return False
+            location = proxy.grant(target, req.get("Authorization"))
+            client.sendall(plain_response(307, "Temporary Redirect", [f"Location: {location}"], b"", client_keep))
+            proxy.log(f"#{n} -> 307 to {location}")
+            return client_keep
         if fault and fault.kind == "status":
             expect = req.has_token("Expect", "100-continue")
             if not expect and req_framing != "none":
@@ -503,11 +570,14 @@ def main():
     proxy = Proxy(args.upstream, args.log)
     ClientHandler.proxy = ControlHandler.proxy = proxy
     server = ProxyServer(("127.0.0.1", args.port), ClientHandler)
+    storage = ProxyServer(("127.0.0.2", 0), type("StorageHandler", (ClientHandler,), {"storage": True}))
+    proxy.storage_base = f"http://127.0.0.2:{storage.server_address[1]}"
+    threading.Thread(target=storage.serve_forever, daemon=True).start()
     control = ThreadingHTTPServer(("127.0.0.1", args.control_port), ControlHandler)
     control.daemon_threads = True
     threading.Thread(target=control.serve_forever, daemon=True).start()
     port, control_port = server.server_address[1], control.server_address[1]
-    proxy.log(f"START port={port} control={control_port} upstream={args.upstream}")
+    proxy.log(f"START port={port} control={control_port} storage={proxy.storage_base} upstream={args.upstream}")
     tmp = args.ready_file + ".tmp"
     with open(tmp, "w") as f:
         f.write(f"{port} {control_port}\n")

@@ -430,7 +430,7 @@ fault_proxy_use() {
 # fault_proxy_arm SPEC: arms one fault on the current proxy (see tests/registry_env/README.md);
 # returns once the proxy has it in force, fails on a SPEC it rejects.
 #   cut:REGEX:BYTES[:COUNT]   cut-request:REGEX:BYTES[:COUNT]   status:REGEX:CODE[:COUNT[:RETRY_AFTER]]
-#   stall:REGEX:BYTES:SECONDS[:COUNT]   drop:REGEX[:COUNT]   reset
+#   stall:REGEX:BYTES:SECONDS[:COUNT]   drop:REGEX[:COUNT]   redirect:REGEX[:COUNT]   reset
 fault_proxy_arm() {
   local spec=${1:?fault_proxy_arm SPEC} out code
   [[ -n ${PROXY_CTL:-} ]] || { _renv_fail "fault_proxy_arm: no proxy started"; return 1; }
