@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <memory>
 #include <vector>
 
 #include "layerstore/errors.h"
@@ -75,12 +76,15 @@ void FdWriter::write(std::span<const std::byte> data) {
 }
 
 uint64_t copy_stream(Reader& in, Writer& out) {
-  std::vector<std::byte> buf(1 << 20);
+  // Not zero-filled: every byte is written by read() before it is used.
+  constexpr size_t kSize = 1 << 20;
+  auto storage = std::make_unique_for_overwrite<std::byte[]>(kSize);
+  std::span<std::byte> buf(storage.get(), kSize);
   uint64_t total = 0;
   for (;;) {
     size_t n = in.read(buf);
     if (n == 0) return total;
-    out.write(std::span(buf).first(n));
+    out.write(buf.first(n));
     total += n;
   }
 }

@@ -181,7 +181,7 @@ Store::BlobWriter::BlobWriter(const Store& store, const Digest& digest, uint64_t
   // What is there is hashed again: the digest covers the whole blob, and the hash state of the
   // interrupted download died with it.
   PreadReader existing(fd_.get(), temp_path_);
-  std::vector<std::byte> buffer(1 << 20);
+  std::vector<std::byte> buffer(have > 0 ? 1 << 20 : 0);
   while (size_ < have) {
     size_t n = existing.read(std::span(buffer).first(std::min<uint64_t>(buffer.size(), have - size_)));
     if (n == 0) break;

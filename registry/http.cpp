@@ -22,6 +22,10 @@ namespace {
 // libcurl's receive buffer: the store's block size. libcurl hands the body over in pieces of at
 // most this size and keeps none of it, so a download holds this much however large it is.
 constexpr long kBufferSize = 128 << 10;
+// libcurl hands a body over in pieces of at most 16 KiB (CURL_MAX_WRITE_SIZE) whatever it read
+// from the socket; they are gathered up to this before the Writer sees them, so that a download
+// costs one write(2) per 256 KiB rather than per 16 KiB.
+constexpr size_t kBodyBatch = 256 << 10;
 constexpr long kUploadBufferSize = 1 << 20;
 // One response's header fields, at most: a hostile server could otherwise fill memory with them.
 constexpr size_t kMaxHeaderBytes = 256 << 10;
@@ -49,6 +53,7 @@ struct Transfer {
   const CurlApi* api = nullptr;
   CURL* curl = nullptr;
   Writer* body = nullptr;  // null: the body is discarded
+  std::vector<std::byte> batch;  // body bytes received, not yet given to `body`
   Reader* upload = nullptr;
   uint64_t upload_left = 0;
   HttpResponse* response = nullptr;
@@ -64,6 +69,12 @@ struct Transfer {
   std::exception_ptr body_error;
   std::string abort_reason;
   bool canceled = false;
+
+  void flush_batch() {
+    if (batch.empty()) return;
+    body->write(batch);
+    batch.clear();
+  }
 };
 
 size_t on_header(char* data, size_t size, size_t count, void* user) {
@@ -110,9 +121,16 @@ size_t on_body(char* data, size_t size, size_t count, void* user) {
   size_t dropped = static_cast<size_t>(std::min<uint64_t>(t->skip, n));
   t->skip -= dropped;
   try {
-    if (t->body && n > dropped)
-      t->body->write(
-          std::span<const std::byte>(reinterpret_cast<const std::byte*>(data) + dropped, n - dropped));
+    if (t->body && n > dropped) {
+      std::span<const std::byte> piece(reinterpret_cast<const std::byte*>(data) + dropped, n - dropped);
+      if (t->batch.size() + piece.size() > kBodyBatch) t->flush_batch();
+      if (piece.size() >= kBodyBatch) {
+        t->body->write(piece);
+      } else {
+        if (t->batch.capacity() == 0) t->batch.reserve(kBodyBatch);
+        t->batch.insert(t->batch.end(), piece.begin(), piece.end());
+      }
+    }
   } catch (...) {
     t->body_error = std::current_exception();
     return 0;
@@ -426,6 +444,14 @@ HttpResponse HttpClient::perform(const HttpRequest& request, Writer* body) {
   } detach{api, curl};
 
   CURLcode rc = api.easy_perform(curl);
+  // What arrived is handed over even when the transfer broke off: a retry resumes after it.
+  if (!t.body_error) {
+    try {
+      t.flush_batch();
+    } catch (...) {
+      t.body_error = std::current_exception();
+    }
+  }
   if (t.body_error) std::rethrow_exception(t.body_error);
   long status = 0;
   api.easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &status);
