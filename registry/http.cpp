@@ -52,7 +52,7 @@ std::string_view trim(std::string_view text) {
 struct Transfer {
   const CurlApi* api = nullptr;
   CURL* curl = nullptr;
-  Writer* body = nullptr;  // null: the body is discarded
+  Writer* body = nullptr;        // null: the body is discarded
   std::vector<std::byte> batch;  // body bytes received, not yet given to `body`
   Reader* upload = nullptr;
   uint64_t upload_left = 0;
