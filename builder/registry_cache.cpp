@@ -26,6 +26,15 @@ std::string tag_or_digest(const Reference& ref) {
 RemoteCache::RemoteCache(Store& store, const registry::RegistryOptions& options,
                          const std::vector<CacheSpec>& from, Progress& progress)
     : store_(store) {
+  // A fresh machine hashes its context for the first COPY meanwhile: the downloads of the steps
+  // after it can start only once both are there.
+  import_ = std::async(std::launch::async, [this, options, from, &progress] {
+              import(options, from, progress);
+            }).share();
+}
+
+void RemoteCache::import(const registry::RegistryOptions& options, const std::vector<CacheSpec>& from,
+                         Progress& progress) {
   for (const CacheSpec& spec : from) {
     int vertex = progress.start(fmt::format("importing cache manifest from {}", spec.ref.str()));
     try {
@@ -66,6 +75,7 @@ RemoteCache::RemoteCache(Store& store, const registry::RegistryOptions& options,
 RemoteCache::~RemoteCache() = default;
 
 std::optional<json> RemoteCache::fetch(const std::string& key, Progress& progress, int vertex) {
+  imported();
   auto it = records_.find(key);
   if (it == records_.end()) return std::nullopt;
   const auto& [index, data] = it->second;

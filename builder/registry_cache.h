@@ -38,13 +38,13 @@ struct CacheRecord {
 // The records of --cache-from registries, read when the build starts. Safe from several threads.
 class RemoteCache {
  public:
-  // Reads each ref's cache manifest; one that is missing or unreadable is reported as a note and
-  // skipped, as BuildKit does: a cache is an optimisation, never a reason to fail.
+  // Starts reading each ref's cache manifest in the background, while the build reads its
+  // context; one that is missing or unreadable is reported as a note and skipped, as BuildKit
+  // does: a cache is an optimisation, never a reason to fail.
   RemoteCache(Store& store, const registry::RegistryOptions& options, const std::vector<CacheSpec>& from,
               Progress& progress);
   ~RemoteCache();
 
-  bool empty() const { return records_.empty(); }
   // The record for `key` when a cache has it, at once: the next step's key needs only the layer's
   // diff ID. Its layer is downloaded in the background (4 at a time; digest, size and diff ID
   // verified) and the record then kept in the local cache too. nullopt when no cache has it.
@@ -59,11 +59,16 @@ class RemoteCache {
     std::string repository;
   };
   Store& store_;
+  // Written by the import alone; read by others only after waiting for it (imported()).
   std::vector<Source> sources_;
   std::map<std::string, std::pair<size_t, nlohmann::json>> records_;  // key → (source, data)
+  std::shared_future<void> import_;
   std::mutex pending_mutex_;
   std::vector<std::future<void>> pending_;
   std::counting_semaphore<4> downloads_{4};
+  void import(const registry::RegistryOptions& options, const std::vector<CacheSpec>& from,
+              Progress& progress);
+  void imported() const { import_.get(); }
   void download(const std::string& key, const nlohmann::json& data, size_t source, Progress& progress,
                 int vertex);
 };
