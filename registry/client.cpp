@@ -207,8 +207,8 @@ struct RegistryClient::Impl {
   std::optional<Credential> credential;
   std::mt19937 jitter{std::random_device{}()};
 
-  // An HTTP client for one request, returned to the idle list after it: one per thread at a time,
-  // all sharing the pool's connections.
+  // An HTTP client for one request, returned to the idle list after it with its kept-alive
+  // connection: one per thread at a time.
   class Lease {
    public:
     explicit Lease(Impl& impl) : impl_(impl) {
@@ -513,7 +513,7 @@ RegistryClient::RegistryClient(std::string domain, RegistryOptions options)
   impl.options = std::move(options);
   impl.insecure = registry_is_insecure(impl.domain, impl.options);
   impl.http_options.stall_timeout = impl.options.stall_timeout;
-  impl.http_options.pool = std::make_shared<ConnectionPool>();
+  impl.http_options.shared = std::make_shared<SharedHttpState>();
   impl.http_options.user_agent = "kiln/" KILN_VERSION;
   TlsOptions& tls = impl.http_options.tls;
   tls.verify = !impl.insecure;

@@ -275,7 +275,7 @@ std::optional<std::string> HttpResponse::header(std::string_view name) const {
 }
 
 // libcurl's share interface, its locks std::mutexes: one per kind of data shared.
-struct ConnectionPool::State {
+struct SharedHttpState::State {
   const CurlApi* api = nullptr;
   CURLSH* share = nullptr;
   std::array<std::mutex, CURL_LOCK_DATA_LAST> locks;
@@ -288,25 +288,25 @@ struct ConnectionPool::State {
   }
 };
 
-ConnectionPool::ConnectionPool() : state_(std::make_unique<State>()) {
+SharedHttpState::SharedHttpState() : state_(std::make_unique<State>()) {
   const CurlApi& api = curl_api();
   state_->api = &api;
   state_->share = api.share_init();
   if (!state_->share) throw HttpError("set up libcurl: curl_share_init failed", false);
   auto setopt = [&](CURLSHoption option, auto value) {
     if (api.share_setopt(state_->share, option, value) != CURLSHE_OK)
-      throw HttpError(
-          fmt::format("set up libcurl's connection sharing (option {})", static_cast<int>(option)), false);
+      throw HttpError(fmt::format("set up libcurl's sharing of DNS answers and TLS sessions (option {})",
+                                  static_cast<int>(option)),
+                      false);
   };
   setopt(CURLSHOPT_LOCKFUNC, &State::lock);
   setopt(CURLSHOPT_UNLOCKFUNC, &State::unlock);
   setopt(CURLSHOPT_USERDATA, static_cast<void*>(state_.get()));
-  setopt(CURLSHOPT_SHARE, CURL_LOCK_DATA_CONNECT);
   setopt(CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS);
   setopt(CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION);
 }
 
-ConnectionPool::~ConnectionPool() {
+SharedHttpState::~SharedHttpState() {
   if (state_->share) state_->api->share_cleanup(state_->share);
 }
 
@@ -358,7 +358,7 @@ HttpClient::HttpClient(HttpOptions options)
   }
   // HTTP/2 where a TLS server offers it (ALPN); HTTP/1.1 with keep-alive otherwise.
   set_option(api, curl, CURLOPT_HTTP_VERSION, static_cast<long>(CURL_HTTP_VERSION_2TLS));
-  if (options_.pool) set_option(api, curl, CURLOPT_SHARE, options_.pool->state().share);
+  if (options_.shared) set_option(api, curl, CURLOPT_SHARE, options_.shared->state().share);
   const TlsOptions& tls = options_.tls;
   if (!tls.verify) {
     set_option(api, curl, CURLOPT_SSL_VERIFYPEER, 0L);

@@ -21,7 +21,7 @@
 
 namespace kiln::registry {
 
-class ConnectionPool;
+class SharedHttpState;
 
 // How a client's TLS connections are checked. Docker's model: the system's CAs plus those of
 // certs.d; a client certificate when the registry asks for one; or no verification at all for a
@@ -47,19 +47,23 @@ struct HttpOptions {
   int cancel_fd = -1;
   std::string user_agent = "kiln";
   TlsOptions tls;
-  // Connections (and DNS answers and TLS sessions) shared with the other clients of the pool, so
-  // that the threads of one pull reuse each other's connections. Null: the client's own.
-  std::shared_ptr<ConnectionPool> pool;
+  // DNS answers and TLS sessions shared with the other clients of the same SharedHttpState, so
+  // that the threads of one pull resolve once and resume each other's TLS sessions. Null: the
+  // client's own.
+  std::shared_ptr<SharedHttpState> shared;
 };
 
-// Kept-alive connections, DNS answers and TLS sessions that several HttpClients share (one per
-// thread), as one Go http.Transport serves every goroutine of a pull.
-class ConnectionPool {
+// DNS answers and TLS sessions that several HttpClients (one per thread) share. Not connections:
+// each client keeps its own alive, and callers reuse clients (RegistryClient keeps idle ones).
+// libcurl's shared connection cache closes its connections through an internal handle that
+// ignores CURLOPT_NOSIGNAL: every curl_easy_cleanup then set SIGPIPE to SIG_IGN and back, a
+// process-wide change racing with the builder's other threads.
+class SharedHttpState {
  public:
-  ConnectionPool();
-  ~ConnectionPool();
-  ConnectionPool(const ConnectionPool&) = delete;
-  ConnectionPool& operator=(const ConnectionPool&) = delete;
+  SharedHttpState();
+  ~SharedHttpState();
+  SharedHttpState(const SharedHttpState&) = delete;
+  SharedHttpState& operator=(const SharedHttpState&) = delete;
   struct State;
   State& state() { return *state_; }
 

@@ -11,7 +11,7 @@ KILN_BUILD_PACKAGES=(cmake ninja-build g++ pkg-config libarchive-dev libssl-dev 
 KILN_DEMO_PACKAGES=(busybox-static)
 # The peers that judge kiln's output, and the tools the tests and benchmarks drive.
 KILN_TEST_PACKAGES=(busybox-static skopeo umoci podman runc uidmap buildah docker-registry docker.io jq zstd xz-utils bzip2 pigz
-  hyperfine python3 util-linux procps time apache2-utils curl openssl)
+  hyperfine python3 util-linux procps time apache2-utils curl openssl strace)
 
 kiln_install_packages() {
   local missing=() p

@@ -4,7 +4,7 @@
 # the same digests; an index resolves to the platform asked for; a blob mounted across
 # repositories shows in the registry's log; a tampered blob is refused and leaves the store alone.
 source "$(dirname "$0")/lib.sh"
-need docker-registry skopeo jq python3 openssl
+need docker-registry skopeo jq python3 openssl strace
 source "$KILN_SOURCE_DIR/tests/registry_env/lib.sh"
 
 registry_start plain
@@ -53,7 +53,12 @@ assert_contains "$out" "Image is up to date" "second pull status"
 assert_eq "$(kiln pull -q "$R/kiln/bb:v1")" "$R/kiln/bb:v1" "pull -q"
 
 # What skopeo pushes, kiln pulls, digests equal; layers checked against the config's diff IDs.
+# Its threads leave signal dispositions alone (the builder's stages share the process): strace
+# sees no rt_sigaction of SIGPIPE, which libcurl's shared connection cache made at each clean-up.
 registry_seed_image seeded/img:t1 3 200000
+strace -f -qq -e trace=rt_sigaction -o "$WORK/sigactions" "$KILN" pull -q "$R/seeded/img:t1" >/dev/null
+! grep SIGPIPE "$WORK/sigactions" || fail "the pull changed SIGPIPE's disposition"
+kiln rmi "$R/seeded/img:t1" >/dev/null
 out=$(kiln pull "$R/seeded/img:t1")
 assert_contains "$out" "Digest: $SEED_DIGEST" "digest of skopeo's image"
 assert_eq "$(kiln inspect --format '{{.Id}}' "$R/seeded/img:t1")" "$SEED_CONFIG" "config of skopeo's image"
