@@ -6,6 +6,8 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <condition_variable>
+#include <future>
 #include <map>
 #include <mutex>
 
@@ -17,6 +19,75 @@
 
 namespace kiln::registry {
 namespace {
+
+// A file one thread appends to (through Writer) while another reads it from the start (through
+// Reader), which waits for bytes not written yet. The reader ends when the writer has finished,
+// and throws once the writer has given up.
+class GrowingFile {
+ public:
+  GrowingFile(int fd, uint64_t size) : fd_(fd), size_(size) {}
+
+  void finish() { end(finished_); }
+  void abandon() { end(abandoned_); }
+
+  class Writer : public kiln::Writer {
+   public:
+    Writer(GrowingFile& file, Store::BlobWriter& blob) : file_(file), blob_(blob) {}
+    void write(std::span<const std::byte> data) override {
+      blob_.write(data);
+      {
+        std::lock_guard lock(file_.mutex_);
+        file_.size_ = blob_.size();
+      }
+      file_.changed_.notify_all();
+    }
+
+   private:
+    GrowingFile& file_;
+    Store::BlobWriter& blob_;
+  };
+
+  class Reader : public kiln::Reader {
+   public:
+    Reader(GrowingFile& file, std::string what) : file_(file), what_(std::move(what)) {}
+    size_t read(std::span<std::byte> buf) override {
+      uint64_t available = 0;
+      {
+        std::unique_lock lock(file_.mutex_);
+        file_.changed_.wait(lock,
+                            [&] { return offset_ < file_.size_ || file_.finished_ || file_.abandoned_; });
+        if (file_.abandoned_) throw Error(fmt::format("{}: the download stopped", what_));
+        available = file_.size_ - offset_;
+      }
+      if (available == 0) return 0;
+      size_t n =
+          PreadReader(file_.fd_, what_, offset_).read(buf.first(std::min<uint64_t>(buf.size(), available)));
+      offset_ += n;
+      return n;
+    }
+
+   private:
+    GrowingFile& file_;
+    std::string what_;
+    uint64_t offset_ = 0;
+  };
+
+ private:
+  void end(bool& flag) {
+    {
+      std::lock_guard lock(mutex_);
+      flag = true;
+    }
+    changed_.notify_all();
+  }
+
+  int fd_;
+  std::mutex mutex_;
+  std::condition_variable changed_;
+  uint64_t size_;  // bytes in the file so far
+  bool finished_ = false;
+  bool abandoned_ = false;
+};
 
 std::string normalized_variant(const Platform& p) {
   // Docker's matcher: arm64's variant v8 is the default, as is arm's v7.
@@ -311,10 +382,6 @@ PullResult pull_image(Store& store, RegistryClient& client, const Reference& ref
   return result;
 }
 
-}  // namespace kiln::registry
-
-namespace kiln::registry {
-
 PullResult pull_from_registry(Store& store, const Reference& ref, const PullOptions& options,
                               const RegistryOptions& registry_options) {
   std::vector<std::string> domains;
@@ -337,10 +404,6 @@ PullResult pull_from_registry(Store& store, const Reference& ref, const PullOpti
   throw Error("pull: no registry to pull from");  // unreachable: the last one returns or throws
 }
 
-}  // namespace kiln::registry
-
-namespace kiln::registry {
-
 std::optional<StagedLayer> download_layer(Store& store, RegistryClient& client, const std::string& repository,
                                           const Descriptor& layer, const Digest& diff_id,
                                           const std::string& context,
@@ -350,21 +413,43 @@ std::optional<StagedLayer> download_layer(Store& store, RegistryClient& client, 
   auto blob = store.resumable_blob(layer.digest, size);
   // Another process may have finished it while this one waited for the partial file.
   if (store.has_blob(layer.digest) && store.layer_info(layer.digest)) return std::nullopt;
-  if (blob->size() < size) {
-    if (blob->resumed_from() > 0 && on_resume) on_resume(blob->resumed_from());
-    client.get_blob(repository, layer.digest, blob->resumed_from(), *blob);
+
+  // The layer is checked (decompressed, its diff ID hashed, every entry scanned) on a second
+  // thread as its bytes reach the file, not after: the blob's digest and the diff ID, two SHA-256
+  // passes, then run side by side.
+  GrowingFile growing(blob->fd(), blob->size());
+  std::future<LayerCheck> check = std::async(std::launch::async, [&growing, &what] {
+    GrowingFile::Reader content(growing, what);
+    return check_layer(content, what);
+  });
+  // Whatever stops the download stops the check too (a waiting reader would wait for ever).
+  auto stop_check = [&] {
+    growing.abandon();
+    check.wait();
+  };
+  try {
+    if (blob->size() < size) {
+      if (blob->resumed_from() > 0 && on_resume) on_resume(blob->resumed_from());
+      GrowingFile::Writer sink(growing, *blob);
+      client.get_blob(repository, layer.digest, blob->resumed_from(), sink);
+    }
+    growing.finish();
+  } catch (...) {
+    stop_check();
+    throw;
   }
   try {
     blob->seal(layer.digest, size);
   } catch (const Error& e) {
+    stop_check();
     throw InvalidInputError(fmt::format("{}: {}", context, e.what()));
   }
-  PreadReader content(blob->fd(), what);
-  LayerCheck check = check_layer(content, what);
-  if (check.diff_id != diff_id)
+  // The digest is right; now the content.
+  LayerCheck checked = check.get();
+  if (checked.diff_id != diff_id)
     throw InvalidInputError(
-        fmt::format("{}: unpacks to {}, but the image config says {}", what, check.diff_id, diff_id));
-  return StagedLayer{std::move(blob), LayerInfo{check.diff_id, check.uncompressed_size}};
+        fmt::format("{}: unpacks to {}, but the image config says {}", what, checked.diff_id, diff_id));
+  return StagedLayer{std::move(blob), LayerInfo{checked.diff_id, checked.uncompressed_size}};
 }
 
 }  // namespace kiln::registry
