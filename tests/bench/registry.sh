@@ -5,7 +5,8 @@
 # Pushes go to a registry emptied and restarted before each run; pulls into an empty store (kiln)
 # or OCI directory (skopeo). kiln's pull does more than skopeo's: it also decompresses every layer
 # to check its diff ID and scan it as hostile input. Prints MB/s (compressed blob bytes), peak RSS,
-# the ratios, and the machine's limit for the same bytes (sha256 of them plus writing them).
+# the ratios, the machine's limit for the same bytes (sha256 of them plus writing them), and
+# for the big push the registry's own bound (curl streaming the blob in one PUT).
 # Then the registry build cache: a build whose every step is in a --cache-from cache, against the
 # same build from the local cache plus a pull of its steps' layers (what it must download anyway).
 #   tests/bench/registry.sh [path/to/kiln]      (RUNS=5 BIG_MIB=512 BENCH_TMP=/dev/shm)
@@ -79,6 +80,19 @@ make_image() {
 
 source tests/bench/measure.sh
 
+# raw_put LAYOUT: every blob of LAYOUT uploaded with curl (POST, then one PUT of the whole blob).
+raw_put() {
+  local f location
+  for f in "$1"/blobs/sha256/*; do
+    location=$(curl -sSf -X POST -D - -o /dev/null "http://$R/v2/bench/raw/blobs/uploads/" |
+      tr -d '\r' | sed -n 's/^location: //Ip')
+    [[ $location == *\?* ]] && location+="&" || location+="?"
+    curl -sSf -o /dev/null -T "$f" -H 'Content-Type: application/octet-stream' "${location}digest=sha256:${f##*/}"
+  done
+}
+export -f raw_put
+export R
+
 echo "== kiln push/pull vs skopeo copy, median of $RUNS, $(date -u +%F), $(nproc) cores, tmp on $BENCH_TMP"
 echo "   kiln $("$KILN" --version | awk '{print $3}'), $(skopeo --version), docker-registry $(docker-registry --version | awk '{print $3}')"
 make_image "$work/img-big" 1 $((BIG_MIB << 20))
@@ -96,6 +110,10 @@ for img in big many; do
 
   prepare() { reset_registry; }
   measure "skopeo-push-$img" skopeo copy -q --retry-times 0 --dest-tls-verify=false "oci:$layout:latest" "docker://$R/bench/$img:latest"
+  # What the registry alone costs to take the blobs: one streamed PUT each by curl, nothing read
+  # or hashed on the client's side beyond sending. No client's push can be faster.
+  [[ $img == big ]] && measure "registry-bound-put-$img" bash -c 'raw_put "$0"' "$layout"
+  # kiln's push last: the pulls below read what it pushed.
   measure "kiln-push-$img" env KILN_ROOT="$seed_store" "$KILN" push -q "$R/bench/$img:latest"
   prepare() { rm -rf "$work/pull-oci" "$work/pull-store"; }
   measure "skopeo-pull-$img" skopeo copy -q --retry-times 0 --src-tls-verify=false "docker://$R/bench/$img:latest" "oci:$work/pull-oci:latest"
@@ -104,6 +122,7 @@ for img in big many; do
   # then writing them once, on this file system.
   prepare() { rm -rf "$work/copy"; mkdir "$work/copy"; }
   measure "limit-sha256+write-$img" bash -c "openssl dgst -sha256 '$layout'/blobs/sha256/* >/dev/null && cp '$layout'/blobs/sha256/* '$work/copy/'"
+  [[ $img == big ]] && echo "   push: kiln at $(ratio "kiln-push-$img" "registry-bound-put-$img")x of the registry's own bound, skopeo at $(ratio "skopeo-push-$img" "registry-bound-put-$img")x"
   echo "   push: kiln $(ratio "kiln-push-$img" "skopeo-push-$img")x skopeo's throughput;" \
     "pull: kiln $(ratio "kiln-pull-$img" "skopeo-pull-$img")x skopeo's;" \
     "kiln pull vs limit: $(ratio "kiln-pull-$img" "limit-sha256+write-$img")x"
