@@ -504,6 +504,11 @@ void write_auth_file(const std::string& path, const ordered_json& doc, const std
   file.commit();
 }
 
+// Held from reading the auth file to writing it back: two logins at once each keep their entry.
+FileLock lock_auth_file(const std::string& path) {
+  return FileLock(path + ".lock", FileLock::Kind::Exclusive);
+}
+
 ordered_json& auths_for_update(ordered_json& doc, const std::string& path) {
   auto it = doc.find("auths");
   if (it == doc.end() || it->is_null()) return doc["auths"] = ordered_json::object();
@@ -591,6 +596,8 @@ void store_credential(const CredentialPaths& paths, std::string_view server, con
     throw UsageError(fmt::format("{}: no user name", what));
   const std::string& path = paths.kiln_auth_file;
   if (path.empty()) throw Error(fmt::format("{}: no auth file (set KILN_AUTH_FILE or HOME)", what));
+  make_dirs(directory_of(path), 0700);
+  FileLock lock = lock_auth_file(path);
   ordered_json doc = load_json_file(path).value_or(ordered_json::object());
   ordered_json& auths = auths_for_update(doc, path);
   // The entry's other fields stay (a tool may keep its own there); the secret ones are replaced.
@@ -610,7 +617,8 @@ void store_credential(const CredentialPaths& paths, std::string_view server, con
 bool remove_credential(const CredentialPaths& paths, std::string_view server) {
   std::string key = credential_key(server);
   const std::string& path = paths.kiln_auth_file;
-  if (path.empty()) return false;
+  if (path.empty() || !path_exists(path)) return false;
+  FileLock lock = lock_auth_file(path);
   std::optional<ordered_json> doc = load_json_file(path);
   if (!doc) return false;
   auto it = doc->find("auths");

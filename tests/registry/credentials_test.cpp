@@ -1,11 +1,14 @@
 #include "registry/credentials.h"
 
+#include <fmt/format.h>
 #include <sys/stat.h>
 
 #include <catch2/catch.hpp>
 #include <filesystem>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <thread>
+#include <vector>
 
 #include "layerstore/errors.h"
 #include "layerstore/files.h"
@@ -442,6 +445,22 @@ TEST_CASE("credentials: login stores in kiln's file, mode 0600, and keeps the re
     store_credential(home.paths, "ghcr.io", Credential{"a", "s3cret", ""});
   })) == "read `HOME/config/kiln/auth.json`: not valid JSON (at byte 3)");
   CHECK(kiln::read_file_capped(home.kiln_file, 100, "") == "{not json");
+}
+
+TEST_CASE("credentials: logins at the same time each keep their entry", "[credentials]") {
+  Home home;
+  constexpr int kThreads = 4, kEach = 10;
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < kEach; ++i)
+        store_credential(home.paths, fmt::format("reg{}-{}.example", t, i), Credential{"u", "p", ""});
+    });
+  }
+  for (std::thread& thread : threads) thread.join();
+  // Each login reads the file, adds its entry and writes it back: without the lock around that,
+  // most of them would be lost.
+  CHECK(home.read(home.kiln_file).at("auths").size() == kThreads * kEach);
 }
 
 TEST_CASE("credentials: logout removes every spelling and nothing else", "[credentials]") {
