@@ -440,9 +440,12 @@ std::optional<StagedLayer> download_layer(Store& store, RegistryClient& client, 
   }
   try {
     blob->seal(layer.digest, size);
-  } catch (const Error& e) {
+  } catch (const InvalidInputError& e) {
     stop_check();
     throw InvalidInputError(fmt::format("{}: {}", context, e.what()));
+  } catch (...) {
+    stop_check();  // an fsync that failed, say: kept as it is
+    throw;
   }
   // The digest is right; now the content.
   LayerCheck checked = check.get();
