@@ -723,7 +723,8 @@ TEST_CASE("range_start asks for the rest, and skips what a server sends anyway",
 }
 
 TEST_CASE(
-    "a client reused by another thread keeps its connection; clients sharing state do not share connections",
+    "a client reused by another thread keeps its connection, and clients sharing state do not share "
+    "connections",
     "[http]") {
   TestServer server([](int fd, const std::string& target, const std::string&,
                        int) { send_all(fd, kept_answer(200, "OK", target)); },
