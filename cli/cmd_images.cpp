@@ -9,6 +9,7 @@
 #include "layerstore/errors.h"
 #include "layerstore/files.h"
 #include "parser/instruction_rules.h"
+#include "registry/pull.h"
 #include "runtime/cgroups.h"
 #include "runtime/containers.h"
 
@@ -396,6 +397,7 @@ void add_image_commands(CLI::App& app, Context& ctx) {
             cache.removed_side_files);
       }
       PruneReport r = store.prune();
+      registry::forget_missing_blobs(store);
       for (const auto& d : r.deleted_blobs) fmt::print("Deleted blob: {}\n", d.str());
       for (const auto& d : r.deleted_snapshots) fmt::print("Deleted snapshot: {}\n", d.str());
       fmt::print("Total reclaimed space: {}\n", human_size(r.reclaimed_bytes));

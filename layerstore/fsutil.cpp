@@ -6,6 +6,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 
 #include "layerstore/errors.h"
@@ -134,6 +135,17 @@ std::vector<std::string> list_dir_at(int dirfd, const std::string& shown) {
   int err = errno;
   ::closedir(dir);
   if (err != 0) throw_errno(fmt::format("read directory `{}`", shown), err);
+  return names;
+}
+
+std::vector<std::string> list_dir(const std::string& path) {
+  Fd dir(::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!dir.valid()) {
+    if (errno == ENOENT) return {};
+    throw_errno(fmt::format("read directory `{}`", path));
+  }
+  std::vector<std::string> names = list_dir_at(dir.get(), path);
+  std::sort(names.begin(), names.end());
   return names;
 }
 

@@ -47,6 +47,8 @@ uint64_t remove_tree_at(int dirfd, const std::string& name, const std::string& s
 
 // Names in the directory `dirfd` (not `.` and `..`), in readdir order. Throws SystemError.
 std::vector<std::string> list_dir_at(int dirfd, const std::string& shown);
+// Sorted names in the directory `path`; none when it does not exist. Throws SystemError.
+std::vector<std::string> list_dir(const std::string& path);
 
 // A path through /proc that reaches `name` in `dirfd` without resolving any host path: for the
 // l*xattr calls, which have no *at form.

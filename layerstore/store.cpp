@@ -27,18 +27,6 @@ namespace {
 
 constexpr std::string_view kIndexLockName = "index.lock";
 
-// Sorted names in `path`; none when it does not exist.
-std::vector<std::string> list_dir(const std::string& path) {
-  Fd dir(::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  if (!dir.valid()) {
-    if (errno == ENOENT) return {};
-    throw_errno(fmt::format("read directory `{}`", path));
-  }
-  auto names = list_dir_at(dir.get(), path);
-  std::sort(names.begin(), names.end());
-  return names;
-}
-
 bool is_hex_prefix(std::string_view s) {
   return !s.empty() && s.size() <= 64 && std::all_of(s.begin(), s.end(), [](char c) {
     return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');

@@ -120,6 +120,26 @@ void remember_blob_source(const Store& store, const Digest& blob, const std::str
   ::close(fd);
 }
 
+void forget_missing_blobs(const Store& store) {
+  std::string sources = store.root() + "/registry/sources";
+  for (const std::string& name : list_dir(sources)) {
+    std::optional<Digest> blob = Digest::from_sha256_hex(name);
+    if (!blob || !store.has_blob(*blob)) ::unlink((sources + "/" + name).c_str());
+  }
+  std::string converted = store.root() + "/registry/converted";
+  for (const std::string& name : list_dir(converted)) {
+    std::string path = converted + "/" + name;
+    std::optional<Digest> source = Digest::from_sha256_hex(name.substr(0, name.find('-')));
+    std::optional<Digest> made;
+    try {
+      made = Digest::parse(read_file_capped(path, 1024, "conversion record"));
+    } catch (const Error&) {
+      // Unreadable: removed with the rest.
+    }
+    if (!source || !made || !store.has_blob(*source) || !store.has_blob(*made)) ::unlink(path.c_str());
+  }
+}
+
 std::vector<std::string> blob_sources(const Store& store, const Digest& blob, const std::string& domain) {
   std::vector<std::string> repositories;
   std::string path = sources_file(store, blob);

@@ -119,6 +119,10 @@ void remember_blob_source(const Store& store, const Digest& blob, const std::str
                           const std::string& repository);
 // The repositories of `domain` known to hold the blob, most recently recorded first.
 std::vector<std::string> blob_sources(const Store& store, const Digest& blob, const std::string& domain);
+// Removes what ROOT/registry/ records of blobs the store no longer has: their sources, and the
+// conversions a push --compression made (ROOT/registry/converted/<source hex>-<compression>, holding
+// the converted blob's digest) of or into them. For prune, after the store's own sweep.
+void forget_missing_blobs(const Store& store);
 
 // "linux/arm64/v8".
 std::string platform_string(const Platform& p);

@@ -7,8 +7,8 @@
 # on this machine's image (or --platform's), a shared layer downloaded once; a layer that fails to
 # verify in the last platform leaves the store as it was, the first platform included.
 # --compression: a gzip image pushed as zstd has zstd layers (skopeo reads them), the same config
-# and diff IDs, runs once pulled; a second push reuses the recompressed blobs, a pruned one is made
-# again with the same digest; back to gzip; without the flag, as stored; the memory of a push
+# and diff IDs, runs once pulled; a second push reuses the recompressed blobs, a pruned one (its
+# records pruned with it) is made again with the same digest; back to gzip; without the flag, as stored; the memory of a push
 # does not grow with its layer.
 source "$(dirname "$0")/lib.sh"
 need docker-registry skopeo jq python3 openssl
@@ -179,9 +179,14 @@ assert_not_contains "$out" "Recompressed with zstd: " "nothing recompressed agai
 assert_contains "$out" "${zstd_layer:7:12}: Layer already exists"
 assert_eq "$(cat "$WORK/zstd-digest2")" "$zstd_digest" "the same manifest"
 assert_eq "$(stat -c %Y.%i "$KILN_ROOT/oci/blobs/sha256/${zstd_layer#sha256:}")" "$mtime" "the blob untouched"
-# Once prune has removed the blob (no image names it), the record is stale: made again, the same.
+# Once prune has removed the blob (no image names it), its records go too (where it was pushed,
+# what it was converted from); the conversion is made again, the same.
+[[ -f $KILN_ROOT/registry/sources/${zstd_layer#sha256:} ]] || fail "no record of where the zstd blob lives"
 kiln prune >/dev/null
 [[ ! -e $KILN_ROOT/oci/blobs/sha256/${zstd_layer#sha256:} ]] || fail "prune kept the zstd blob"
+[[ ! -e $record ]] || fail "prune kept the conversion record of a blob it removed"
+[[ ! -e $KILN_ROOT/registry/sources/${zstd_layer#sha256:} ]] || fail "prune kept the sources of a blob it removed"
+[[ -f $KILN_ROOT/registry/sources/${src_layer#sha256:} ]] || fail "prune removed the sources of a blob it kept"
 out=$(kiln push --compression zstd --digestfile "$WORK/zstd-digest3" "$R/kiln/bb:v1" "$R/zstd/bb:v3")
 assert_contains "$out" "${src_layer:7:12}: Recompressed with zstd: ${zstd_layer:7:12}" "a stale record is a miss"
 assert_eq "$(cat "$WORK/zstd-digest3")" "$zstd_digest" "zstd's output does not change"
