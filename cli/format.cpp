@@ -3,6 +3,9 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <charconv>
+#include <string>
+#include <vector>
 
 #include "layerstore/errors.h"
 
@@ -126,6 +129,54 @@ std::string plain(const nlohmann::json& v) {
   return v.dump();
 }
 
+// Go's `index X KEY...` as docker's templates use it: `index .RepoDigests 0`, `index .Config.Labels
+// "version"`. A list's index out of range is an error, as in Go; a map's missing key gives the
+// empty string (the zero value of Docker's map[string]string).
+std::string index_of(const nlohmann::json& value, const std::string& args, const std::string& tmpl) {
+  std::vector<std::string> words;
+  for (size_t i = 0; i < args.size();) {
+    if (args[i] == ' ') {
+      ++i;
+    } else if (args[i] == '"') {
+      size_t end = args.find('"', i + 1);
+      if (end == std::string::npos) throw UsageError(fmt::format("--format `{}`: unclosed `\"`", tmpl));
+      words.push_back(args.substr(i, end + 1 - i));
+      i = end + 1;
+    } else {
+      size_t end = args.find(' ', i);
+      words.push_back(args.substr(i, end == std::string::npos ? std::string::npos : end - i));
+      i = end == std::string::npos ? args.size() : end;
+    }
+  }
+  if (words.size() < 2) throw UsageError(fmt::format("--format `{}`: `index` needs a value and a key", tmpl));
+  const nlohmann::json* cur = &lookup(value, words[0], tmpl);
+  for (size_t k = 1; k < words.size(); ++k) {
+    const std::string& key = words[k];
+    if (key.starts_with('"')) {
+      std::string name = key.substr(1, key.size() - 2);
+      if (cur->is_null()) return "";  // Go: a nil map has every key, empty
+      if (!cur->is_object())
+        throw Error(fmt::format("--format `{}`: cannot index {} with {}", tmpl, plain(*cur), key));
+      if (!cur->contains(name)) return "";
+      cur = &(*cur)[name];
+    } else {
+      size_t at = 0;
+      auto [end, ec] = std::from_chars(key.data(), key.data() + key.size(), at);
+      if (ec != std::errc() || end != key.data() + key.size())
+        throw UsageError(
+            fmt::format("--format `{}`: `index` key `{}` is not a number or a \"string\"", tmpl, key));
+      if (cur->is_null())  // Go: a nil slice has no element
+        throw Error(fmt::format("--format `{}`: error calling index: index out of range: {}", tmpl, at));
+      if (!cur->is_array())
+        throw Error(fmt::format("--format `{}`: cannot index {} with {}", tmpl, plain(*cur), key));
+      if (at >= cur->size())
+        throw Error(fmt::format("--format `{}`: error calling index: index out of range: {}", tmpl, at));
+      cur = &(*cur)[at];
+    }
+  }
+  return plain(*cur);
+}
+
 }  // namespace
 
 std::string render_template(const std::string& tmpl, const nlohmann::json& value) {
@@ -152,6 +203,8 @@ std::string render_template(const std::string& tmpl, const nlohmann::json& value
       std::string arg = expr.substr(5);
       arg.erase(0, arg.find_first_not_of(' '));
       out += lookup(value, arg, tmpl).dump();
+    } else if (expr.starts_with("index ")) {
+      out += index_of(value, expr.substr(6), tmpl);
     } else {
       out += plain(lookup(value, expr, tmpl));
     }

@@ -52,6 +52,10 @@ assert_eq "$(jq -r .StopSignal <<<"$config")" "SIGQUIT" "StopSignal"
 assert_eq "$(jq -c .Entrypoint <<<"$config")" '["/usr/local/bin/entry.sh"]' "Entrypoint"
 assert_eq "$(jq -c .Cmd <<<"$config")" '["serve"]' "Cmd"
 assert_eq "$(jq -c .Labels <<<"$config")" '{"org.example.title":"kiln test","version":"1"}' "Labels"
+# Go's index, as docker's templates use it: a list element, a map key (absent: empty), out of range.
+assert_eq "$(kiln inspect --format '{{index .Config.Labels "version"}}|{{index .Config.Labels "none"}}|{{index .Config.Env 1}}' app:1)" \
+  "1||APP_HOME=/srv/app" "--format with index"
+expect_fail 1 "index out of range: 9" kiln inspect --format '{{index .Config.Env 9}}' app:1
 assert_eq "$(jq -c .Healthcheck <<<"$config")" \
   '{"Interval":30000000000,"Test":["CMD-SHELL","wget -q -O- http://localhost:8080/ || exit 1"],"Timeout":3000000000}' "Healthcheck"
 
