@@ -41,6 +41,10 @@ ordered_json inspect_json(const Store& store, const Image& img) {
   j["RepoTags"] = ordered_json::array();
   for (const auto& n : img.names) j["RepoTags"].push_back(n.familiar());
   j["RepoDigests"] = ordered_json::array();
+  for (const std::string& line : registry::repo_digests(store, img.id())) {
+    // Shown as Docker shows them (docker.io/library/ dropped); a damaged line is passed over.
+    if (auto ref = Reference::try_parse(line)) j["RepoDigests"].push_back(ref->familiar());
+  }
   j["Parent"] = "";
   const auto history = img.config.history();
   j["Comment"] = history.empty() ? "" : history.back().comment;

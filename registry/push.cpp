@@ -238,6 +238,7 @@ PushResult push_image(Store& store, RegistryClient& client, const Image& image, 
     media_type = image.manifest_descriptor.media_type;
   }
   PushResult result{client.put_manifest(repository, tag_or_digest, bytes, media_type), bytes.size()};
+  remember_repo_digest(store, image.id(), client.domain(), repository, result.digest);
   say(fmt::format("{}: digest: {} size: {}", tag_or_digest, result.digest, result.size));
   return result;
 }

@@ -2,7 +2,7 @@
 # Pull and push against Debian's docker-registry (no auth, plain HTTP on 127.0.0.1), judged by
 # skopeo: what kiln pushes skopeo reads with the same digests, what skopeo pushes kiln pulls with
 # the same digests; an index resolves to the platform asked for; a blob mounted across
-# repositories shows in the registry's log; a tampered blob is refused and leaves the store alone.
+# repositories shows in the registry's log; inspect's RepoDigests name what was pushed and pulled; a tampered blob is refused and leaves the store alone.
 source "$(dirname "$0")/lib.sh"
 need docker-registry skopeo jq python3 openssl strace
 source "$KILN_SOURCE_DIR/tests/registry_env/lib.sh"
@@ -37,6 +37,9 @@ assert_eq "$(kiln tags "$R/kiln/bb" | sort | tr '\n' ' ')" "v1 v2 " "tags"
 kiln tag "$R/kiln/bb:v1" "$R/other/bb:v1"
 out=$(kiln push "$R/other/bb:v1")
 assert_contains "$out" "Mounted from kiln/bb" "push mounts the layer"
+# RepoDigests, as docker inspect shows them: each repository pushed to, with the manifest's digest.
+assert_eq "$(kiln inspect --format '{{json .RepoDigests}}' "$R/kiln/bb:v1")" \
+  "[\"$R/kiln/bb@$pushed\",\"$R/other/bb@$pushed\"]" "RepoDigests after two pushes"
 grep -q "POST /v2/other/bb/blobs/uploads/?mount=sha256:[0-9a-f]*&from=kiln%2Fbb\|POST /v2/other/bb/blobs/uploads/?mount=sha256:[0-9a-f]*&from=kiln/bb" \
   "$REGISTRY_LOG" || fail "no mount in the registry's log: $(grep -c POST "$REGISTRY_LOG") POSTs"
 
@@ -46,6 +49,8 @@ out=$(kiln pull "$R/kiln/bb:v1")
 assert_contains "$out" "Digest: $pushed" "pull prints the digest"
 assert_contains "$out" "Status: Downloaded newer image for $R/kiln/bb:v1" "pull status"
 assert_eq "$(kiln inspect --format '{{.Id}}' "$R/kiln/bb:v1")" "$id" "pulled image ID"
+assert_eq "$(kiln inspect --format '{{json .RepoDigests}}' "$R/kiln/bb:v1")" "[\"$R/kiln/bb@$pushed\"]" \
+  "RepoDigests after a pull"
 assert_eq "$(kiln run --rm "$R/kiln/bb:v1" echo pulled)" "pulled" "the pulled image runs"
 out=$(kiln pull "$R/kiln/bb:v1")
 assert_contains "$out" "Already exists" "second pull"
@@ -77,6 +82,8 @@ export KILN_ROOT=$WORK/store4
 out=$(kiln pull "$R/multi/img")
 assert_contains "$out" "Digest: $index_digest" "an index's pull prints the index digest"
 assert_eq "$(kiln inspect --format '{{.Id}}' "$R/multi/img")" "$config_amd64" "host platform chosen"
+assert_eq "$(kiln inspect --format '{{index .RepoDigests 0}}' "$R/multi/img")" "$R/multi/img@$index_digest" \
+  "an index's pull: RepoDigests name the index"
 kiln pull -q --platform linux/arm64 "$R/multi/img" >/dev/null
 assert_eq "$(kiln inspect --format '{{.Id}}' "$R/multi/img")" "$config_arm64" "--platform linux/arm64"
 expect_fail 1 "no image for linux/s390x in its index (it has linux/amd64, linux/arm64)" \
