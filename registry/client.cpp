@@ -622,7 +622,7 @@ std::string RegistryClient::get_blob_bytes(const std::string& repository, const 
 }
 
 void RegistryClient::get_blob(const std::string& repository, const Digest& digest, uint64_t offset,
-                              Writer& out) {
+                              Writer& out, int cancel_fd) {
   Impl& impl = *impl_;
   std::string what = fmt::format("get blob {} of `{}/{}`", digest, impl.domain, repository);
   uint64_t done = offset;
@@ -632,6 +632,7 @@ void RegistryClient::get_blob(const std::string& repository, const Digest& diges
     request.url = impl.url(fmt::format("/v2/{}/blobs/{}", repository, digest));
     request.what = what;
     request.range_start = done;
+    request.cancel_fd = cancel_fd;
     HttpResponse response = impl.send(request, pull_scope(repository), &counted);
     if (response.status == 416 && done > 0) return;  // nothing after the offset: all is there
     if (!is_success(response.status)) throw_registry_error(what, response);

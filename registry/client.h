@@ -96,8 +96,10 @@ class RegistryClient {
   std::string get_blob_bytes(const std::string& repository, const Digest& digest, uint64_t max_bytes);
   // Streams the blob into `out` from `offset` on (a Range request; a registry that ignores Range
   // gets its first `offset` bytes skipped). Retries resume where the last try stopped. `out` sees
-  // bytes from `offset` on, each once; it checks size and digest itself.
-  void get_blob(const std::string& repository, const Digest& digest, uint64_t offset, Writer& out);
+  // bytes from `offset` on, each once; it checks size and digest itself. Once `cancel_fd` turns
+  // readable the download stops within a second (an HttpError, not retried).
+  void get_blob(const std::string& repository, const Digest& digest, uint64_t offset, Writer& out,
+                int cancel_fd = -1);
   // The blob's size when the repository has it (HEAD), nullopt when not.
   std::optional<uint64_t> blob_size(const std::string& repository, const Digest& digest);
 

@@ -3,6 +3,7 @@
 #include <archive_entry.h>
 #include <fcntl.h>
 #include <fmt/format.h>
+#include <sys/eventfd.h>
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -62,7 +63,10 @@ class BlobPipe::PipeWriter : public Writer {
 };
 
 BlobPipe::BlobPipe(Producer produce, size_t buffers, size_t buffer_size)
-    : max_buffers_(std::max<size_t>(buffers, 2)), buffer_size_(std::max<size_t>(buffer_size, 1)) {
+    : max_buffers_(std::max<size_t>(buffers, 2)),
+      buffer_size_(std::max<size_t>(buffer_size, 1)),
+      cancel_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {
+  if (!cancel_.valid()) throw_errno("create an eventfd for a blob pipe");
   thread_ = std::thread([this, produce = std::move(produce)] { run(produce); });
 }
 
@@ -72,6 +76,8 @@ BlobPipe::~BlobPipe() {
     closed_ = true;
   }
   changed_.notify_all();
+  uint64_t one = 1;
+  [[maybe_unused]] ssize_t n = ::write(cancel_.get(), &one, sizeof one);  // cannot fail: a fresh count
   thread_.join();
 }
 
@@ -79,7 +85,7 @@ void BlobPipe::run(const Producer& produce) {
   std::exception_ptr error;
   try {
     PipeWriter writer(*this);
-    produce(writer);
+    produce(writer, cancel_.get());
     writer.flush();
   } catch (const PipeClosed&) {
     // The reader is gone and wants nothing more: stopping is all there is to do.
@@ -250,9 +256,9 @@ class RegistrySource : public Source {
     return client_.get_manifest(ref_.path(), d.digest.str());
   }
   std::unique_ptr<Reader> open_blob(const Descriptor& d, uint64_t offset) override {
-    return std::make_unique<BlobPipe>([this, digest = d.digest, offset](Writer& out) {
+    return std::make_unique<BlobPipe>([this, digest = d.digest, offset](Writer& out, int cancel_fd) {
       try {
-        client_.get_blob(ref_.path(), digest, offset, out);
+        client_.get_blob(ref_.path(), digest, offset, out, cancel_fd);
       } catch (const HttpError& e) {
         // get_blob has had its retries: the upload this feeds must not take the failure for one of
         // its own and start the download over again.

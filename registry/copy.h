@@ -84,11 +84,13 @@ CopyResult copy_image(const ImageLocation& source, const ImageLocation& destinat
 // bytes exist at once, whatever the length of the stream.
 class BlobPipe : public Reader {
  public:
-  using Producer = std::function<void(Writer&)>;
+  // Writes the stream to its Writer. `cancel_fd` turns readable when the reader has gone: a
+  // producer waiting on something else than the pipe (a stalled download) watches it to stop.
+  using Producer = std::function<void(Writer&, int cancel_fd)>;
   explicit BlobPipe(Producer produce, size_t buffers = 4, size_t buffer_size = 1 << 20);
   // Closes the reading end, which makes the producer's next write throw (and so stops it), and
-  // joins its thread: at once when it is writing or waiting for room; when its own source next
-  // delivers or fails, if it is waiting on that.
+  // joins its thread: at once when it is writing or waiting for room; when a producer waiting on
+  // its own source sees cancel_fd (a download: within a second).
   ~BlobPipe() override;
   BlobPipe(const BlobPipe&) = delete;
   BlobPipe& operator=(const BlobPipe&) = delete;
@@ -121,6 +123,7 @@ class BlobPipe : public Reader {
   std::exception_ptr error_;  // what the producer threw
   Buffer reading_;            // the reader's, outside the lock
   size_t read_pos_ = 0;
+  Fd cancel_;  // an eventfd, written when the reading end closes
   std::thread thread_;
 };
 

@@ -57,7 +57,7 @@ struct Transfer {
   Reader* upload = nullptr;
   uint64_t upload_left = 0;
   HttpResponse* response = nullptr;
-  int cancel_fd = -1;
+  std::array<int, 2> cancel_fds{-1, -1};  // the client's and the request's (-1: none)
 
   int responses = 0;  // status lines seen: each redirect (and a 100 Continue) is a response
   size_t header_bytes = 0;
@@ -159,8 +159,9 @@ size_t on_upload(char* data, size_t size, size_t count, void* user) {
 
 int on_progress(void* user, curl_off_t, curl_off_t, curl_off_t, curl_off_t) {
   auto* t = static_cast<Transfer*>(user);
-  pollfd cancel{t->cancel_fd, POLLIN, 0};
-  if (::poll(&cancel, 1, 0) > 0) {
+  // poll passes over a negative descriptor.
+  std::array<pollfd, 2> cancel{pollfd{t->cancel_fds[0], POLLIN, 0}, pollfd{t->cancel_fds[1], POLLIN, 0}};
+  if (::poll(cancel.data(), cancel.size(), 0) > 0) {
     t->canceled = true;
     return 1;
   }
@@ -352,10 +353,7 @@ HttpClient::HttpClient(HttpOptions options)
   set_option(api, curl, CURLOPT_HEADERFUNCTION, &on_header);
   set_option(api, curl, CURLOPT_WRITEFUNCTION, &on_body);
   set_option(api, curl, CURLOPT_READFUNCTION, &on_upload);
-  if (options_.cancel_fd >= 0) {
-    set_option(api, curl, CURLOPT_XFERINFOFUNCTION, &on_progress);
-    set_option(api, curl, CURLOPT_NOPROGRESS, 0L);
-  }
+  set_option(api, curl, CURLOPT_XFERINFOFUNCTION, &on_progress);
   // HTTP/2 where a TLS server offers it (ALPN); HTTP/1.1 with keep-alive otherwise.
   set_option(api, curl, CURLOPT_HTTP_VERSION, static_cast<long>(CURL_HTTP_VERSION_2TLS));
   if (options_.shared) set_option(api, curl, CURLOPT_SHARE, options_.shared->state().share);
@@ -400,7 +398,7 @@ HttpResponse HttpClient::perform(const HttpRequest& request, Writer* body) {
   t.upload_left = request.upload ? request.upload_size : 0;
   t.range_start = request.range_start;
   t.response = &response;
-  t.cancel_fd = options_.cancel_fd;
+  t.cancel_fds = {options_.cancel_fd, request.cancel_fd};
   char detail[CURL_ERROR_SIZE] = "";
 
   std::unique_ptr<curl_slist, decltype(api.slist_free_all)> headers(nullptr, api.slist_free_all);
@@ -436,6 +434,9 @@ HttpResponse HttpClient::perform(const HttpRequest& request, Writer* body) {
   set_option(api, curl, CURLOPT_HEADERDATA, static_cast<void*>(&t));
   set_option(api, curl, CURLOPT_WRITEDATA, static_cast<void*>(&t));
   set_option(api, curl, CURLOPT_XFERINFODATA, static_cast<void*>(&t));
+  // libcurl calls on_progress at least once a second, stalled or not, while it is on.
+  bool cancelable = options_.cancel_fd >= 0 || request.cancel_fd >= 0;
+  set_option(api, curl, CURLOPT_NOPROGRESS, cancelable ? 0L : 1L);
   // The error buffer is this call's: libcurl must not write to it once the call has returned.
   struct Detach {
     const CurlApi& api;

@@ -96,6 +96,8 @@ struct HttpRequest {
   // whole body, whose first range_start bytes are then skipped: `body` sees bytes from the offset
   // on either way.
   uint64_t range_start = 0;
+  // This request's own cancel descriptor, watched besides HttpOptions::cancel_fd. -1: none.
+  int cancel_fd = -1;
 };
 
 struct HttpResponse {

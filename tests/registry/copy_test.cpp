@@ -1,5 +1,7 @@
 #include "registry/copy.h"
 
+#include <poll.h>
+
 #include <atomic>
 #include <catch2/catch.hpp>
 #include <chrono>
@@ -62,7 +64,7 @@ bool eventually(Pred pred) {
 
 TEST_CASE("BlobPipe passes a stream through unchanged, in order", "[copy]") {
   for (uint64_t total : {uint64_t{0}, uint64_t{1}, uint64_t{4096}, uint64_t{4097}, uint64_t{10} << 20}) {
-    BlobPipe pipe([total](Writer& out) { write_pattern(out, total); }, 4, 4096);
+    BlobPipe pipe([total](Writer& out, int) { write_pattern(out, total); }, 4, 4096);
     CHECK(read_and_check(pipe) == total);
     std::byte b{};
     CHECK(pipe.read(std::span(&b, 1)) == 0);  // the end stays the end
@@ -74,7 +76,7 @@ TEST_CASE("BlobPipe holds at most its buffers: a producer ahead of its reader wa
   std::atomic<bool> stopped_by_close{false};
   {
     BlobPipe pipe(
-        [&](Writer& out) {
+        [&](Writer& out, int) {
           std::byte one{};
           try {
             for (;;) {
@@ -104,7 +106,7 @@ TEST_CASE("BlobPipe holds at most its buffers: a producer ahead of its reader wa
 
 TEST_CASE("BlobPipe gives the reader the producer's error", "[copy]") {
   BlobPipe pipe(
-      [](Writer& out) {
+      [](Writer& out, int) {
         write_pattern(out, 3000);
         throw Error("get blob sha256:ab: HTTP 500 Internal Server Error");
       },
@@ -124,7 +126,7 @@ TEST_CASE("BlobPipe stops its producer when the reader gives up mid-stream", "[c
   std::atomic<bool> saw_close{false};
   {
     BlobPipe pipe(
-        [&](Writer& out) {
+        [&](Writer& out, int) {
           try {
             write_pattern(out, uint64_t{1} << 30);  // far more than is ever read
           } catch (...) {
@@ -142,8 +144,27 @@ TEST_CASE("BlobPipe stops its producer when the reader gives up mid-stream", "[c
   CHECK(saw_close);
 }
 
+TEST_CASE("BlobPipe tells a producer waiting on its own source that the reader has gone", "[copy]") {
+  std::atomic<bool> told{false};
+  auto start = std::chrono::steady_clock::now();
+  {
+    BlobPipe pipe(
+        [&](Writer& out, int cancel_fd) {
+          write_pattern(out, 2048);  // two full buffers: the reader gets them
+          // A stalled download: nothing comes for a minute, unless the pipe's reader goes.
+          pollfd cancel{cancel_fd, POLLIN, 0};
+          told = ::poll(&cancel, 1, 60'000) == 1;
+        },
+        4, 1024);
+    std::vector<std::byte> buf(100);
+    CHECK(pipe.read(buf) > 0);
+  }  // the reader gives up: the destructor returns once the producer has seen it
+  CHECK(told);
+  CHECK(std::chrono::steady_clock::now() - start < std::chrono::seconds(10));
+}
+
 TEST_CASE("BlobPipe joins a producer that fails before writing anything", "[copy]") {
-  BlobPipe pipe([](Writer&) { throw Error("manifest unknown"); });
+  BlobPipe pipe([](Writer&, int) { throw Error("manifest unknown"); });
   std::byte b{};
   CHECK_THROWS_WITH(pipe.read(std::span(&b, 1)), "manifest unknown");
 }

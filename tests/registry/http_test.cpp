@@ -442,6 +442,31 @@ TEST_CASE("what the body's writer throws comes out unchanged, and a transfer can
   });
   canceler.join();
   CHECK(took < std::chrono::seconds(20));
+
+  // A request's own cancel descriptor, on a client without one: the same, for that request alone.
+  kiln::Fd cancel_one(::eventfd(0, EFD_CLOEXEC));
+  HttpOptions plain;
+  plain.stall_timeout = std::chrono::seconds(30);
+  HttpClient shared(plain);
+  HttpRequest hang = req(server.url("/hang"));
+  hang.cancel_fd = cancel_one.get();
+  std::thread canceler_one([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    uint64_t one = 1;
+    (void)!::write(cancel_one.get(), &one, sizeof one);
+  });
+  took = timed(
+      [&] { CHECK_THROWS_WITH(shared.get(hang, body), "GET `" + server.url("/hang") + "`: canceled"); });
+  canceler_one.join();
+  CHECK(took < std::chrono::seconds(20));
+  // The next request of that client is not canceled by it (another server: this one is still
+  // busy with the hanging answer).
+  TestServer other([](int fd, const std::string&, const std::string&, int) {
+    send_all(fd, answer(200, "OK", {}, std::string(1 << 20, 'b')));
+  });
+  StringWriter big;
+  shared.get(req(other.url("/big")), big);
+  CHECK(big.text.size() == 1u << 20);
 }
 
 TEST_CASE("memory does not grow with the download", "[http]") {
