@@ -145,6 +145,7 @@ TEST_CASE("BlobPipe stops its producer when the reader gives up mid-stream", "[c
 }
 
 TEST_CASE("BlobPipe tells a producer waiting on its own source that the reader has gone", "[copy]") {
+  std::atomic<bool> waiting{false};
   std::atomic<bool> told{false};
   auto start = std::chrono::steady_clock::now();
   {
@@ -152,12 +153,14 @@ TEST_CASE("BlobPipe tells a producer waiting on its own source that the reader h
         [&](Writer& out, int cancel_fd) {
           write_pattern(out, 2048);  // two full buffers: the reader gets them
           // A stalled download: nothing comes for a minute, unless the pipe's reader goes.
+          waiting = true;
           pollfd cancel{cancel_fd, POLLIN, 0};
           told = ::poll(&cancel, 1, 60'000) == 1;
         },
         4, 1024);
     std::vector<std::byte> buf(100);
     CHECK(pipe.read(buf) > 0);
+    REQUIRE(eventually([&] { return waiting.load(); }));
   }  // the reader gives up: the destructor returns once the producer has seen it
   CHECK(told);
   CHECK(std::chrono::steady_clock::now() - start < std::chrono::seconds(10));
