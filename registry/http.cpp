@@ -19,8 +19,8 @@
 namespace kiln::registry {
 namespace {
 
-// libcurl's receive buffer: the store's block size. libcurl hands the body over in pieces of at
-// most this size and keeps none of it, so a download holds this much however large it is.
+// libcurl's receive buffer: the store's block size. libcurl keeps none of what it hands over, so a
+// download holds this much, and the batch below, however large it is.
 constexpr long kBufferSize = 128 << 10;
 // libcurl hands a body over in pieces of at most 16 KiB (CURL_MAX_WRITE_SIZE) whatever it read
 // from the socket; they are gathered up to this before the Writer sees them, so that a download
