@@ -182,6 +182,9 @@ bool temporary(CURLcode rc) {
     case CURLE_HTTP2:
     case CURLE_HTTP2_STREAM:
     case CURLE_SSL_CONNECT_ERROR:
+    // A kept-alive connection died under a request body: libcurl would send it again on a new
+    // one, but cannot rewind a stream. Another try (from the offset the registry reports) can.
+    case CURLE_SEND_FAIL_REWIND:
       return true;
     default:
       return false;
@@ -220,6 +223,8 @@ std::string describe(CURLcode rc, const char* detail, const Transfer& t, const H
   CURL* curl = t.curl;
   std::string curl_text = *detail ? detail : api.easy_strerror(rc);
   switch (rc) {
+    case CURLE_SEND_FAIL_REWIND:
+      return "the connection was lost while the request body was being sent";
     case CURLE_ABORTED_BY_CALLBACK:
       if (t.canceled) return "canceled";
       return t.abort_reason.empty() ? first_lower(curl_text) : t.abort_reason;
