@@ -37,14 +37,16 @@ class Handler(http.server.SimpleHTTPRequestHandler):
         with open(log_file, "a") as log:
             log.write(f"{self.command} {self.path} {status} inm={self.headers.get('If-None-Match', '-')}\n")
 
+    # Logged before the answer is sent: a client's next request may reach another thread and be
+    # logged first otherwise.
     def answer(self, status, fields, body=b""):
+        self.record(status)
         self.send_response(status)
         for name, value in fields:
             self.send_header(name, value)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
-        self.record(status)
 
     def do_GET(self):
         path = self.path.split("?")[0]
@@ -62,8 +64,8 @@ class Handler(http.server.SimpleHTTPRequestHandler):
                 return self.answer(304, [("ETag", tag)])
             return self.answer(200, [("ETag", tag), ("Last-Modified", modified)], data)
         self.path = "/files/" + name
-        super().do_GET()
         self.record(404 if not os.path.isfile(file) else 200)
+        super().do_GET()
 
 server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
 with open(port_file + ".tmp", "w") as f:
