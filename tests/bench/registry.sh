@@ -6,7 +6,8 @@
 # or OCI directory (skopeo). kiln's pull does more than skopeo's: it also decompresses every layer
 # to check its diff ID and scan it as hostile input. Prints MB/s (compressed blob bytes), peak RSS,
 # the ratios, the machine's limit for the same bytes (sha256 of them plus writing them), and
-# for the big push the registry's own bound (curl streaming the blob in one PUT).
+# the registry's own bounds: curl fetching the blobs (4 at a time) into /dev/null, and for the big
+# push curl streaming the blob in one PUT.
 # Then the registry build cache: a build whose every step is in a --cache-from cache, against the
 # same build from the local cache plus a pull of its steps' layers (what it must download anyway).
 #   tests/bench/registry.sh [path/to/kiln]      (RUNS=5 BIG_MIB=512 BENCH_TMP=/dev/shm)
@@ -90,7 +91,18 @@ raw_put() {
     curl -sSf -o /dev/null -T "$f" -H 'Content-Type: application/octet-stream' "${location}digest=sha256:${f##*/}"
   done
 }
-export -f raw_put
+# raw_get LAYOUT NAME: the config and layers of LAYOUT's image downloaded by curl from
+# bench/NAME, 4 at a time over kept-alive connections, into /dev/null: the registry's cost of
+# serving them and nothing else.
+raw_get() {
+  local d urls=() manifest
+  manifest=$(jq -r '.manifests[0].digest' "$1/index.json")
+  for d in $(jq -r '.config.digest, .layers[].digest' "$1/blobs/sha256/${manifest#sha256:}"); do
+    urls+=(-o /dev/null "http://$R/v2/bench/$2/blobs/$d")
+  done
+  curl -sSf --no-progress-meter --parallel --parallel-max 4 "${urls[@]}"
+}
+export -f raw_put raw_get
 export R
 
 echo "== kiln push/pull vs skopeo copy, median of $RUNS, $(date -u +%F), $(nproc) cores, tmp on $BENCH_TMP"
@@ -118,6 +130,8 @@ for img in big many; do
   prepare() { rm -rf "$work/pull-oci" "$work/pull-store"; }
   measure "skopeo-pull-$img" skopeo copy -q --retry-times 0 --src-tls-verify=false "docker://$R/bench/$img:latest" "oci:$work/pull-oci:latest"
   measure "kiln-pull-$img" env KILN_ROOT="$work/pull-store" "$KILN" pull -q "$R/bench/$img:latest"
+  # What the registry alone costs to serve the blobs (curl keeping nothing): no pull is faster.
+  measure "registry-bound-get-$img" bash -c 'raw_get "$0" "$1"' "$layout" "$img"
   # The limit for these bytes: hashing them (OpenSSL's SHA-NI code; coreutils' sha256sum has none),
   # then writing them once, on this file system.
   prepare() { rm -rf "$work/copy"; mkdir "$work/copy"; }
@@ -125,6 +139,7 @@ for img in big many; do
   # A pull that verifies must hash twice: the blob (its digest) and the tar inside (the diff ID,
   # here about as many bytes, the layers being incompressible). The same, on one core.
   measure "limit-2xsha256+write-$img" bash -c "openssl dgst -sha256 '$layout'/blobs/sha256/* '$layout'/blobs/sha256/* >/dev/null && cp '$layout'/blobs/sha256/* '$work/copy/'"
+  echo "   pull: kiln at $(ratio "kiln-pull-$img" "registry-bound-get-$img")x of the registry's own bound, skopeo at $(ratio "skopeo-pull-$img" "registry-bound-get-$img")x"
   [[ $img == big ]] && echo "   push: kiln at $(ratio "kiln-push-$img" "registry-bound-put-$img")x of the registry's own bound, skopeo at $(ratio "skopeo-push-$img" "registry-bound-put-$img")x"
   echo "   push: kiln $(ratio "kiln-push-$img" "skopeo-push-$img")x skopeo's throughput;" \
     "pull: kiln $(ratio "kiln-pull-$img" "skopeo-pull-$img")x skopeo's;" \
