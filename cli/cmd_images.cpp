@@ -2,6 +2,7 @@
 #include <algorithm>
 #include <chrono>
 #include <iostream>
+#include <map>
 #include <set>
 
 #include "cli/context.h"
@@ -41,10 +42,8 @@ ordered_json inspect_json(const Store& store, const Image& img) {
   j["RepoTags"] = ordered_json::array();
   for (const auto& n : img.names) j["RepoTags"].push_back(n.familiar());
   j["RepoDigests"] = ordered_json::array();
-  for (const std::string& line : registry::repo_digests(store, img.id())) {
-    // Shown as Docker shows them (docker.io/library/ dropped); a damaged line is passed over.
-    if (auto ref = Reference::try_parse(line)) j["RepoDigests"].push_back(ref->familiar());
-  }
+  // Shown as Docker shows them (docker.io/library/ dropped).
+  for (const Reference& ref : store.repo_digests(img.id())) j["RepoDigests"].push_back(ref.familiar());
   j["Parent"] = "";
   const auto history = img.config.history();
   j["Comment"] = history.empty() ? "" : history.back().comment;
@@ -72,6 +71,32 @@ bool remove_image_or_name(Store& store, const std::string& name, bool force,
   Image img = store.resolve(name);
   auto ref = Reference::try_parse(name);
   bool by_name = ref && std::find(img.names.begin(), img.names.end(), *ref) != img.names.end();
+  // A repo digest ("busybox@sha256:…" as pulled) is a reference too: it goes, and the image with it
+  // when nothing else names it.
+  if (!by_name && ref && ref->digest()) {
+    std::vector<Reference> repo_digests = store.repo_digests(img.id());
+    auto same = [&](const Reference& d) {
+      return d.repository() == ref->repository() && d.digest() == ref->digest();
+    };
+    if (std::any_of(repo_digests.begin(), repo_digests.end(), same)) {
+      bool last = img.names.empty() && std::all_of(repo_digests.begin(), repo_digests.end(), same);
+      auto user = std::find_if(containers.begin(), containers.end(), [&](const runtime::ContainerRecord& c) {
+        return c.image_id == img.id().str();
+      });
+      if (last && user != containers.end() && !force) {
+        throw Error(
+            fmt::format("conflict: unable to remove repository reference \"{}\" (must force) - container "
+                        "{} is using its referenced image {}",
+                        name, user->short_id(), img.id().short_id()));
+      }
+      store.remove_repo_digest(*ref);
+      fmt::print("Untagged: {}@{}\n", ref->familiar_repository(), ref->digest()->str());
+      if (!last || user != containers.end()) return false;
+      store.remove_image(img.manifest_descriptor.digest);
+      fmt::print("Deleted: {}\n", img.id().str());
+      return true;
+    }
+  }
   // A container's root is the image's layers: while one exists the image stays, as in Docker;
   // only its names may go, and only when forced.
   auto user = std::find_if(containers.begin(), containers.end(),
@@ -130,7 +155,7 @@ void add_image_commands(CLI::App& app, Context& ctx) {
     auto filter = std::make_shared<std::string>();
     cmd->add_flag("-q,--quiet", *quiet, "Only show image IDs");
     cmd->add_flag("--no-trunc", *no_trunc, "Don't truncate output");
-    cmd->add_flag("--digests", *digests, "Show manifest digests");
+    cmd->add_flag("--digests", *digests, "Show the digests registries know the images by");
     cmd->add_flag("-a,--all", *all, "Show all images (kiln keeps no intermediate images; same as default)");
     cmd->add_option("--format", *format, "Output format: table (default), json, or a Go template subset");
     cmd->add_option("repository", *filter, "Only images of this repository[:tag]")
@@ -151,24 +176,58 @@ void add_image_commands(CLI::App& app, Context& ctx) {
       }
       struct Row {
         const Image* image;
-        std::string repo, tag;
+        std::string repo, tag, digest;
       };
       std::vector<Row> rows;
       // An image ID is one image to Docker even when kiln holds it under two manifests (loaded
-      // once with compressed and once with plain layers): its unnamed copy is not dangling.
+      // once with compressed and once with plain layers): its unnamed copy is not dangling, and
+      // its repo digests are listed once.
       std::set<Digest> named_ids;
       for (const auto& img : images) {
         if (!img.names.empty()) named_ids.insert(img.id());
       }
+      std::set<Digest> listed_ids;
       for (const auto& img : images) {
-        if (img.names.empty()) {
-          if (!want && !named_ids.count(img.id())) rows.push_back({&img, "<none>", "<none>"});
+        if (img.names.empty() && named_ids.count(img.id())) continue;
+        bool first_of_id = listed_ids.insert(img.id()).second;
+        // Docker's rows: one per tag, with the repo digests of the tag's repository (one row each
+        // under --digests); then one per repository known only by digest, tag <none>.
+        struct RepoDigests {
+          std::string familiar;
+          std::vector<std::string> digests;
+        };
+        std::map<std::string, RepoDigests> digests_by_repo;  // by repository
+        if (first_of_id) {
+          for (const Reference& d : store.repo_digests(img.id())) {
+            RepoDigests& known = digests_by_repo[d.repository()];
+            known.familiar = d.familiar_repository();
+            known.digests.push_back(d.digest()->str());
+          }
+        }
+        if (img.names.empty() && digests_by_repo.empty()) {
+          if (!want && first_of_id) rows.push_back({&img, "<none>", "<none>", "<none>"});
           continue;
         }
+        auto wanted = [&](const std::string& repository, const std::optional<std::string>& tag) {
+          return !want || (repository == want->repository() && (!want_tag || tag == want->tag()));
+        };
         for (const auto& n : img.names) {
-          if (want && (n.repository() != want->repository() || (want_tag && n.tag() != want->tag())))
+          std::vector<std::string> row_digests;
+          if (auto it = digests_by_repo.find(n.repository()); it != digests_by_repo.end())
+            row_digests = it->second.digests;
+          if (!wanted(n.repository(), n.tag())) continue;
+          if (!*digests || row_digests.empty()) row_digests = {"<none>"};
+          for (const std::string& d : row_digests)
+            rows.push_back({&img, n.familiar_repository(), n.tag().value_or("<none>"), d});
+        }
+        for (const auto& n : img.names) digests_by_repo.erase(n.repository());
+        for (const auto& [repository, known] : digests_by_repo) {
+          if (!wanted(repository, std::nullopt)) continue;
+          if (!*digests) {
+            rows.push_back({&img, known.familiar, "<none>", "<none>"});
             continue;
-          rows.push_back({&img, n.familiar_repository(), n.tag().value_or("<none>")});
+          }
+          for (const std::string& d : known.digests) rows.push_back({&img, known.familiar, "<none>", d});
         }
       }
       if (*quiet) {
@@ -186,7 +245,7 @@ void add_image_commands(CLI::App& app, Context& ctx) {
         j["Containers"] = "N/A";
         j["CreatedAt"] = r.image->config.created();
         j["CreatedSince"] = created_since(r.image->config.created());
-        j["Digest"] = r.image->manifest_descriptor.digest.str();
+        j["Digest"] = r.digest;
         j["ID"] = *no_trunc ? r.image->id().str() : r.image->id().short_id();
         j["Repository"] = r.repo;
         j["Size"] = human_size(store.image_size(*r.image));
@@ -209,7 +268,7 @@ void add_image_commands(CLI::App& app, Context& ctx) {
       }
       for (const auto& r : rows) {
         std::vector<std::string> line{r.repo, r.tag};
-        if (*digests) line.push_back(r.image->manifest_descriptor.digest.str());
+        if (*digests) line.push_back(r.digest);
         line.push_back(*no_trunc ? r.image->id().str() : r.image->id().short_id());
         line.push_back(created_since(r.image->config.created()));
         line.push_back(human_size(store.image_size(*r.image)));
@@ -349,7 +408,10 @@ void add_image_commands(CLI::App& app, Context& ctx) {
       // If another kiln process has the store open, they stay for the next rmi or prune rather
       // than make this command wait behind a long push or build.
       if (deleted_any) {
-        if (auto exclusive = Store::try_open_exclusive(ctx.root())) exclusive->prune();
+        if (auto exclusive = Store::try_open_exclusive(ctx.root())) {
+          exclusive->prune();
+          registry::forget_missing_blobs(*exclusive);
+        }
       }
       if (!failures.empty()) throw Error(failures);
     });

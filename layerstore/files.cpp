@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cmath>
 #include <vector>
@@ -112,6 +113,29 @@ std::string read_fd_capped(int fd, uint64_t max_bytes, std::string_view what) {
 std::string read_file_capped(const std::string& path, uint64_t max_bytes, std::string_view what) {
   Fd fd = open_or_throw(path, O_RDONLY);
   return read_fd_capped(fd.get(), max_bytes, what);
+}
+
+std::vector<std::string> read_record_lines(const std::string& path, uint64_t max_bytes,
+                                           std::string_view what) {
+  if (::access(path.c_str(), F_OK) != 0 && errno == ENOENT) return {};
+  std::vector<std::string> lines;
+  for (std::string& line : split_on(read_file_capped(path, max_bytes, what), '\n'))
+    if (!line.empty()) lines.push_back(std::move(line));
+  return lines;
+}
+
+bool append_record_line(const std::string& path, const std::string& line) {
+  try {
+    std::vector<std::string> known = read_record_lines(path, 1 << 20, path);
+    if (std::find(known.begin(), known.end(), line) != known.end()) return true;
+  } catch (const Error&) {
+    return false;
+  }
+  ::mkdir(path.substr(0, path.rfind('/')).c_str(), 0700);
+  Fd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600));
+  if (!fd.valid()) return false;
+  std::string text = line + "\n";
+  return ::write(fd.get(), text.data(), text.size()) == static_cast<ssize_t>(text.size());
 }
 
 TempDir::TempDir(const std::string& parent, std::string_view prefix) {

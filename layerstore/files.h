@@ -7,6 +7,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "layerstore/io.h"
 
@@ -60,6 +61,15 @@ void write_file_atomic(const std::string& path, std::string_view content,
 // Reads a whole file, refusing files larger than max_bytes (InvalidInputError naming `what`).
 std::string read_file_capped(const std::string& path, uint64_t max_bytes, std::string_view what);
 std::string read_fd_capped(int fd, uint64_t max_bytes, std::string_view what);
+
+// Line records (ROOT/registry/...): small files of short lines, appended to by several processes.
+// The non-empty lines of `path`, none when it does not exist; throws like read_file_capped.
+std::vector<std::string> read_record_lines(const std::string& path, uint64_t max_bytes,
+                                           std::string_view what);
+// Appends `line` unless `path` holds it already, creating the file (0600) and its directory (0700,
+// whose parent must exist). One short O_APPEND write: concurrent appenders do not mix their lines.
+// Returns false when it could not write.
+bool append_record_line(const std::string& path, const std::string& line);
 
 // A directory created with a unique name under `parent`, removed with its contents on destruction
 // unless release()d.

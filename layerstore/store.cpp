@@ -455,6 +455,9 @@ Image Store::resolve(std::string_view name_or_id) const {
         return img;
       }
     }
+    if (ref->digest()) {
+      if (std::optional<Image> img = resolve_repo_digest(*ref)) return *img;
+    }
   }
   std::string hex = text;
   if (hex.starts_with("sha256:")) hex = hex.substr(7);
@@ -690,6 +693,89 @@ Store::CachePruneReport Store::prune_build_cache(std::optional<int64_t> max_age_
 
 // ------------------------------------------------------------------------------------------ gc
 
+namespace {
+
+// "domain/path@digest": a repo digest as recorded, whatever tag the reference also names.
+std::string repo_digest_line(const Reference& ref) {
+  return fmt::format("{}@{}", ref.repository(), ref.digest() ? ref.digest()->str() : "");
+}
+
+}  // namespace
+
+void Store::add_repo_digest(const Digest& image_id, const Reference& ref) {
+  if (!ref.digest()) throw Error(fmt::format("repo digest `{}`: no digest", ref.str()));
+  ::mkdir((root_ + "/registry").c_str(), 0700);
+  FileLock lock(root_ + "/locks/" + std::string(kIndexLockName), FileLock::Kind::Exclusive);
+  // One image per repo digest, as Docker's reference store keeps it: another that had it loses it.
+  remove_repo_digest_locked(ref, image_id);
+  // A hint, like Docker's: an image whose record could not be written is found by its name and ID.
+  append_record_line(fmt::format("{}/{}", repo_digests_dir(), image_id.hex()), repo_digest_line(ref));
+}
+
+std::vector<Reference> Store::repo_digests(const Digest& image_id) const {
+  std::vector<Reference> out;
+  std::string path = fmt::format("{}/{}", repo_digests_dir(), image_id.hex());
+  try {
+    for (const std::string& line : read_record_lines(path, 1 << 20, "repo digests record")) {
+      std::optional<Reference> ref = Reference::try_parse(line);
+      if (ref && ref->digest()) out.push_back(std::move(*ref));
+    }
+  } catch (const Error&) {
+    // Unreadable: the image has none to show.
+  }
+  return out;
+}
+
+bool Store::remove_repo_digest(const Reference& ref) {
+  if (!ref.digest()) return false;
+  // Under the index lock, as adding is: a line added meanwhile is not lost in the rewrite.
+  FileLock lock(root_ + "/locks/" + std::string(kIndexLockName), FileLock::Kind::Exclusive);
+  return remove_repo_digest_locked(ref, std::nullopt);
+}
+
+bool Store::remove_repo_digest_locked(const Reference& ref, const std::optional<Digest>& except_image) {
+  std::string wanted = repo_digest_line(ref);
+  bool removed = false;
+  for (const std::string& name : list_dir(repo_digests_dir())) {
+    if (except_image && name == except_image->hex()) continue;
+    std::string path = repo_digests_dir() + "/" + name;
+    std::vector<std::string> lines;
+    try {
+      lines = read_record_lines(path, 1 << 20, "repo digests record");
+    } catch (const Error&) {
+      continue;  // unreadable: it names nothing resolve() would find
+    }
+    auto kept = std::remove(lines.begin(), lines.end(), wanted);
+    if (kept == lines.end()) continue;
+    lines.erase(kept, lines.end());
+    removed = true;
+    std::string text;
+    for (const std::string& line : lines) text += line + "\n";
+    write_file_atomic(path, text);
+  }
+  return removed;
+}
+
+std::optional<Image> Store::resolve_repo_digest(const Reference& ref) const {
+  std::string wanted = repo_digest_line(ref);
+  std::set<Digest> ids;
+  for (const std::string& name : list_dir(repo_digests_dir())) {
+    std::optional<Digest> id = Digest::from_sha256_hex(name);
+    if (!id) continue;
+    for (const Reference& known : repo_digests(*id))
+      if (repo_digest_line(known) == wanted) ids.insert(*id);
+  }
+  if (ids.empty()) return std::nullopt;
+  std::optional<Image> found;
+  for (Image& img : images()) {
+    if (!ids.count(img.id())) continue;
+    bool better = !found || (img.config.architecture() == host_architecture() &&
+                             found->config.architecture() != host_architecture());
+    if (better) found = std::move(img);
+  }
+  return found;
+}
+
 PruneReport Store::prune() {
   if (access_ != Access::Exclusive) throw Error("prune: the store must be opened for exclusive access");
   PruneReport report;
@@ -729,6 +815,11 @@ PruneReport Store::prune() {
     report.reclaimed_bytes += remove_tree(blob_dir + "/" + name);
     if (d) report.deleted_blobs.push_back(*d);
     ::unlink(fmt::format("{}/layers/{}.json", root_, name).c_str());
+  }
+  // The repo digests of images whose config went (an image's ID is its config's digest).
+  for (const auto& name : list_dir(repo_digests_dir())) {
+    auto d = Digest::from_sha256_hex(name);
+    if (!d || !live_blobs.count(*d)) ::unlink((repo_digests_dir() + "/" + name).c_str());
   }
   for (const auto& name : list_dir(root_ + "/layers")) {
     std::string hex = name.substr(0, name.find('.'));

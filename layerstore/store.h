@@ -150,7 +150,8 @@ class Store {
   // ---- images and names
   std::vector<Image> images() const;
   // Finds an image by name ("busybox", "busybox:1.36", "docker.io/library/busybox:latest"), by
-  // name@digest, by image ID ("sha256:<hex>" or a unique hex prefix), or by manifest digest.
+  // name@digest (its manifest's digest, or a repo digest), by image ID ("sha256:<hex>" or a unique
+  // hex prefix), or by manifest digest.
   // Throws NotFoundError("no such image: `x`").
   Image resolve(std::string_view name_or_id) const;
   Image load_image(const Descriptor& manifest_descriptor) const;
@@ -165,6 +166,18 @@ class Store {
   bool remove_name(const Reference& name, bool keep_untagged);
   // Removes every index entry of the manifest.
   void remove_image(const Digest& manifest_digest);
+
+  // ---- where images live in registries
+  // Docker's RepoDigests: "domain/path@digest" references under which a registry holds the image's
+  // manifest, or an index naming it. Pull and push record them in ROOT/registry/digests/<image ID
+  // hex>, a line each; like a name, one belongs to one image (adding it to one takes it from any
+  // other). resolve() finds an image by them, as `docker run repo@sha256:…` does after
+  // a pull by an index's digest; prune forgets those of the images it removed.
+  void add_repo_digest(const Digest& image_id, const Reference& ref);
+  // The image's repo digests, oldest first (a damaged line is passed over).
+  std::vector<Reference> repo_digests(const Digest& image_id) const;
+  // Removes `ref` (its tag ignored) from every image's repo digests; returns whether one had it.
+  bool remove_repo_digest(const Reference& ref);
 
   // ---- snapshots
   // Makes sure every layer of the image is unpacked (made on demand, kept per chain ID) and returns
@@ -236,6 +249,12 @@ class Store {
   void prepare();
 
   std::string cache_record_path(std::string_view key) const;
+  std::string repo_digests_dir() const { return root_ + "/registry/digests"; }
+  // The image that the repo digest `ref` names, when one in the index has it: of several (the
+  // platforms of one index), this machine's, else the first.
+  std::optional<Image> resolve_repo_digest(const Reference& ref) const;
+  // remove_repo_digest with the index lock held, sparing `except_image`'s record.
+  bool remove_repo_digest_locked(const Reference& ref, const std::optional<Digest>& except_image);
 
   std::string root_;
   Access access_;

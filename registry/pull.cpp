@@ -96,60 +96,30 @@ std::string normalized_variant(const Platform& p) {
   return p.variant;
 }
 
-// ROOT/registry/<kind>/<blob hex>: short lines about a blob, appended. Hints only: a failure to
-// write one costs a later push its mount, or inspect a digest, nothing more.
+// ROOT/registry/<kind>/<blob hex>: short lines about a blob. Hints only: a failure to write one
+// costs a later push its mount, nothing more.
 std::string record_file(const Store& store, std::string_view kind, const Digest& blob) {
   return fmt::format("{}/registry/{}/{}", store.root(), kind, blob.hex());
-}
-
-std::vector<std::string> record_lines(const Store& store, std::string_view kind, const Digest& blob) {
-  std::string path = record_file(store, kind, blob);
-  if (::access(path.c_str(), R_OK) != 0) return {};
-  std::vector<std::string> lines;
-  for (std::string& line : split_on(read_file_capped(path, 1 << 20, path), '\n'))
-    if (!line.empty()) lines.push_back(std::move(line));
-  return lines;
-}
-
-void append_record_line(const Store& store, std::string_view kind, const Digest& blob,
-                        const std::string& line) {
-  std::vector<std::string> known = record_lines(store, kind, blob);
-  if (std::find(known.begin(), known.end(), line) != known.end()) return;
-  std::string dir = store.root() + "/registry";
-  ::mkdir(dir.c_str(), 0700);
-  dir += "/" + std::string(kind);
-  ::mkdir(dir.c_str(), 0700);
-  // One short line appended: concurrent writers do not mix their lines.
-  int fd = ::open(record_file(store, kind, blob).c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
-  if (fd < 0) return;
-  std::string text = line + "\n";
-  [[maybe_unused]] ssize_t n = ::write(fd, text.data(), text.size());
-  ::close(fd);
 }
 
 }  // namespace
 
 void remember_blob_source(const Store& store, const Digest& blob, const std::string& domain,
                           const std::string& repository) {
-  append_record_line(store, "sources", blob, domain + "/" + repository);
+  ::mkdir((store.root() + "/registry").c_str(), 0700);
+  append_record_line(record_file(store, "sources", blob), domain + "/" + repository);
 }
 
-void remember_repo_digest(const Store& store, const Digest& image_id, const std::string& domain,
+void remember_repo_digest(Store& store, const Digest& image_id, const std::string& domain,
                           const std::string& repository, const Digest& manifest) {
-  append_record_line(store, "digests", image_id, fmt::format("{}/{}@{}", domain, repository, manifest));
-}
-
-std::vector<std::string> repo_digests(const Store& store, const Digest& image_id) {
-  return record_lines(store, "digests", image_id);
+  store.add_repo_digest(image_id, Reference::parse(fmt::format("{}/{}@{}", domain, repository, manifest)));
 }
 
 void forget_missing_blobs(const Store& store) {
-  for (const char* kind : {"sources", "digests"}) {
-    std::string dir = fmt::format("{}/registry/{}", store.root(), kind);
-    for (const std::string& name : list_dir(dir)) {
-      std::optional<Digest> blob = Digest::from_sha256_hex(name);
-      if (!blob || !store.has_blob(*blob)) ::unlink((dir + "/" + name).c_str());
-    }
+  std::string sources = store.root() + "/registry/sources";
+  for (const std::string& name : list_dir(sources)) {
+    std::optional<Digest> blob = Digest::from_sha256_hex(name);
+    if (!blob || !store.has_blob(*blob)) ::unlink((sources + "/" + name).c_str());
   }
   std::string converted = store.root() + "/registry/converted";
   for (const std::string& name : list_dir(converted)) {
@@ -167,7 +137,13 @@ void forget_missing_blobs(const Store& store) {
 
 std::vector<std::string> blob_sources(const Store& store, const Digest& blob, const std::string& domain) {
   std::vector<std::string> repositories;
-  for (const std::string& line : record_lines(store, "sources", blob)) {
+  std::vector<std::string> lines;
+  try {
+    lines = read_record_lines(record_file(store, "sources", blob), 1 << 20, "blob sources record");
+  } catch (const Error&) {
+    return {};  // unreadable: no mount, an upload
+  }
+  for (const std::string& line : lines) {
     if (line.size() > domain.size() + 1 && line.starts_with(domain) && line[domain.size()] == '/')
       repositories.push_back(line.substr(domain.size() + 1));
   }
@@ -293,11 +269,11 @@ class Pull {
   }
 
   bool downloaded() const { return downloaded_; }
-  // The configs' digests of the images fetched: their IDs.
-  std::vector<Digest> image_ids() const {
-    std::vector<Digest> ids;
-    for (const StagedImage& image : images_) ids.push_back(image.config_digest);
-    return ids;
+  // The ID (config digest) of the image fetched with this manifest.
+  Digest image_id(const Digest& manifest) const {
+    for (const StagedImage& image : images_)
+      if (image.manifest.digest == manifest) return image.config_digest;
+    throw Error(fmt::format("pull: no image fetched with manifest {}", manifest));  // a bug
   }
 
   void say(const std::string& line) {
@@ -411,8 +387,9 @@ PullResult pull_image(Store& store, RegistryClient& client, const Reference& ref
   bool downloaded = pull.downloaded() || (index_stored && !store.has_blob(top.digest));
   std::vector<Descriptor> images = pull.publish();
   if (index_stored) store.put_blob(top.bytes);
-  for (const Digest& image_id : pull.image_ids())
-    remember_repo_digest(store, image_id, client.domain(), repository, top.digest);
+  // The digest the reference resolved to names the image the name goes to, as the name does
+  // (Docker's reference store keeps one image for a repo digest).
+  remember_repo_digest(store, pull.image_id(named), client.domain(), repository, top.digest);
   auto named_image =
       std::find_if(images.begin(), images.end(), [&](const Descriptor& d) { return d.digest == named; });
   PullResult result{*named_image, top.digest, downloaded, {}};  // fetched, by construction

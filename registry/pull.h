@@ -119,16 +119,13 @@ void remember_blob_source(const Store& store, const Digest& blob, const std::str
                           const std::string& repository);
 // The repositories of `domain` known to hold the blob, most recently recorded first.
 std::vector<std::string> blob_sources(const Store& store, const Digest& blob, const std::string& domain);
-// Where an image's manifest lives in registries, as Docker's RepoDigests say it: ROOT/registry/
-// digests/<image ID hex>, one "domain/repository@sha256:…" a line, written by pull (the digest the
-// reference resolved to, an index's for an index) and push (the manifest pushed).
-void remember_repo_digest(const Store& store, const Digest& image_id, const std::string& domain,
+// Records that the registry holds the image under `domain/repository@manifest` (Store's repo
+// digests): pull records the digest the reference resolved to (an index's for an index), push the
+// manifest pushed.
+void remember_repo_digest(Store& store, const Digest& image_id, const std::string& domain,
                           const std::string& repository, const Digest& manifest);
-// The image's "domain/repository@digest" lines, oldest first.
-std::vector<std::string> repo_digests(const Store& store, const Digest& image_id);
 
-// Removes what ROOT/registry/ records of blobs the store no longer has: their sources, their repo
-// digests (by the config blob, the image ID), and the
+// Removes what ROOT/registry/ records of blobs the store no longer has: their sources and the
 // conversions a push --compression made (ROOT/registry/converted/<source hex>-<compression>, holding
 // the converted blob's digest) of or into them. For prune, after the store's own sweep.
 void forget_missing_blobs(const Store& store);

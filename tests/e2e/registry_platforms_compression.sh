@@ -6,6 +6,8 @@
 # share plus one of its own, and an attestation entry) gives both images, the index blob, the name
 # on this machine's image (or --platform's), a shared layer downloaded once; a layer that fails to
 # verify in the last platform leaves the store as it was, the first platform included.
+# A pull by the index's digest: the image is listed under its repository with that digest, runs,
+# builds FROM it, and goes with rmi of the digest (only untagged while a tag names it).
 # --compression: a gzip image pushed as zstd has zstd layers (skopeo reads them), the same config
 # and diff IDs, runs once pulled; a second push reuses the recompressed blobs, a pruned one (its
 # records pruned with it) is made again with the same digest; back to gzip; without the flag, as stored; the memory of a push
@@ -119,6 +121,38 @@ export KILN_ROOT=$WORK/store-other
 assert_eq "$(kiln pull -q --all-platforms --platform "linux/$other" "$R/multi/img")" "$R/multi/img:latest"
 assert_eq "$(kiln inspect --format '{{.Id}}' "$R/multi/img")" "$config_other" "--platform with --all-platforms"
 assert_eq "$(kiln images -q --no-trunc | wc -l)" 2 "both platforms stored"
+
+# ------------------------------------------------------------------ a pull by the index's digest
+
+# The digest a reference resolved to names the image, as Docker's RepoDigests do: listed under its
+# repository with no tag (not dangling), found by run, FROM and inspect, and removed by rmi.
+export KILN_ROOT=$WORK/store-digest
+by_digest=$R/multi/img@$index_digest
+assert_eq "$(kiln pull -q "$by_digest")" "$by_digest"
+assert_eq "$(kiln images --digests --no-trunc --format '{{.Repository}} {{.Tag}} {{.Digest}} {{.ID}}')" \
+  "$R/multi/img <none> $index_digest $config_host" "listed by its repository and the index's digest"
+assert_eq "$(kiln images --format '{{.Repository}} {{.Tag}} {{.Digest}}')" "$R/multi/img <none> <none>" \
+  "without --digests, one row and no digest"
+assert_eq "$(kiln inspect --format '{{json .RepoDigests}}' "$by_digest")" "[\"$by_digest\"]" "RepoDigests"
+assert_eq "$(kiln run --rm "$by_digest" sh -c 'echo ok')" "ok" "the image runs by the index's digest"
+mkdir -p "$WORK/from-digest"
+printf 'FROM %s\nLABEL pinned=yes\n' "$by_digest" >"$WORK/from-digest/Dockerfile"
+kiln build -q -t from-digest "$WORK/from-digest" >/dev/null
+assert_eq "$(kiln inspect --format '{{index .Config.Labels "pinned"}} {{json .RootFS.Layers}}' from-digest)" \
+  "yes $(kiln inspect --format '{{json .RootFS.Layers}}' "$by_digest")" "FROM the index's digest"
+# Pulled by its tag too: one row, the tag with the digest.
+kiln pull -q "$R/multi/img" >/dev/null
+assert_eq "$(kiln images --digests --format '{{.Repository}}:{{.Tag}} {{.Digest}}' "$R/multi/img")" \
+  "$R/multi/img:latest $index_digest" "the tag's row shows the digest"
+out=$(kiln rmi "$by_digest")
+assert_eq "$out" "Untagged: $by_digest" "rmi of the digest while the tag names the image"
+expect_fail 125 "no such image: \`$by_digest\`" kiln run --rm "$by_digest" true
+kiln rmi from-digest >/dev/null
+kiln rmi "$R/multi/img" >/dev/null
+kiln pull -q "$by_digest" >/dev/null
+out=$(kiln rmi "$by_digest")
+assert_eq "$out" "Untagged: $by_digest"$'\n'"Deleted: $config_host" "rmi of the last reference deletes the image"
+assert_eq "$(kiln images -q)" "" "no image left"
 
 # A platform the index lacks fails before anything is downloaded.
 export KILN_ROOT=$WORK/store-none

@@ -203,6 +203,49 @@ TEST_CASE("prune removes unreferenced blobs and leftovers of crashed writers", "
   CHECK(store.resolve("kept").manifest_descriptor.digest == kept.digest);
 }
 
+TEST_CASE("a repo digest finds its image, belongs to one image, and goes with it", "[store]") {
+  ScratchStore s;
+  std::optional<kiln::Digest> a_id, b_id;
+  // An index's digest, under which a registry holds the images (not a manifest in the store).
+  kiln::Reference by_index = kiln::Reference::parse("registry.test/app@" + kiln::sha256_of("index").str());
+  {
+    kiln::Store store(s.root());
+    auto a = put_image(store, "2024-01-01T00:00:00Z");
+    auto b = put_image(store, "2024-01-02T00:00:00Z");
+    store.set_name(a, kiln::Reference::parse("registry.test/app:1"));
+    store.set_name(b, std::nullopt);
+    a_id = store.resolve("registry.test/app:1").id();
+    b_id = store.resolve(b.digest.str()).id();
+    CHECK_THROWS_AS(store.resolve(by_index.str()), kiln::NotFoundError);
+
+    store.add_repo_digest(*a_id, by_index);
+    store.add_repo_digest(*a_id, by_index);  // recorded once
+    CHECK(store.repo_digests(*a_id) == std::vector{by_index});
+    CHECK(store.resolve(by_index.str()).id() == a_id);
+    // A tag beside the digest is not part of it; another repository's digest is another reference.
+    CHECK(store.resolve("registry.test/app:other@" + by_index.digest()->str()).id() == a_id);
+    CHECK_THROWS_AS(store.resolve("registry.test/else@" + by_index.digest()->str()), kiln::NotFoundError);
+
+    // Given to another image, it leaves the first (Docker's reference store holds one image per
+    // reference): the untagged image is found by it now.
+    store.add_repo_digest(*b_id, by_index);
+    CHECK(store.repo_digests(*a_id).empty());
+    CHECK(store.resolve(by_index.str()).id() == b_id);
+
+    CHECK(store.remove_repo_digest(by_index));
+    CHECK_FALSE(store.remove_repo_digest(by_index));
+    CHECK(store.repo_digests(*b_id).empty());
+    CHECK_THROWS_AS(store.resolve(by_index.str()), kiln::NotFoundError);
+
+    store.add_repo_digest(*b_id, by_index);
+    store.remove_image(b.digest);
+    CHECK_THROWS_AS(store.resolve(by_index.str()), kiln::NotFoundError);  // the record alone finds nothing
+  }
+  kiln::Store store(s.root(), kiln::Store::Access::Exclusive);
+  store.prune();
+  CHECK_FALSE(fs::exists(s.root() + "/registry/digests/" + b_id->hex()));  // its config went
+}
+
 TEST_CASE("several processes can name images in one store at once", "[store]") {
   ScratchStore s;
   { kiln::Store store(s.root()); }
