@@ -191,6 +191,13 @@ class Pull {
   // each. `platform`: what the image must be for (its config's os and architecture), when known.
   void fetch_image(const FetchedManifest& fetched, const std::optional<Platform>& platform) {
     Manifest manifest = Manifest::parse(fetched.bytes);
+    // An artifact (a Helm chart, a signature) in a manifest of its own: not an image to run.
+    if (manifest.config.media_type != media::kOciConfig &&
+        manifest.config.media_type != media::kDockerConfig) {
+      throw InvalidInputError(
+          fmt::format("pull `{}`: not a container image: its config is `{}` (kiln copy copies any artifact)",
+                      shown_, manifest.config.media_type));
+    }
     std::string config_bytes;
     if (store_.has_blob(manifest.config.digest)) {
       config_bytes = store_.read_blob(manifest.config.digest, kMaxConfigBytes);

@@ -2,7 +2,8 @@
 # Pull and push against Debian's docker-registry (no auth, plain HTTP on 127.0.0.1), judged by
 # skopeo: what kiln pushes skopeo reads with the same digests, what skopeo pushes kiln pulls with
 # the same digests; an index resolves to the platform asked for; a blob mounted across
-# repositories shows in the registry's log; inspect's RepoDigests name what was pushed and pulled; a tampered blob is refused and leaves the store alone.
+# repositories shows in the registry's log; inspect's RepoDigests name what was pushed and pulled; a
+# tampered blob is refused and leaves the store alone; an artifact is no image to pull.
 source "$(dirname "$0")/lib.sh"
 need docker-registry skopeo jq python3 openssl strace
 source "$KILN_SOURCE_DIR/tests/registry_env/lib.sh"
@@ -103,6 +104,34 @@ head -c "$size" /dev/urandom >"$data"
 expect_fail 1 "digest mismatch" kiln pull "$R/seeded/img:t1"
 assert_eq "$(store_state)" "$before" "a refused pull leaves the store as it was"
 [[ ! -e $KILN_ROOT/tmp/partial/${layer#sha256:} ]] || fail "the refused blob stays in tmp/partial"
+
+# An artifact (here a Helm chart: its own config and layer media types) is no image to pull: said
+# so, nothing stored. kiln copy moves it.
+upload() {
+  local location digest
+  digest=sha256:$(sha256sum "$1" | cut -d' ' -f1)
+  location=$(curl -sSf -X POST -D - -o /dev/null "http://$R/v2/art/chart/blobs/uploads/" | tr -d '\r' |
+    sed -n 's/^location: //Ip')
+  curl -sSf -X PUT -H 'Content-Type: application/octet-stream' --data-binary "@$1" "$location&digest=$digest"
+  jq -cn --arg m "$2" --arg d "$digest" --argjson s "$(stat -c %s "$1")" '{mediaType:$m, digest:$d, size:$s}'
+}
+echo '{"name":"chart","version":"1.0.0"}' >"$WORK/chart-config.json"
+head -c 1000 /dev/urandom >"$WORK/chart.tgz"
+jq -cn --argjson c "$(upload "$WORK/chart-config.json" application/vnd.cncf.helm.config.v1+json)" \
+  --argjson l "$(upload "$WORK/chart.tgz" application/vnd.cncf.helm.chart.content.v1.tar+gzip)" \
+  '{schemaVersion:2, mediaType:"application/vnd.oci.image.manifest.v1+json", config:$c, layers:[$l]}' \
+  >"$WORK/chart-manifest.json"
+curl -sSf -X PUT -H 'Content-Type: application/vnd.oci.image.manifest.v1+json' \
+  --data-binary "@$WORK/chart-manifest.json" "http://$R/v2/art/chart/manifests/1"
+export KILN_ROOT=$WORK/store-artifact
+kiln images -q >/dev/null
+before=$(store_state)
+expect_fail 1 "pull \`$R/art/chart:1\`: not a container image: its config is \`application/vnd.cncf.helm.config.v1+json\`" \
+  kiln pull "$R/art/chart:1"
+assert_eq "$(store_state)" "$before" "a refused artifact leaves the store as it was"
+kiln copy -q "$R/art/chart:1" "$R/art/copied:1"
+assert_eq "$(skopeo inspect --tls-verify=false --raw "docker://$R/art/copied:1")" "$(cat "$WORK/chart-manifest.json")" \
+  "the artifact copied byte for byte"
 
 # Errors name what is missing.
 expect_fail 1 "manifest unknown" kiln pull "$R/kiln/bb:nope"
