@@ -138,19 +138,45 @@ void add_registry_commands(CLI::App& app, Context& ctx) {
                     "Push the layers compressed this way, recompressing those stored otherwise (the "
                     "manifest pushed is then a new OCI manifest; default: as stored)")
         ->type_name("gzip|zstd");
+    auto all_tags = std::make_shared<bool>(false);
     cmd->add_flag("-q,--quiet", *quiet, "Print nothing but errors");
+    cmd->add_flag("-a,--all-tags", *all_tags, "Push every tag the store has of the repository");
     cmd->add_option("image", *image, "Image to push")->required()->type_name("IMAGE");
     cmd->add_option("destination", *dest, "Where to push it (default: the image's name)")
         ->type_name("NAME[:TAG]");
     add_registry_flags(*cmd, ctx);
-    cmd->callback([&ctx, image, dest, digestfile, quiet, compression] {
+    cmd->callback([&ctx, image, dest, digestfile, quiet, compression, all_tags] {
       registry::PushOptions options;
       if (!compression->empty()) {
         options.compression = parse_compression(*compression);
         if (options.compression != Compression::Gzip && options.compression != Compression::Zstd)
           throw UsageError(fmt::format("--compression `{}`: use gzip or zstd", *compression));
       }
+      if (!*quiet) options.progress = [](const std::string& line) { fmt::print("{}\n", line); };
       Store store = ctx.open_store();
+      if (*all_tags) {
+        // docker push --all-tags: the repository's tags, each to its own name, one after another
+        // (their shared blobs go once: the later pushes find them there).
+        if (!dest->empty() || !digestfile->empty())
+          throw UsageError(
+              "push --all-tags: each tag goes to its own name (no destination, no --digestfile)");
+        size_t name_start = image->rfind('/') == std::string::npos ? 0 : image->rfind('/');
+        if (image->find_first_of(":@", name_start) != std::string::npos)
+          throw UsageError(
+              fmt::format("push --all-tags `{}`: name a repository, without a tag or digest", *image));
+        Reference repository = Reference::parse(*image);
+        std::vector<std::pair<Reference, Image>> tagged;
+        for (Image& img : store.images())
+          for (const Reference& name : img.names)
+            if (name.repository() == repository.repository()) tagged.emplace_back(name, img);
+        if (tagged.empty())
+          throw NotFoundError(fmt::format("push --all-tags: no tag of `{}` in the store", *image));
+        std::sort(tagged.begin(), tagged.end(),
+                  [](const auto& a, const auto& b) { return a.first.str() < b.first.str(); });
+        RegistryClient client(repository.domain(), ctx.registry_options());
+        for (const auto& [name, img] : tagged) registry::push_image(store, client, img, name, options);
+        return;
+      }
       Image img = store.resolve(*image);
       std::optional<Reference> target;
       if (!dest->empty()) {
@@ -160,7 +186,6 @@ void add_registry_commands(CLI::App& app, Context& ctx) {
       }
       if (!target) throw UsageError(fmt::format("push `{}`: name a destination (NAME[:TAG])", *image));
       if (!target->tag() && !target->digest()) target = Reference::parse(target->str() + ":latest");
-      if (!*quiet) options.progress = [](const std::string& line) { fmt::print("{}\n", line); };
       RegistryClient client(target->domain(), ctx.registry_options());
       registry::PushResult result = registry::push_image(store, client, img, *target, options);
       if (!digestfile->empty()) write_file_atomic(*digestfile, result.digest.str());

@@ -3,7 +3,8 @@
 # skopeo: what kiln pushes skopeo reads with the same digests, what skopeo pushes kiln pulls with
 # the same digests; an index resolves to the platform asked for; a blob mounted across
 # repositories shows in the registry's log; inspect's RepoDigests name what was pushed and pulled; a
-# tampered blob is refused and leaves the store alone; an artifact is no image to pull.
+# tampered blob is refused and leaves the store alone; push --all-tags; an artifact is no image to
+# pull.
 source "$(dirname "$0")/lib.sh"
 need docker-registry skopeo jq python3 openssl strace
 source "$KILN_SOURCE_DIR/tests/registry_env/lib.sh"
@@ -104,6 +105,19 @@ head -c "$size" /dev/urandom >"$data"
 expect_fail 1 "digest mismatch" kiln pull "$R/seeded/img:t1"
 assert_eq "$(store_state)" "$before" "a refused pull leaves the store as it was"
 [[ ! -e $KILN_ROOT/tmp/partial/${layer#sha256:} ]] || fail "the refused blob stays in tmp/partial"
+
+# push --all-tags: every tag of the repository, each to its name, the shared layer uploaded once.
+export KILN_ROOT=$WORK/store-tags
+kiln import "$WORK/bb.tar" "$R/kiln/tags:one" >/dev/null
+kiln tag "$R/kiln/tags:one" "$R/kiln/tags:two"
+kiln tag "$R/kiln/tags:one" "$R/kiln/other:three"
+out=$(kiln push --all-tags "$R/kiln/tags")
+assert_eq "$(grep -c ': Pushed$' <<<"$out")" 1 "the layer uploaded once"
+assert_eq "$(grep -c ': digest: sha256:' <<<"$out")" 2 "a manifest for each tag"
+assert_eq "$(skopeo list-tags --tls-verify=false "docker://$R/kiln/tags" | jq -r '.Tags | sort | join(" ")')" \
+  "one two" "the repository's tags, and only them"
+expect_fail 125 "name a repository, without a tag or digest" kiln push -a "$R/kiln/tags:one"
+expect_fail 1 "no tag of \`$R/kiln/none\` in the store" kiln push -a "$R/kiln/none"
 
 # An artifact (here a Helm chart: its own config and layer media types) is no image to pull: said
 # so, nothing stored. kiln copy moves it.
