@@ -49,6 +49,12 @@ void add_registry_flags(CLI::App& app, Context& ctx) {
 
 namespace {
 
+// Whether a reference as typed names a tag or a digest (a colon before the first slash is a port).
+bool names_tag_or_digest(const std::string& text) {
+  size_t last_component = text.rfind('/') == std::string::npos ? 0 : text.rfind('/');
+  return text.find_first_of(":@", last_component) != std::string::npos;
+}
+
 Platform to_store_platform(const std::string& text) {
   parser::Platform p;
   try {
@@ -105,6 +111,7 @@ void add_registry_commands(CLI::App& app, Context& ctx) {
     cmd->callback([&ctx, name, platform, quiet, all_platforms] {
       Reference ref = Reference::parse(*name);
       if (!ref.digest() && !ref.tag()) ref = Reference::parse(ref.str() + ":latest");
+      if (!*quiet && !names_tag_or_digest(*name)) fmt::print("Using default tag: latest\n");
       registry::PullOptions options;
       if (!platform->empty()) options.platform = to_store_platform(*platform);
       options.all_platforms = *all_platforms;
@@ -160,8 +167,7 @@ void add_registry_commands(CLI::App& app, Context& ctx) {
         if (!dest->empty() || !digestfile->empty())
           throw UsageError(
               "push --all-tags: each tag goes to its own name (no destination, no --digestfile)");
-        size_t name_start = image->rfind('/') == std::string::npos ? 0 : image->rfind('/');
-        if (image->find_first_of(":@", name_start) != std::string::npos)
+        if (names_tag_or_digest(*image))
           throw UsageError(
               fmt::format("push --all-tags `{}`: name a repository, without a tag or digest", *image));
         Reference repository = Reference::parse(*image);

@@ -84,6 +84,7 @@ registry_seed_index multi/img:latest amd64 arm64
 index_digest=$INDEX_DIGEST config_amd64=$INDEX_CONFIG_amd64 config_arm64=$INDEX_CONFIG_arm64
 export KILN_ROOT=$WORK/store4
 out=$(kiln pull "$R/multi/img")
+assert_eq "$(head -1 <<<"$out")" "Using default tag: latest" "a name without a tag, said as Docker says it"
 assert_contains "$out" "Digest: $index_digest" "an index's pull prints the index digest"
 assert_eq "$(kiln inspect --format '{{.Id}}' "$R/multi/img")" "$config_amd64" "host platform chosen"
 assert_eq "$(kiln inspect --format '{{index .RepoDigests 0}}' "$R/multi/img")" "$R/multi/img@$index_digest" \
