@@ -6,7 +6,6 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <condition_variable>
 #include <future>
 #include <map>
 #include <mutex>
@@ -14,79 +13,25 @@
 #include "layerstore/errors.h"
 #include "layerstore/files.h"
 #include "layerstore/fsutil.h"
+#include "layerstore/growing_file.h"
 #include "layerstore/layer_check.h"
 #include "registry/config.h"
 
 namespace kiln::registry {
 namespace {
 
-// A file one thread appends to (through Writer) while another reads it from the start (through
-// Reader), which waits for bytes not written yet. The reader ends when the writer has finished,
-// and throws once the writer has given up.
-class GrowingFile {
+// Appends to a blob and tells the file's readers how far it has grown.
+class GrowingBlobWriter : public Writer {
  public:
-  GrowingFile(int fd, uint64_t size) : fd_(fd), size_(size) {}
-
-  void finish() { end(finished_); }
-  void abandon() { end(abandoned_); }
-
-  class Writer : public kiln::Writer {
-   public:
-    Writer(GrowingFile& file, Store::BlobWriter& blob) : file_(file), blob_(blob) {}
-    void write(std::span<const std::byte> data) override {
-      blob_.write(data);
-      {
-        std::lock_guard lock(file_.mutex_);
-        file_.size_ = blob_.size();
-      }
-      file_.changed_.notify_all();
-    }
-
-   private:
-    GrowingFile& file_;
-    Store::BlobWriter& blob_;
-  };
-
-  class Reader : public kiln::Reader {
-   public:
-    Reader(GrowingFile& file, std::string what) : file_(file), what_(std::move(what)) {}
-    size_t read(std::span<std::byte> buf) override {
-      uint64_t available = 0;
-      {
-        std::unique_lock lock(file_.mutex_);
-        file_.changed_.wait(lock,
-                            [&] { return offset_ < file_.size_ || file_.finished_ || file_.abandoned_; });
-        if (file_.abandoned_) throw Error(fmt::format("{}: the download stopped", what_));
-        available = file_.size_ - offset_;
-      }
-      if (available == 0) return 0;
-      size_t n =
-          PreadReader(file_.fd_, what_, offset_).read(buf.first(std::min<uint64_t>(buf.size(), available)));
-      offset_ += n;
-      return n;
-    }
-
-   private:
-    GrowingFile& file_;
-    std::string what_;
-    uint64_t offset_ = 0;
-  };
-
- private:
-  void end(bool& flag) {
-    {
-      std::lock_guard lock(mutex_);
-      flag = true;
-    }
-    changed_.notify_all();
+  GrowingBlobWriter(GrowingFile& file, Store::BlobWriter& blob) : file_(file), blob_(blob) {}
+  void write(std::span<const std::byte> data) override {
+    blob_.write(data);
+    file_.grew(blob_.size());
   }
 
-  int fd_;
-  std::mutex mutex_;
-  std::condition_variable changed_;
-  uint64_t size_;  // bytes in the file so far
-  bool finished_ = false;
-  bool abandoned_ = false;
+ private:
+  GrowingFile& file_;
+  Store::BlobWriter& blob_;
 };
 
 std::string normalized_variant(const Platform& p) {
@@ -464,7 +409,7 @@ std::optional<StagedLayer> download_layer(Store& store, RegistryClient& client, 
   try {
     if (blob->size() < size) {
       if (blob->resumed_from() > 0 && on_resume) on_resume(blob->resumed_from());
-      GrowingFile::Writer sink(growing, *blob);
+      GrowingBlobWriter sink(growing, *blob);
       client.get_blob(repository, layer.digest, blob->resumed_from(), sink);
     }
     growing.finish();
