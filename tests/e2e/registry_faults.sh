@@ -7,7 +7,9 @@ need docker-registry skopeo jq python3 openssl
 source "$KILN_SOURCE_DIR/tests/registry_env/lib.sh"
 
 registry_start plain
-registry_seed_image big/img:v1 1 3000000   # one layer of ~3 MB, incompressible
+# One layer of 20 MB, incompressible: big enough for its hash to run on a thread of its own
+# (download_layer), which the faults below must not confuse.
+registry_seed_image big/img:v1 1 20000000
 layer=$SEED_LAYERS
 fault_proxy_start "$REGISTRY_ADDR"
 P=$PROXY_ADDR

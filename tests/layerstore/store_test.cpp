@@ -75,6 +75,54 @@ TEST_CASE("blobs become visible only when published, under their digest", "[stor
   CHECK_THROWS_WITH(store.read_blob(kiln::sha256_of("hello"), 2), Catch::Contains("larger than 2 bytes"));
 }
 
+TEST_CASE("a blob hashed in the background: the same digest, mismatches caught, resumes hashed", "[store]") {
+  ScratchStore s;
+  kiln::Store store(s.root());
+  // 3 MiB and a bit, in uneven pieces: the hashing thread meets the writer mid-piece.
+  std::string content;
+  for (int i = 0; content.size() < (3 << 20) + 12345; ++i) content += std::to_string(i * 7919) + ",";
+  kiln::Digest digest = kiln::sha256_of(content);
+  auto write_pieces = [&](kiln::Store::BlobWriter& w, size_t from, size_t to) {
+    for (size_t at = from, piece = 1; at < to; at += piece, piece = piece * 3 % 70001 + 1)
+      w.write(kiln::as_bytes(std::string_view(content).substr(at, std::min(piece, to - at))));
+  };
+  {
+    auto w = store.new_blob();
+    w->hash_in_background();
+    write_pieces(*w, 0, content.size());
+    CHECK(w->seal(digest, content.size()) == digest);
+    w->publish();
+    CHECK(store.read_blob(digest, 8 << 20) == content);
+  }
+  {
+    auto w = store.new_blob();
+    w->hash_in_background();
+    write_pieces(*w, 0, content.size() - 1);
+    w->write(kiln::as_bytes("?"));
+    CHECK_THROWS_WITH(w->seal(digest), Catch::Contains("digest mismatch"));
+  }
+  {
+    // Dropped mid-stream: the hashing thread stops with it.
+    auto w = store.new_blob();
+    w->hash_in_background();
+    write_pieces(*w, 0, 100000);
+  }
+  // A resumed download: what the first writer left is hashed when the second opens it, the rest
+  // in the background.
+  kiln::Digest resumed = kiln::sha256_of(content + "resumed");
+  std::string whole = content + "resumed";
+  {
+    auto w = store.resumable_blob(resumed, whole.size());
+    w->hash_in_background();
+    w->write(kiln::as_bytes(std::string_view(whole).substr(0, 1 << 20)));
+  }
+  auto w = store.resumable_blob(resumed, whole.size());
+  REQUIRE(w->resumed_from() == 1 << 20);
+  w->hash_in_background();
+  w->write(kiln::as_bytes(std::string_view(whole).substr(1 << 20)));
+  CHECK(w->seal() == resumed);
+}
+
 TEST_CASE("a blob announced at N bytes refuses byte N+1 as it arrives, and nothing is published", "[store]") {
   ScratchStore s;
   kiln::Store store(s.root());
