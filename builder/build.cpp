@@ -534,19 +534,26 @@ void Builder::resolve_bases() {
   make_graph();
   // Every base the target needs must be there before anything runs: pulled when the store lacks
   // it, and pulled again with --pull.
-  std::set<std::string> pulled;
+  std::set<std::string> pulled;        // "name platform"
+  std::set<std::string> pulled_names;  // the names of those
   for (size_t s : session_.graph.order) {
     const parser::Stage& stage = session_.graph.stages[s];
     if (stage.base_stage || text_equal_fold(stage.base, "scratch")) continue;
     if (named_context_for(session_, stage.base)) continue;
-    const Image* image = find_base_image(store_, session_, request_, stage.base);
-    if (image && !request_.pull) continue;
+    parser::Platform platform =
+        stage.platform.empty() ? session_.target_platform : parser::parse_platform(stage.platform);
+    const Image* image = find_base_image(store_, session_, request_, stage.base, &platform);
     std::string name = base_image_lookup(request_, stage.base);
-    if (!pulled.insert(name).second) continue;
+    // A name this build pulled for another platform points at that platform's image now: this
+    // stage's platform is pulled too (a cross build's FROM --platform=$BUILDPLATFORM alpine and
+    // FROM alpine).
+    bool other_platform_pulled = pulled_names.count(name) && !pulled.count(pulled_base_key(name, platform));
+    if (image && !request_.pull && !other_platform_pulled) continue;
+    if (!pulled.insert(pulled_base_key(name, platform)).second) continue;
+    pulled_names.insert(name);
     const parser::Instruction& from = session_.file.instructions[stage.from];
     try {
-      pull_base(name,
-                stage.platform.empty() ? session_.target_platform : parser::parse_platform(stage.platform));
+      pull_base(name, platform);
     } catch (const Error& e) {
       throw Error(
           fmt::format("{}:{}: FROM {}: {}", session_.dockerfile_name, from.start.line, stage.base, e.what()));
@@ -566,17 +573,21 @@ void Builder::pull_base(const std::string& name, const parser::Platform& platfor
   options.progress = [&](const std::string& line) { session_.progress.note(vertex, line); };
   registry::RegistryOptions registry_options = request_.registry;
   registry_options.notice = [&](const std::string& line) { session_.progress.note(vertex, line); };
+  std::optional<registry::PullResult> pulled;
   try {
-    registry::pull_from_registry(store_, *ref, options, registry_options);
+    pulled = registry::pull_from_registry(store_, *ref, options, registry_options);
   } catch (const Error& e) {
     session_.progress.error(vertex, e.what());
     throw;
   }
   session_.progress.done(vertex);
+  Image image = store_.load_image(pulled->manifest);
+  if (!ref->digest()) image.names = {*ref};
   // What find_base_image remembered of this name is stale now.
   std::lock_guard lock(session_.bases_mutex);
   session_.base_images.erase(name);
   session_.missing_bases.erase(name);
+  session_.pulled_bases.insert_or_assign(pulled_base_key(name, platform), std::move(image));
 }
 
 void Builder::splice_onbuild_triggers() {

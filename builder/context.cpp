@@ -256,10 +256,18 @@ std::string base_image_lookup(const BuildRequest& request, const std::string& na
   return lookup;
 }
 
+std::string pulled_base_key(const std::string& lookup, const parser::Platform& platform) {
+  return lookup + " " + platform.to_string();
+}
+
 const Image* find_base_image(Store& store, BuildSession& session, const BuildRequest& request,
-                             const std::string& name) {
+                             const std::string& name, const parser::Platform* platform) {
   std::string lookup = base_image_lookup(request, name);
   std::lock_guard lock(session.bases_mutex);
+  if (platform) {
+    auto pulled = session.pulled_bases.find(pulled_base_key(lookup, *platform));
+    if (pulled != session.pulled_bases.end()) return &pulled->second;
+  }
   if (auto it = session.base_images.find(lookup); it != session.base_images.end()) return &it->second;
   if (session.missing_bases.count(lookup)) return nullptr;
   try {

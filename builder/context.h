@@ -11,6 +11,7 @@
 #include "builder/source_tree.h"
 #include "layerstore/files.h"
 #include "layerstore/store.h"
+#include "parser/build_graph.h"
 
 namespace kiln::builder {
 
@@ -49,8 +50,11 @@ std::string checksum_cache_file(const Store& store, const std::string& dir);
 // The image a FROM (or COPY --from) name stands for: itself, or what --build-context
 // NAME=docker-image://REF says.
 std::string base_image_lookup(const BuildRequest& request, const std::string& name);
+// With a platform: the image this build pulled of that name for that platform, when it did.
 const Image* find_base_image(Store& store, BuildSession& session, const BuildRequest& request,
-                             const std::string& name);
+                             const std::string& name, const parser::Platform* platform = nullptr);
+// The key of session.pulled_bases.
+std::string pulled_base_key(const std::string& lookup, const parser::Platform& platform);
 // The --build-context directory a name stands for, or null.
 const ContextSource* named_context_for(BuildSession& session, const std::string& name);
 

@@ -82,6 +82,9 @@ class BuildSession {
   std::mutex bases_mutex;
   std::map<std::string, Image> base_images;
   std::set<std::string> missing_bases;
+  // Base images pulled by this build, by "name platform": the store keeps one platform per name,
+  // so a stage whose FROM pulled another platform of the same name finds its own here.
+  std::map<std::string, Image> pulled_bases;
 
   // ---- stages: results and waiting
   // The result of a finished stage; blocks until it is done. Throws BuildCanceled when the build

@@ -284,7 +284,7 @@ class StageRunner {
       start_from_directory(*named);
     } else {
       state_.platform = stage_platform();
-      const Image* image = find_base_image(s_.store, s_, s_.request, stage_.base);
+      const Image* image = find_base_image(s_.store, s_, s_.request, stage_.base, &state_.platform);
       if (!image) throw NotFoundError(fmt::format("FROM {}: no such image in the store", stage_.base));
       std::string ref = stage_.base;
       if (!image->names.empty()) ref = image->names.front().str();

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The builder and the registry: FROM pulls an image the store lacks, --pull takes the tag's newest
 # image, `build --push` pushes what it built (mounting the base's layers); registry-mirrors from
-# kiln's config file are tried first for Docker Hub images, and one that is down is passed over.
+# kiln's config file are tried first for Docker Hub images, and one that is down is passed over; a
+# cross build's stages FROM one name for two platforms each get their own.
 source "$(dirname "$0")/lib.sh"
 need docker-registry skopeo jq python3 openssl
 source "$KILN_SOURCE_DIR/tests/registry_env/lib.sh"
@@ -42,6 +43,27 @@ assert_eq "$(kiln run --rm new cat /gen)" "gen=2" "--pull takes the registry's n
 # A base that no registry has: the error names the FROM line and the registry's answer.
 printf 'FROM %s/base/none:v1\n' "$R" >"$WORK/ctx/Dockerfile"
 expect_fail 1 "Dockerfile:1: FROM $R/base/none:v1: get manifest" kiln build -q "$WORK/ctx"
+
+# A cross build: two stages FROM one name for two platforms. The store keeps one platform per
+# name; each stage gets its own (pulled for it), not the other's with a warning.
+case $(uname -m) in
+  x86_64) host=amd64 other=arm64 ;;
+  aarch64) host=arm64 other=amd64 ;;
+esac
+registry_seed_image seeded/base:1 1 1000
+registry_seed_index multi/base:1 amd64 arm64
+manifest_host=INDEX_MANIFEST_$host manifest_other=INDEX_MANIFEST_$other
+export KILN_ROOT=$WORK/store-cross
+printf 'FROM --platform=linux/%s %s/multi/base:1 AS tools\nFROM %s/multi/base:1\nCOPY --from=tools /file0.bin /tools.bin\n' \
+  "$other" "$R" "$R" >"$WORK/ctx/Dockerfile"
+kiln build --progress plain -t cross "$WORK/ctx" >"$WORK/out" 2>&1 || fail "cross build: $(cat "$WORK/out")"
+assert_not_contains "$(cat "$WORK/out")" "WARNING: the image's platform" "each stage on its own platform"
+assert_eq "$(grep -c "\[internal\] pull $R/multi/base:1" "$WORK/out")" 2 "the name pulled for each platform"
+assert_eq "$(kiln inspect --format '{{.Architecture}}' cross)" "$host" "the target's platform"
+assert_eq "$(kiln inspect --format '{{json .Descriptor}}' "$R/multi/base:1" | jq -r .digest)" \
+  "${!manifest_host}" "the name ends on the last pulled, the target's"
+[[ -n ${!manifest_other} ]] || fail "no manifest for $other in the seeded index"
+export KILN_ROOT=$WORK/store2
 
 # registry-mirrors for Docker Hub: the first is down, the second (this registry) serves.
 kiln tag "$R/base/bb:v1" "$R/library/kilntest:v1"
