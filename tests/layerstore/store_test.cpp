@@ -80,7 +80,7 @@ TEST_CASE("a blob hashed in the background: the same digest, mismatches caught, 
   kiln::Store store(s.root());
   // 3 MiB and a bit, in uneven pieces: the hashing thread meets the writer mid-piece.
   std::string content;
-  for (int i = 0; content.size() < (3 << 20) + 12345; ++i) content += std::to_string(i * 7919) + ",";
+  for (uint64_t i = 0; content.size() < (3 << 20) + 12345; ++i) content += std::to_string(i * 7919) + ",";
   kiln::Digest digest = kiln::sha256_of(content);
   auto write_pieces = [&](kiln::Store::BlobWriter& w, size_t from, size_t to) {
     for (size_t at = from, piece = 1; at < to; at += piece, piece = piece * 3 % 70001 + 1)
