@@ -721,7 +721,7 @@ Store::CachePruneReport Store::prune_build_cache(std::optional<int64_t> max_age_
   return report;
 }
 
-// ------------------------------------------------------------------------------------------ gc
+// ---------------------------------------------------------------------------------- repo digests
 
 namespace {
 
@@ -797,7 +797,15 @@ std::optional<Image> Store::resolve_repo_digest(const Reference& ref) const {
   }
   if (ids.empty()) return std::nullopt;
   std::optional<Image> found;
-  for (Image& img : images()) {
+  for (auto& listed : listed_images()) {
+    std::optional<Image> loaded;
+    try {
+      loaded = load_image(listed.descriptor);
+    } catch (const Error&) {
+      continue;  // a broken image elsewhere does not stand in the way, as for names
+    }
+    Image& img = *loaded;
+    img.names = std::move(listed.names);
     if (!ids.count(img.id())) continue;
     bool better = !found || (img.config.architecture() == host_architecture() &&
                              found->config.architecture() != host_architecture());
@@ -805,6 +813,8 @@ std::optional<Image> Store::resolve_repo_digest(const Reference& ref) const {
   }
   return found;
 }
+
+// ------------------------------------------------------------------------------------------ gc
 
 PruneReport Store::prune() {
   if (access_ != Access::Exclusive) throw Error("prune: the store must be opened for exclusive access");

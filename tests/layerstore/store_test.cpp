@@ -224,6 +224,10 @@ TEST_CASE("a name resolves to its image whatever state other images are in", "[s
 
   CHECK(store.resolve("good").manifest_descriptor.digest == good.digest);
   CHECK(store.resolve("good").names == std::vector{kiln::Reference::parse("good")});
+  // By a repo digest too.
+  kiln::Reference by_digest = kiln::Reference::parse("good@" + kiln::sha256_of("index").str());
+  store.add_repo_digest(store.resolve("good").id(), by_digest);
+  CHECK(store.resolve(by_digest.str()).manifest_descriptor.digest == good.digest);
   CHECK_THROWS_WITH(store.resolve("broken"), Catch::Contains("does not match its digest"));
 }
 
