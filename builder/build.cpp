@@ -534,8 +534,7 @@ void Builder::resolve_bases() {
   make_graph();
   // Every base the target needs must be there before anything runs: pulled when the store lacks
   // it, and pulled again with --pull.
-  std::set<std::string> pulled;        // "name platform"
-  std::set<std::string> pulled_names;  // the names of those
+  std::map<std::string, std::set<std::string>> pulled;  // name → the platforms pulled
   for (size_t s : session_.graph.order) {
     const parser::Stage& stage = session_.graph.stages[s];
     if (stage.base_stage || text_equal_fold(stage.base, "scratch")) continue;
@@ -547,10 +546,9 @@ void Builder::resolve_bases() {
     // A name this build pulled for another platform points at that platform's image now: this
     // stage's platform is pulled too (a cross build's FROM --platform=$BUILDPLATFORM alpine and
     // FROM alpine).
-    bool other_platform_pulled = pulled_names.count(name) && !pulled.count(pulled_base_key(name, platform));
+    bool other_platform_pulled = pulled.count(name) > 0;
     if (image && !request_.pull && !other_platform_pulled) continue;
-    if (!pulled.insert(pulled_base_key(name, platform)).second) continue;
-    pulled_names.insert(name);
+    if (!pulled[name].insert(platform.to_string()).second) continue;
     const parser::Instruction& from = session_.file.instructions[stage.from];
     try {
       pull_base(name, platform);

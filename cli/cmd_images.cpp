@@ -71,6 +71,16 @@ bool remove_image_or_name(Store& store, const std::string& name, bool force,
   Image img = store.resolve(name);
   auto ref = Reference::try_parse(name);
   bool by_name = ref && std::find(img.names.begin(), img.names.end(), *ref) != img.names.end();
+  // A container's root is the image's layers: while one exists the image stays, as in Docker;
+  // only its references may go, and only when forced.
+  auto user = std::find_if(containers.begin(), containers.end(),
+                           [&](const runtime::ContainerRecord& c) { return c.image_id == img.id().str(); });
+  auto reference_in_use = [&] {
+    return Error(fmt::format(
+        "conflict: unable to remove repository reference \"{}\" (must force) - container {} is using its "
+        "referenced image {}",
+        name, user->short_id(), img.id().short_id()));
+  };
   // A repo digest ("busybox@sha256:…" as pulled) is a reference too: it goes, and the image with it
   // when nothing else names it.
   if (!by_name && ref && ref->digest()) {
@@ -80,15 +90,7 @@ bool remove_image_or_name(Store& store, const std::string& name, bool force,
     };
     if (std::any_of(repo_digests.begin(), repo_digests.end(), same)) {
       bool last = img.names.empty() && std::all_of(repo_digests.begin(), repo_digests.end(), same);
-      auto user = std::find_if(containers.begin(), containers.end(), [&](const runtime::ContainerRecord& c) {
-        return c.image_id == img.id().str();
-      });
-      if (last && user != containers.end() && !force) {
-        throw Error(
-            fmt::format("conflict: unable to remove repository reference \"{}\" (must force) - container "
-                        "{} is using its referenced image {}",
-                        name, user->short_id(), img.id().short_id()));
-      }
+      if (last && user != containers.end() && !force) throw reference_in_use();
       store.remove_repo_digest(*ref);
       fmt::print("Untagged: {}@{}\n", ref->familiar_repository(), ref->digest()->str());
       if (!last || user != containers.end()) return false;
@@ -97,19 +99,10 @@ bool remove_image_or_name(Store& store, const std::string& name, bool force,
       return true;
     }
   }
-  // A container's root is the image's layers: while one exists the image stays, as in Docker;
-  // only its names may go, and only when forced.
-  auto user = std::find_if(containers.begin(), containers.end(),
-                           [&](const runtime::ContainerRecord& c) { return c.image_id == img.id().str(); });
   bool last_name = !by_name || img.names.size() <= 1;
   if (user != containers.end() && last_name) {
     if (!force) {
-      if (by_name) {
-        throw Error(
-            fmt::format("conflict: unable to remove repository reference \"{}\" (must force) - container "
-                        "{} is using its referenced image {}",
-                        name, user->short_id(), img.id().short_id()));
-      }
+      if (by_name) throw reference_in_use();
       throw Error(fmt::format(
           "conflict: unable to delete {} (must be forced) - image is being used by {} "
           "container {}",
@@ -186,16 +179,19 @@ void add_image_commands(CLI::App& app, Context& ctx) {
       for (const auto& img : images) {
         if (!img.names.empty()) named_ids.insert(img.id());
       }
+      auto wanted = [&](const std::string& repository, const std::optional<std::string>& tag) {
+        return !want || (repository == want->repository() && (!want_tag || tag == want->tag()));
+      };
+      struct RepoDigests {
+        std::string familiar;
+        std::vector<std::string> digests;
+      };
       std::set<Digest> listed_ids;
       for (const auto& img : images) {
         if (img.names.empty() && named_ids.count(img.id())) continue;
         bool first_of_id = listed_ids.insert(img.id()).second;
         // Docker's rows: one per tag, with the repo digests of the tag's repository (one row each
         // under --digests); then one per repository known only by digest, tag <none>.
-        struct RepoDigests {
-          std::string familiar;
-          std::vector<std::string> digests;
-        };
         std::map<std::string, RepoDigests> digests_by_repo;  // by repository
         if (first_of_id) {
           for (const Reference& d : store.repo_digests(img.id())) {
@@ -208,9 +204,6 @@ void add_image_commands(CLI::App& app, Context& ctx) {
           if (!want && first_of_id) rows.push_back({&img, "<none>", "<none>", "<none>"});
           continue;
         }
-        auto wanted = [&](const std::string& repository, const std::optional<std::string>& tag) {
-          return !want || (repository == want->repository() && (!want_tag || tag == want->tag()));
-        };
         for (const auto& n : img.names) {
           std::vector<std::string> row_digests;
           if (auto it = digests_by_repo.find(n.repository()); it != digests_by_repo.end())

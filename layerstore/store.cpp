@@ -206,9 +206,12 @@ void Store::BlobWriter::write(std::span<const std::byte> data) {
   }
   failed_ = true;  // until the write and the hash have both taken the bytes
   FdWriter(fd_.get(), "new blob").write(data);
-  if (!growing_) hash_.update(data);
   size_ += data.size();
-  if (growing_) growing_->grew(size_);
+  if (growing_) {
+    growing_->grew(size_);  // the hashing thread takes them from the file
+  } else {
+    hash_.update(data);
+  }
   failed_ = false;
 }
 
