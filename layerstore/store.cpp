@@ -182,7 +182,8 @@ Store::BlobWriter::BlobWriter(const Store& store, const Digest& digest, uint64_t
 }
 
 Store::BlobWriter::~BlobWriter() {
-  stop_hashing(false);
+  if (growing_) growing_->abandon();
+  if (hasher_.joinable()) hasher_.join();
   if (resumable_) {
     // Kept for the next try unless its content is known to be wrong.
     if (!published_ && failed_) ::unlink(temp_path_.c_str());
@@ -207,21 +208,23 @@ void Store::BlobWriter::write(std::span<const std::byte> data) {
   failed_ = true;  // until the write and the hash have both taken the bytes
   FdWriter(fd_.get(), "new blob").write(data);
   size_ += data.size();
-  if (growing_) {
-    growing_->grew(size_);  // the hashing thread takes them from the file
-  } else {
-    hash_.update(data);
-  }
+  if (growing_) growing_->grew(size_);
+  // A hashing thread takes the bytes from the file.
+  if (!hasher_.joinable()) hash_.update(data);
   failed_ = false;
 }
 
+GrowingFile& Store::BlobWriter::follow() {
+  if (!growing_) growing_ = std::make_unique<GrowingFile>(fd_.get(), size_);
+  return *growing_;
+}
+
 void Store::BlobWriter::hash_in_background() {
-  if (growing_) return;
-  growing_ = std::make_unique<GrowingFile>(fd_.get(), size_);
+  if (hasher_.joinable()) return;
   // From size_ on: what a resumed download found is hashed already.
-  hasher_ = std::thread([this, from = size_] {
+  hasher_ = std::thread([this, &written_so_far = follow(), from = size_] {
     try {
-      GrowingFile::Reader written(*growing_, name(), from);
+      GrowingFile::Reader written(written_so_far, name(), from);
       std::vector<std::byte> buffer(1 << 20);
       while (size_t n = written.read(buffer)) hash_.update(std::span(buffer).first(n));
     } catch (...) {
@@ -230,21 +233,13 @@ void Store::BlobWriter::hash_in_background() {
   });
 }
 
-void Store::BlobWriter::stop_hashing(bool finish) {
-  if (!growing_) return;
-  if (finish) {
-    growing_->finish();
-  } else {
-    growing_->abandon();
-  }
-  hasher_.join();
-  growing_.reset();
-}
-
 Digest Store::BlobWriter::seal(const std::optional<Digest>& expected, std::optional<uint64_t> expected_size) {
   if (failed_) throw Error(fmt::format("{}: sealed after a failed write", name()));
-  stop_hashing(true);
-  if (hasher_error_) std::rethrow_exception(hasher_error_);  // reading the file back failed
+  if (growing_) growing_->finish();
+  if (hasher_.joinable()) {
+    hasher_.join();
+    if (hasher_error_) std::rethrow_exception(hasher_error_);  // reading the file back failed
+  }
   Digest got = hash_.finish();
   for (const std::optional<Digest>& want : {expected_.digest, expected}) {
     if (want && *want != got) {

@@ -20,20 +20,6 @@
 namespace kiln::registry {
 namespace {
 
-// Appends to a blob and tells the file's readers how far it has grown.
-class GrowingBlobWriter : public Writer {
- public:
-  GrowingBlobWriter(GrowingFile& file, Store::BlobWriter& blob) : file_(file), blob_(blob) {}
-  void write(std::span<const std::byte> data) override {
-    blob_.write(data);
-    file_.grew(blob_.size());
-  }
-
- private:
-  GrowingFile& file_;
-  Store::BlobWriter& blob_;
-};
-
 std::string normalized_variant(const Platform& p) {
   // Docker's matcher: arm64's variant v8 is the default, as is arm's v7.
   if (p.architecture == "arm64" && p.variant == "v8") return "";
@@ -401,10 +387,10 @@ std::optional<StagedLayer> download_layer(Store& store, RegistryClient& client, 
   // thread as its bytes reach the file, not after: the blob's digest and the diff ID, two SHA-256
   // passes, then run side by side.
   // A big blob's own hash on a third thread, so that the download's thread only receives and
-  // writes: 512 MiB pull in 0.77-0.83 s instead of 0.85-0.95 s. Not for small ones, where a
+  // writes: 512 MiB pull in 0.69-0.79 s instead of 0.85-0.95 s. Not for small ones, where a
   // thread more costs more than it saves (50 layers of 1 MiB: 0.17 s against 0.19-0.24 s).
   if (size >= kBackgroundHashBytes) blob->hash_in_background();
-  GrowingFile growing(blob->fd(), blob->size());
+  GrowingFile& growing = blob->follow();
   std::future<LayerCheck> check = std::async(std::launch::async, [&growing, &what] {
     GrowingFile::Reader content(growing, what);
     return check_layer(content, what);
@@ -417,8 +403,7 @@ std::optional<StagedLayer> download_layer(Store& store, RegistryClient& client, 
   try {
     if (blob->size() < size) {
       if (blob->resumed_from() > 0 && on_resume) on_resume(blob->resumed_from());
-      GrowingBlobWriter sink(growing, *blob);
-      client.get_blob(repository, layer.digest, blob->resumed_from(), sink);
+      client.get_blob(repository, layer.digest, blob->resumed_from(), *blob);
     }
     growing.finish();
   } catch (...) {
